@@ -1,0 +1,73 @@
+//! Encoding and decoding of batches: MessagePack with named fields (the agent's default) and
+//! JSON (for scripts and imports).
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Ack, Batch, PROTOCOL_VERSION};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    MessagePack,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed MessagePack: {0}")]
+    MessagePack(#[from] rmp_serde::decode::Error),
+    #[error("malformed JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("protocol version {found} is not supported (this build speaks {PROTOCOL_VERSION})")]
+    UnsupportedProtocol { found: u32 },
+    #[error("report {seq} names agent {found}, but the batch is from agent {expected}")]
+    AgentMismatch {
+        seq: u64,
+        expected: String,
+        found: String,
+    },
+}
+
+pub fn encode<T: Serialize>(value: &T, format: Format) -> Vec<u8> {
+    match format {
+        // Named fields keep the encoding self-describing, so fields can be added later.
+        Format::MessagePack => {
+            rmp_serde::to_vec_named(value).expect("census wire types always encode")
+        }
+        Format::Json => serde_json::to_vec(value).expect("census wire types always encode"),
+    }
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], format: Format) -> Result<T, DecodeError> {
+    Ok(match format {
+        Format::MessagePack => rmp_serde::from_slice(bytes)?,
+        Format::Json => serde_json::from_slice(bytes)?,
+    })
+}
+
+/// Decodes a batch and checks what a well-formed batch must satisfy whatever the transport:
+/// a protocol this build speaks, and every report from the batch's own agent.
+pub fn decode_batch(bytes: &[u8], format: Format) -> Result<Batch, DecodeError> {
+    let batch: Batch = decode(bytes, format)?;
+    if batch.protocol != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedProtocol {
+            found: batch.protocol,
+        });
+    }
+    if let Some(report) = batch
+        .reports
+        .iter()
+        .find(|r| r.body.agent_id() != batch.agent_id)
+    {
+        return Err(DecodeError::AgentMismatch {
+            seq: report.seq,
+            expected: batch.agent_id.clone(),
+            found: report.body.agent_id().to_owned(),
+        });
+    }
+    Ok(batch)
+}
+
+pub fn decode_ack(bytes: &[u8], format: Format) -> Result<Ack, DecodeError> {
+    decode(bytes, format)
+}
