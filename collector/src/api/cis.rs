@@ -1,0 +1,265 @@
+//! `/api/v1/cis` and a CI's sub-resources.
+//!
+//! - `GET /api/v1/cis`: filters `class`, `status`, `hostname`, `os` (exact; `os` matches the OS
+//!   name or family, e.g. `Debian GNU/Linux` or `linux`), `name` (prefix), paged by `limit`
+//!   (default 100, at most 1000) and `cursor`, ordered by id.
+//! - `GET /api/v1/cis/{id}`: the CI with its latest health sample and relationships.
+//! - `GET /api/v1/cis/{id}/software`: every package of the CI in one page, by name
+//!   (`next_cursor` is always null; a computer has a few thousand packages at most).
+//! - `GET /api/v1/cis/{id}/health?from=&to=`: samples in the window (RFC 3339, default the
+//!   last 24 hours), oldest first.
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::Uri;
+use census_common::{ErrorCode, HealthSample};
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{ApiError, AppState, cursor, parse_limit, query_params, rfc3339_utc};
+use crate::store::{CiDetail, CiFilter, CiRecord, InstalledSoftware, RelationshipRecord};
+
+const STATUSES: &[&str] = &["active", "stale", "retired"];
+
+#[derive(Debug, Serialize)]
+pub struct CiView {
+    pub id: i64,
+    pub class: String,
+    pub name: String,
+    pub status: String,
+    pub criticality: i64,
+    pub attributes: Value,
+    pub identified_by: Option<String>,
+    #[serde(with = "rfc3339_utc")]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "rfc3339_utc")]
+    pub last_seen: OffsetDateTime,
+}
+
+impl From<CiRecord> for CiView {
+    fn from(ci: CiRecord) -> CiView {
+        CiView {
+            id: ci.id,
+            class: ci.class,
+            name: ci.name,
+            status: ci.status,
+            criticality: ci.criticality,
+            attributes: ci.attributes,
+            identified_by: ci.identified_by,
+            first_seen: ci.first_seen,
+            last_seen: ci.last_seen,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CiDetailView {
+    #[serde(flatten)]
+    pub ci: CiView,
+    pub health: Option<HealthSample>,
+    pub relationships: Vec<RelationshipView>,
+}
+
+/// "source <type> target", e.g. computer 1 contains filesystem 2.
+#[derive(Debug, Serialize)]
+pub struct RelationshipView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: i64,
+    pub target: i64,
+    pub source_name: String,
+    pub target_name: String,
+    #[serde(with = "rfc3339_utc")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<RelationshipRecord> for RelationshipView {
+    fn from(r: RelationshipRecord) -> RelationshipView {
+        RelationshipView {
+            kind: r.kind,
+            source: r.source,
+            target: r.target,
+            source_name: r.source_name,
+            target_name: r.target_name,
+            created_at: r.created_at,
+        }
+    }
+}
+
+impl From<CiDetail> for CiDetailView {
+    fn from(d: CiDetail) -> CiDetailView {
+        CiDetailView {
+            ci: d.ci.into(),
+            health: d.health,
+            relationships: d.relationships.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListView<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SoftwareView {
+    pub name: String,
+    pub version: Option<String>,
+    pub arch: Option<String>,
+    pub vendor: Option<String>,
+    pub source: String,
+}
+
+impl From<InstalledSoftware> for SoftwareView {
+    fn from(s: InstalledSoftware) -> SoftwareView {
+        SoftwareView {
+            name: s.name,
+            version: s.version,
+            arch: s.arch,
+            vendor: s.vendor,
+            source: s.source,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct HealthView {
+    pub items: Vec<HealthSample>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Json<ListView<CiView>>, ApiError> {
+    let mut params = query_params(
+        &uri,
+        &[
+            "class", "status", "name", "hostname", "os", "limit", "cursor",
+        ],
+    )?;
+    if let Some(status) = params.get("status")
+        && !STATUSES.contains(&status.as_str())
+    {
+        return Err(ApiError::invalid_filter(format!(
+            "status must be one of {}, not {status:?}",
+            STATUSES.join(", ")
+        )));
+    }
+    let limit = parse_limit(params.get("limit"))?;
+    let after = match params.get("cursor") {
+        Some(c) => Some(cursor::decode(c, 1)?[0]),
+        None => None,
+    };
+    let filter = CiFilter {
+        class: params.remove("class"),
+        status: params.remove("status"),
+        name_prefix: params.remove("name"),
+        hostname: params.remove("hostname"),
+        os: params.remove("os"),
+        after,
+        limit,
+    };
+    let page = state.store.list_cis(filter).await?;
+    Ok(Json(ListView {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next.map(|id| cursor::encode(&[id])),
+    }))
+}
+
+/// A CI id from the path: a positive integer.
+fn ci_id(path: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
+    let text = path
+        .map(|Path(text)| text)
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadRequest, e.body_text()))?;
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                ErrorCode::BadRequest,
+                format!("CI id must be a positive integer, not {text:?}"),
+            )
+        })
+}
+
+fn no_such_ci(id: i64) -> ApiError {
+    ApiError::not_found(format!("there is no CI with id {id}"))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Json<CiDetailView>, ApiError> {
+    let id = ci_id(path)?;
+    query_params(&uri, &[])?;
+    let detail = state
+        .store
+        .get_ci(id)
+        .await?
+        .ok_or_else(|| no_such_ci(id))?;
+    Ok(Json(detail.into()))
+}
+
+pub async fn software(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Json<ListView<SoftwareView>>, ApiError> {
+    let id = ci_id(path)?;
+    query_params(&uri, &[])?;
+    let items = state
+        .store
+        .ci_software(id)
+        .await?
+        .ok_or_else(|| no_such_ci(id))?;
+    Ok(Json(ListView {
+        items: items.into_iter().map(Into::into).collect(),
+        next_cursor: None,
+    }))
+}
+
+fn parse_time(name: &str, value: Option<&String>) -> Result<Option<OffsetDateTime>, ApiError> {
+    value
+        .map(|text| {
+            OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
+                ApiError::invalid_filter(format!(
+                    "{name} must be an RFC 3339 time such as 2025-03-01T12:00:00Z, not {text:?}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+pub async fn health(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Json<HealthView>, ApiError> {
+    let id = ci_id(path)?;
+    let params = query_params(&uri, &["from", "to"])?;
+    let from = parse_time("from", params.get("from"))?;
+    let to = parse_time("to", params.get("to"))?;
+    let (from, to) = match (from, to) {
+        (Some(from), Some(to)) => (from, to),
+        (Some(from), None) => (from, state.clock.now()),
+        (None, Some(to)) => (to - time::Duration::DAY, to),
+        (None, None) => {
+            let now = state.clock.now();
+            (now - time::Duration::DAY, now)
+        }
+    };
+    if from > to {
+        return Err(ApiError::invalid_filter("from must not be after to"));
+    }
+    let items = state
+        .store
+        .ci_health(id, from, to)
+        .await?
+        .ok_or_else(|| no_such_ci(id))?;
+    Ok(Json(HealthView { items }))
+}

@@ -1,0 +1,118 @@
+//! The HTTP API: the agent's ingest route, the admin JSON API under `/api/v1` and the
+//! operational probes. Every route is listed in [`router`]; handlers live in one file per
+//! resource. Every failure answers `{ "error": { "code", "message" } }`.
+
+pub mod cis;
+pub mod cursor;
+pub mod error;
+pub mod ingest;
+pub mod ops;
+pub mod software;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Query};
+use axum::http::Uri;
+use axum::routing::{get, post};
+
+use crate::clock::Clock;
+use crate::store::Store;
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Largest request body, as received and after decompression.
+    pub max_body_bytes: usize,
+}
+
+/// All routes. The three groups are separate routers so that each can get its own middleware
+/// (agent tokens on the agent group, admin roles on the API group) without touching the others.
+pub fn router(state: AppState) -> Router {
+    let agent = Router::new()
+        .route("/agent/v1/reports", post(ingest::post_reports))
+        // The extractor's own limit; decompression enforces the same limit again.
+        .layer(DefaultBodyLimit::max(state.max_body_bytes));
+    let admin = Router::new()
+        .route("/api/v1/cis", get(cis::list))
+        .route("/api/v1/cis/{id}", get(cis::get))
+        .route("/api/v1/cis/{id}/software", get(cis::software))
+        .route("/api/v1/cis/{id}/health", get(cis::health))
+        .route("/api/v1/software", get(software::list));
+    let ops = Router::new()
+        .route("/livez", get(ops::livez))
+        .route("/readyz", get(ops::readyz));
+    Router::new()
+        .merge(agent)
+        .merge(admin)
+        .merge(ops)
+        .fallback(ops::no_route)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .with_state(state)
+}
+
+/// The query string as named parameters, refusing names not in `allowed` and repeated names,
+/// so a typo in a filter is an error rather than an unfiltered list.
+pub(crate) fn query_params(
+    uri: &Uri,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|e| ApiError::invalid_filter(format!("malformed query string: {e}")))?;
+    let mut params = HashMap::new();
+    for (name, value) in pairs {
+        if !allowed.contains(&name.as_str()) {
+            let hint = if allowed.is_empty() {
+                "this route takes no query parameters".to_owned()
+            } else {
+                format!("allowed: {}", allowed.join(", "))
+            };
+            return Err(ApiError::invalid_filter(format!(
+                "unknown query parameter `{name}`; {hint}"
+            )));
+        }
+        if params.insert(name.clone(), value).is_some() {
+            return Err(ApiError::invalid_filter(format!(
+                "query parameter `{name}` given more than once"
+            )));
+        }
+    }
+    Ok(params)
+}
+
+pub(crate) const DEFAULT_LIMIT: u32 = 100;
+pub(crate) const MAX_LIMIT: u32 = 1000;
+
+pub(crate) fn parse_limit(value: Option<&String>) -> Result<u32, ApiError> {
+    match value {
+        None => Ok(DEFAULT_LIMIT),
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid_filter(format!(
+                    "limit must be an integer from 1 to {MAX_LIMIT}, not {text:?}"
+                ))
+            }),
+    }
+}
+
+/// RFC 3339 UTC, the form of every time in the API.
+pub(crate) mod rfc3339_utc {
+    use serde::Serializer;
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        let text = t
+            .to_offset(time::UtcOffset::UTC)
+            .format(&Rfc3339)
+            .map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+}

@@ -1,0 +1,259 @@
+//! The collector's configuration: a TOML file (`/etc/census/collector.toml` unless `--config`
+//! names another), overridden by command-line flags.
+//!
+//! Every key has a default, so an empty or absent default file is a working configuration. An
+//! unknown key is an error, so a typo does not silently fall back to a default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/census/collector.toml";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on. Port 0 picks a free port; the bound address is
+    /// logged and written to `<data_dir>/collector.addr`.
+    pub listen: SocketAddr,
+    /// Directory holding `census.db` (and its WAL) and `collector.addr`.
+    pub data_dir: PathBuf,
+    /// How long health samples are kept.
+    pub health_retention: Span,
+    /// How often the background task compacts and prunes health samples.
+    pub compaction_interval: Span,
+    /// Largest request body accepted, both as received and after decompression.
+    pub max_body_bytes: u64,
+    /// Read-only database connections serving the admin API.
+    pub read_connections: usize,
+    /// Most jobs (report batches) one write transaction commits together.
+    pub writer_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./census-data"),
+            health_retention: Span(Duration::from_secs(7 * 86_400)),
+            compaction_interval: Span(Duration::from_secs(60)),
+            max_body_bytes: 16 * 1024 * 1024,
+            read_connections: 4,
+            writer_batch: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the configuration. `explicit` is the `--config` flag: that file must exist. Without
+    /// it the default path is read if present.
+    pub fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
+        let (path, required) = match explicit {
+            Some(path) => (path, true),
+            None => (Path::new(DEFAULT_CONFIG_PATH), false),
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Config::default());
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("could not read config file {}", path.display()));
+            }
+        };
+        Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.max_body_bytes == 0 || self.max_body_bytes > usize::MAX as u64 {
+            bail!("max_body_bytes must be a positive number of bytes");
+        }
+        if self.health_retention.0 < Duration::from_secs(3600) {
+            bail!("health_retention must be at least 1h");
+        }
+        if self.compaction_interval.0.is_zero() {
+            bail!("compaction_interval must be positive");
+        }
+        if self.read_connections == 0 || self.writer_batch == 0 {
+            bail!("read_connections and writer_batch must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, every key spelled out.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the configuration always serialises")
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("census.db")
+    }
+
+    pub fn addr_file(&self) -> PathBuf {
+        self.data_dir.join("collector.addr")
+    }
+}
+
+/// A duration written as in `7d`, `90s`, `1h30m`, `500ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub Duration);
+
+impl Span {
+    pub fn as_time(self) -> time::Duration {
+        time::Duration::try_from(self.0).unwrap_or(time::Duration::MAX)
+    }
+}
+
+const UNITS: &[(&str, u64)] = &[
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
+impl FromStr for Span {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Span, String> {
+        let invalid =
+            || format!("invalid duration {text:?}: write it like 7d, 12h, 1h30m, 90s or 500ms");
+        let mut rest = text.trim();
+        if rest.is_empty() {
+            return Err(invalid());
+        }
+        let mut total: u64 = 0;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .ok_or_else(invalid)?;
+            let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit = &rest[..unit_len];
+            let (_, ms) = UNITS.iter().find(|(u, _)| *u == unit).ok_or_else(invalid)?;
+            total = number
+                .checked_mul(*ms)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(invalid)?;
+            rest = &rest[unit_len..];
+        }
+        Ok(Span(Duration::from_millis(total)))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ms = self.0.as_millis() as u64;
+        if ms == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, size) in UNITS {
+            if ms >= *size {
+                write!(f, "{}{unit}", ms / size)?;
+                ms %= size;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_parse_and_print() {
+        for (text, secs) in [
+            ("7d", 604_800),
+            ("90s", 90),
+            ("1h30m", 5_400),
+            ("2h", 7_200),
+        ] {
+            let span: Span = text.parse().unwrap();
+            assert_eq!(span.0, Duration::from_secs(secs), "{text}");
+        }
+        assert_eq!(
+            "500ms".parse::<Span>().unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(Span(Duration::from_secs(5_400)).to_string(), "1h30m");
+        assert_eq!(Span(Duration::from_secs(604_800)).to_string(), "7d");
+        for bad in ["", "7", "d", "7 days", "-1s", "1y"] {
+            assert!(bad.parse::<Span>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_defaults_and_print_round_trips() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config, Config::default());
+        let printed = config.to_toml();
+        for key in [
+            "listen",
+            "data_dir",
+            "health_retention",
+            "max_body_bytes",
+            "compaction_interval",
+        ] {
+            assert!(
+                printed.contains(&format!("{key} = ")),
+                "{key} missing in {printed}"
+            );
+        }
+        assert!(printed.contains("health_retention = \"7d\""), "{printed}");
+        assert_eq!(Config::parse(&printed).unwrap(), config);
+    }
+
+    #[test]
+    fn keys_override_and_unknown_keys_fail() {
+        let config =
+            Config::parse("listen = \"127.0.0.1:9000\"\nhealth_retention = \"2d\"\n").unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.health_retention.0, Duration::from_secs(2 * 86_400));
+        let err = Config::parse("listne = \"127.0.0.1:9000\"").unwrap_err();
+        assert!(format!("{err:#}").contains("listne"), "{err:#}");
+        let err = Config::parse("health_retention = \"10m\"").unwrap_err();
+        assert!(err.to_string().contains("at least 1h"), "{err}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::load(Some(&dir.path().join("nope.toml"))).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("could not read config file"),
+            "{err:#}"
+        );
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "writer_batch = 8\n").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap().writer_batch, 8);
+    }
+}

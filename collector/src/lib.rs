@@ -1,0 +1,20 @@
+//! The Census collector as a library: `main.rs` only parses the command line and calls
+//! [`cli::run`]; tests start [`server::serve`] on port 0.
+//!
+//! Code map:
+//! - [`cli`], [`config`]: the command line and the configuration file.
+//! - [`server`]: serving on a bound listener until shutdown; the `collector.addr` file.
+//! - [`api`]: every route, the error body, cursors; handlers per resource.
+//! - [`store`]: SQLite behind one interface: writer thread, read pool, migrations, queries.
+//! - [`cmdb`]: pure reconciliation logic: identification rules, attributes, diffs.
+//! - [`retention`]: the background compaction and pruning of health samples.
+//! - [`clock`]: injected time.
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod cmdb;
+pub mod config;
+pub mod retention;
+pub mod server;
+pub mod store;

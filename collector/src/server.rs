@@ -1,0 +1,135 @@
+//! Running the collector: open the store, serve HTTP on a bound listener until the shutdown
+//! future completes, then stop cleanly.
+//!
+//! On start, once the listener is bound and the store is open, the bound address is written to
+//! `<data_dir>/collector.addr` (atomically: a temp file renamed into place) and logged as
+//! `listening addr=<ip:port>`; scripts and end-to-end tests read either to find a collector
+//! started with port 0. The file is removed on a clean stop.
+//!
+//! Shutdown order: stop accepting connections and let in-flight requests finish (their writes
+//! commit and their acks go out), stop the compaction task, then let the writer run what is still
+//! queued, commit, checkpoint the WAL and close.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::retention;
+use crate::store::{Store, StoreOptions};
+
+/// Serves until `shutdown` completes, with the system clock.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with_clock(listener, config, Arc::new(SystemClock), shutdown).await
+}
+
+pub async fn serve_with_clock(
+    listener: TcpListener,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let addr = listener
+        .local_addr()
+        .context("could not read the bound address")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("could not create data dir {}", config.data_dir.display()))?;
+    let db = config.database_path();
+    let options = StoreOptions {
+        read_connections: config.read_connections,
+        max_batch: config.writer_batch,
+    };
+    let store = {
+        let path = db.clone();
+        tokio::task::spawn_blocking(move || Store::open(&path, &options))
+            .await
+            .context("the task opening the database failed")?
+            .with_context(|| format!("could not open the store at {}", db.display()))?
+    };
+    let store = Arc::new(store);
+
+    let state = AppState {
+        store: store.clone(),
+        clock: clock.clone(),
+        max_body_bytes: config.max_body_bytes as usize,
+    };
+    let (stop_compaction, stop_rx) = watch::channel(false);
+    let compaction = tokio::spawn(retention::run(
+        store.clone(),
+        clock,
+        config.compaction_interval.0,
+        config.health_retention.as_time(),
+        stop_rx,
+    ));
+
+    let addr_file = config.addr_file();
+    if let Err(e) = write_addr_file(&addr_file, addr) {
+        store.close().await;
+        return Err(e);
+    }
+    tracing::info!(addr = %addr, data_dir = %config.data_dir.display(), "listening");
+
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("stopping: in-flight requests done, closing the store");
+    let _ = stop_compaction.send(true);
+    if let Err(e) = compaction.await {
+        tracing::warn!(error = %e, "the compaction task ended abnormally");
+    }
+    store.close().await;
+    if let Err(e) = std::fs::remove_file(&addr_file) {
+        tracing::warn!(path = %addr_file.display(), error = %e, "could not remove the address file");
+    }
+    tracing::info!("stopped");
+    served.context("the HTTP server failed")
+}
+
+/// Writes `addr` and a newline to `path` through a temp file and a rename, so a reader sees
+/// either the old file or the whole new one.
+fn write_addr_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
+    let tmp = path.with_extension("addr.tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("could not write the address file {}", path.display()))
+}
+
+/// Completes on SIGINT or SIGTERM (Ctrl-C elsewhere).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "could not listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!(signal = "SIGINT", "shutdown requested"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+    }
+}

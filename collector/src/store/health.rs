@@ -1,0 +1,388 @@
+//! The health time series: append, compact into hourly blobs, prune, and read back a range.
+//!
+//! Compaction and pruning run as ordinary writer jobs, each on a bounded chunk, so ingest jobs
+//! interleave with them and no transaction holds the write lock for long. Their notion of "now"
+//! is passed in (from the injected clock), never read here.
+//!
+//! A compaction job reads the oldest raw rows in id (arrival) order and stops at the first row
+//! of the current hour: everything before it moves into `health_hourly`, merged with the hour's
+//! existing blob if a late sample arrives for an hour already compacted, and the moved rows are
+//! deleted as one id range. Rows older than the retention window are dropped instead of moved.
+//! A sample of the current hour that arrived before older ones waits for the next hour.
+
+use std::collections::BTreeMap;
+
+use census_common::HealthSample;
+use rusqlite::{Connection, OptionalExtension, params};
+use time::OffsetDateTime;
+
+use super::{Store, StoreError, to_ms};
+
+const HOUR_MS: i64 = 3_600_000;
+/// Raw rows one compaction job reads at most.
+const COMPACT_CHUNK: usize = 20_000;
+/// Hourly rows one pruning job deletes at most.
+const PRUNE_CHUNK: usize = 5_000;
+/// First byte of an hourly blob: zstd-compressed MessagePack array of samples.
+const HOURLY_FORMAT_ZSTD_MSGPACK: u8 = 1;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Raw rows moved into hourly blobs.
+    pub moved: usize,
+    /// Raw rows dropped because they were already past retention.
+    pub dropped: usize,
+    /// Hourly rows written (created or merged).
+    pub hourly_rows: usize,
+    /// Hourly rows deleted by retention.
+    pub pruned: usize,
+}
+
+impl Store {
+    /// Compacts every completed hour of raw samples, then prunes hours past `retention`; one
+    /// bounded writer job at a time.
+    pub async fn compact_health(
+        &self,
+        now: OffsetDateTime,
+        retention: time::Duration,
+    ) -> Result<CompactionReport, StoreError> {
+        self.compact_health_chunked(now, retention, COMPACT_CHUNK, PRUNE_CHUNK)
+            .await
+    }
+
+    pub(crate) async fn compact_health_chunked(
+        &self,
+        now: OffsetDateTime,
+        retention: time::Duration,
+        compact_chunk: usize,
+        prune_chunk: usize,
+    ) -> Result<CompactionReport, StoreError> {
+        let now = to_ms(now);
+        let retention = retention.whole_milliseconds() as i64;
+        let mut total = CompactionReport::default();
+        loop {
+            let (step, more) = self
+                .writer
+                .run(move |conn| compact_chunk_job(conn, now, retention, compact_chunk))
+                .await?;
+            total.moved += step.moved;
+            total.dropped += step.dropped;
+            total.hourly_rows += step.hourly_rows;
+            if !more {
+                break;
+            }
+        }
+        loop {
+            let pruned = self
+                .writer
+                .run(move |conn| prune_job(conn, now, retention, prune_chunk))
+                .await?;
+            total.pruned += pruned;
+            if pruned < prune_chunk {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The samples of CI `ci_id` collected in `from..=to`, oldest first; `None` when the CI does
+    /// not exist.
+    pub async fn ci_health(
+        &self,
+        ci_id: i64,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Option<Vec<HealthSample>>, StoreError> {
+        let (from, to) = (to_ms(from), to_ms(to));
+        self.reads
+            .run(move |conn| read_range(conn, ci_id, from, to))
+            .await
+    }
+}
+
+fn blob_of<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> Result<&'r [u8], StoreError> {
+    row.get_ref(index)?
+        .as_blob()
+        .map_err(|e| StoreError::Corrupt(format!("health sample column: {e}")))
+}
+
+fn decode_sample(blob: &[u8]) -> Result<HealthSample, StoreError> {
+    rmp_serde::from_slice(blob).map_err(|e| StoreError::Corrupt(format!("health sample: {e}")))
+}
+
+fn encode_hourly(samples: &[HealthSample]) -> Result<Vec<u8>, StoreError> {
+    let packed = rmp_serde::to_vec_named(samples)
+        .map_err(|e| StoreError::Invalid(format!("health samples do not encode: {e}")))?;
+    let mut blob = vec![HOURLY_FORMAT_ZSTD_MSGPACK];
+    blob.extend(
+        zstd::encode_all(packed.as_slice(), 3).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    );
+    Ok(blob)
+}
+
+fn decode_hourly(blob: &[u8]) -> Result<Vec<HealthSample>, StoreError> {
+    match blob.split_first() {
+        Some((&HOURLY_FORMAT_ZSTD_MSGPACK, rest)) => {
+            let packed = zstd::decode_all(rest)
+                .map_err(|e| StoreError::Corrupt(format!("hourly health blob: {e}")))?;
+            rmp_serde::from_slice(&packed)
+                .map_err(|e| StoreError::Corrupt(format!("hourly health blob: {e}")))
+        }
+        _ => Err(StoreError::Corrupt(
+            "hourly health blob of unknown format".into(),
+        )),
+    }
+}
+
+/// One compaction step; answers whether more raw rows of completed hours may remain.
+fn compact_chunk_job(
+    conn: &Connection,
+    now: i64,
+    retention: i64,
+    chunk: usize,
+) -> Result<(CompactionReport, bool), StoreError> {
+    let current_hour = now.div_euclid(HOUR_MS);
+    let oldest_kept_hour = (now - retention).div_euclid(HOUR_MS);
+    let mut report = CompactionReport::default();
+
+    let mut groups: BTreeMap<(i64, i64), Vec<HealthSample>> = BTreeMap::new();
+    let mut last_id = None;
+    let mut read = 0;
+    let mut reached_current = false;
+    {
+        let mut stmt = conn
+            .prepare_cached("SELECT id, ci_id, ts, sample FROM health_raw ORDER BY id LIMIT ?1")?;
+        let mut rows = stmt.query([chunk as i64])?;
+        while let Some(row) = rows.next()? {
+            read += 1;
+            let ts: i64 = row.get(2)?;
+            let hour = ts.div_euclid(HOUR_MS);
+            if hour == current_hour {
+                reached_current = true;
+                break;
+            }
+            last_id = Some(row.get::<_, i64>(0)?);
+            if hour < oldest_kept_hour {
+                report.dropped += 1;
+                continue;
+            }
+            let sample = decode_sample(blob_of(row, 3)?)?;
+            groups.entry((hour, row.get(1)?)).or_default().push(sample);
+            report.moved += 1;
+        }
+    }
+    let Some(last_id) = last_id else {
+        return Ok((report, false));
+    };
+
+    let mut existing =
+        conn.prepare_cached("SELECT samples FROM health_hourly WHERE hour = ?1 AND ci_id = ?2")?;
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO health_hourly (hour, ci_id, samples) VALUES (?1, ?2, ?3)
+         ON CONFLICT (hour, ci_id) DO UPDATE SET samples = excluded.samples",
+    )?;
+    // BTreeMap order is (hour, ci_id) order: inserts land at the end of the key space.
+    for ((hour, ci_id), mut samples) in groups {
+        let old: Option<Vec<u8>> = existing
+            .query_row(params![hour, ci_id], |r| r.get(0))
+            .optional()?;
+        if let Some(old) = old {
+            let mut merged = decode_hourly(&old)?;
+            merged.append(&mut samples);
+            samples = merged;
+        }
+        samples.sort_by_key(|s| s.collected_at);
+        upsert.execute(params![hour, ci_id, encode_hourly(&samples)?])?;
+        report.hourly_rows += 1;
+    }
+    conn.prepare_cached("DELETE FROM health_raw WHERE id <= ?1")?
+        .execute([last_id])?;
+    Ok((report, !reached_current && read == chunk))
+}
+
+/// Deletes up to `chunk` hourly rows of hours wholly past retention.
+fn prune_job(
+    conn: &Connection,
+    now: i64,
+    retention: i64,
+    chunk: usize,
+) -> Result<usize, StoreError> {
+    let oldest_kept_hour = (now - retention).div_euclid(HOUR_MS);
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM health_hourly WHERE (hour, ci_id) IN
+               (SELECT hour, ci_id FROM health_hourly WHERE hour < ?1 ORDER BY hour, ci_id LIMIT ?2)",
+        )?
+        .execute(params![oldest_kept_hour, chunk as i64])?)
+}
+
+fn read_range(
+    conn: &Connection,
+    ci_id: i64,
+    from: i64,
+    to: i64,
+) -> Result<Option<Vec<HealthSample>>, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM ci WHERE id = ?1")?
+        .query_row([ci_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    let in_range = |s: &HealthSample| {
+        let ts = to_ms(s.collected_at);
+        from <= ts && ts <= to
+    };
+    let mut samples = Vec::new();
+
+    // Only the hours that hold data: the first and last keys of the table bound the loop, so a
+    // range starting in 1970 costs no more than one covering the stored days.
+    let (first, last): (Option<i64>, Option<i64>) = tx
+        .prepare_cached("SELECT min(hour), max(hour) FROM health_hourly")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if let (Some(first), Some(last)) = (first, last) {
+        let start = from.div_euclid(HOUR_MS).max(first);
+        let end = to.div_euclid(HOUR_MS).min(last);
+        let mut hourly =
+            tx.prepare_cached("SELECT samples FROM health_hourly WHERE hour = ?1 AND ci_id = ?2")?;
+        for hour in start..=end {
+            let blob: Option<Vec<u8>> = hourly
+                .query_row(params![hour, ci_id], |r| r.get(0))
+                .optional()?;
+            if let Some(blob) = blob {
+                samples.extend(decode_hourly(&blob)?.into_iter().filter(in_range));
+            }
+        }
+    }
+
+    let mut raw = tx.prepare_cached(
+        "SELECT sample FROM health_raw WHERE ci_id = ?1 AND ts BETWEEN ?2 AND ?3",
+    )?;
+    let mut rows = raw.query(params![ci_id, from, to])?;
+    while let Some(row) = rows.next()? {
+        samples.push(decode_sample(blob_of(row, 0)?)?);
+    }
+    samples.sort_by_key(|s| s.collected_at);
+    Ok(Some(samples))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::store::ingest::tests::{AGENT, batch, health, inventory_batch};
+    use crate::store::testing::temp_store;
+    use time::Duration;
+    use time::macros::datetime;
+
+    fn count(store: &Store, table: &str) -> i64 {
+        Connection::open(store.path())
+            .unwrap()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn cpu(samples: &[HealthSample]) -> Vec<f64> {
+        samples.iter().map(|s| s.cpu_percent.unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn samples_are_compacted_pruned_and_read_back_by_range() {
+        let (store, _dir) = temp_store();
+        let clock = ManualClock::new(datetime!(2025-03-01 10:00 UTC));
+        let retention = Duration::days(1);
+        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
+
+        // Samples every 20 minutes from 10:00 to 12:40: seqs 10..=18.
+        let start = clock.now();
+        let reports: Vec<_> = (0..9)
+            .map(|i| health(AGENT, 10 + i, start + Duration::minutes(20 * i as i64)))
+            .collect();
+        store.ingest(batch(AGENT, reports)).await.unwrap();
+        let ci_id = 1;
+        async fn all(store: &Store) -> Result<Option<Vec<HealthSample>>, StoreError> {
+            store
+                .ci_health(
+                    1,
+                    datetime!(2025-03-01 00:00 UTC),
+                    datetime!(2025-03-02 00:00 UTC),
+                )
+                .await
+        }
+        assert_eq!(cpu(&all(&store).await.unwrap().unwrap()).len(), 9);
+
+        // At 12:30, hours 10 and 11 are complete; the 12:xx samples stay raw.
+        clock.set(datetime!(2025-03-01 12:30 UTC));
+        let report = store
+            .compact_health_chunked(clock.now(), retention, 4, 100)
+            .await
+            .unwrap();
+        assert_eq!(report.moved, 6);
+        assert_eq!(report.hourly_rows, 3); // chunk of 4 splits hour 11 into two writes
+        assert_eq!(count(&store, "health_hourly"), 2);
+        assert_eq!(count(&store, "health_raw"), 3);
+        // Reading across hourly and raw rows gives the same samples, oldest first.
+        let back = all(&store).await.unwrap().unwrap();
+        assert_eq!(cpu(&back), (10..19).map(|v| v as f64).collect::<Vec<_>>());
+        let window = store
+            .ci_health(
+                ci_id,
+                datetime!(2025-03-01 10:30 UTC),
+                datetime!(2025-03-01 12:00 UTC),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cpu(&window), vec![12.0, 13.0, 14.0, 15.0, 16.0]);
+
+        // A late sample for 10:50 merges into the compacted hour.
+        store
+            .ingest(batch(
+                AGENT,
+                vec![health(AGENT, 30, datetime!(2025-03-01 10:50 UTC))],
+            ))
+            .await
+            .unwrap();
+        clock.advance(Duration::hours(1)); // 13:30
+        let report = store.compact_health(clock.now(), retention).await.unwrap();
+        assert_eq!(report.moved, 4);
+        assert_eq!(count(&store, "health_hourly"), 3);
+        assert_eq!(count(&store, "health_raw"), 0);
+        let back = all(&store).await.unwrap().unwrap();
+        assert_eq!(back.len(), 10);
+        assert_eq!(back[3].cpu_percent, Some(30.0));
+
+        // A day later hours 10 and 11 are past retention; hour 12 is not yet.
+        clock.set(datetime!(2025-03-02 12:10 UTC));
+        let report = store.compact_health(clock.now(), retention).await.unwrap();
+        assert_eq!(report.pruned, 2);
+        assert_eq!(count(&store, "health_hourly"), 1);
+        assert_eq!(
+            cpu(&all(&store).await.unwrap().unwrap()),
+            vec![16.0, 17.0, 18.0]
+        );
+
+        // A sample already past retention when it arrives is dropped, not compacted.
+        store
+            .ingest(batch(
+                AGENT,
+                vec![health(AGENT, 40, datetime!(2025-02-01 00:00 UTC))],
+            ))
+            .await
+            .unwrap();
+        let report = store.compact_health(clock.now(), retention).await.unwrap();
+        assert_eq!((report.dropped, report.moved), (1, 0));
+        assert_eq!(count(&store, "health_raw"), 0);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn health_of_an_unknown_ci_is_none() {
+        let (store, _dir) = temp_store();
+        let t = datetime!(2025-03-01 10:00 UTC);
+        assert_eq!(store.ci_health(42, t, t).await.unwrap(), None);
+        store.close().await;
+    }
+}

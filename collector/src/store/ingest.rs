@@ -1,0 +1,597 @@
+//! Storing a batch of reports: one writer job, so one transaction, per batch.
+//!
+//! **Promises:** a batch is stored whole or not at all. Reports are applied in seq order and a
+//! report whose seq is at most the agent's `last_seq` is acknowledged without being stored again
+//! (see "Deduplication" in the module doc of `store`). The answer, and so the HTTP ack, is sent
+//! only after the transaction committed.
+//!
+//! Within a batch, inventories are applied before health samples, so samples that travel with
+//! the first inventory are already filed under the new computer CI. A health sample from an
+//! agent that has no computer CI yet (first contact, or a database restored from an older
+//! backup) is kept only as the agent's latest sample, not in the time series, and the outcome
+//! asks the agent for its inventory.
+
+use std::collections::BTreeMap;
+
+use census_common::{HealthSample, Inventory, ReportBody};
+use rusqlite::{Connection, OptionalExtension, params};
+use time::UtcOffset;
+
+use super::model::{IngestBatch, IngestOutcome};
+use super::{Store, StoreError, to_ms};
+use crate::cmdb::{
+    self, CLASS_COMPUTER, Candidates, ExistingPart, REL_CONTAINS, SoftwareKey, diff_parts,
+    diff_software,
+};
+
+/// `identified_by` of a part CI: found by its computer and its part key.
+const PART_IDENTITY: &str = "part_key";
+
+impl Store {
+    /// Stores a batch and answers once it is durable.
+    pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError> {
+        self.writer.run(move |conn| apply_batch(conn, batch)).await
+    }
+}
+
+/// The agent row as the batch changes it; written back once at the end.
+struct AgentState {
+    ci_id: Option<i64>,
+    last_seq: Option<i64>,
+    digest: Option<String>,
+    latest_health: Option<Vec<u8>>,
+    latest_health_at: Option<i64>,
+}
+
+pub(crate) fn apply_batch(
+    conn: &Connection,
+    batch: IngestBatch,
+) -> Result<IngestOutcome, StoreError> {
+    let now = to_ms(batch.received_at);
+    let agent_id = batch.agent_id;
+    let mut reports = batch.reports;
+    reports.sort_by_key(|r| r.seq);
+
+    // The row exists from the start of the transaction so identification rules can see it.
+    conn.prepare_cached("INSERT OR IGNORE INTO agent (agent_id, last_seen) VALUES (?1, ?2)")?
+        .execute(params![agent_id, now])?;
+    let mut state = conn
+        .prepare_cached(
+            "SELECT ci_id, last_seq, inventory_digest, latest_health, latest_health_at
+             FROM agent WHERE agent_id = ?1",
+        )?
+        .query_row([&agent_id], |r| {
+            Ok(AgentState {
+                ci_id: r.get(0)?,
+                last_seq: r.get(1)?,
+                digest: r.get(2)?,
+                latest_health: r.get(3)?,
+                latest_health_at: r.get(4)?,
+            })
+        })?;
+
+    let mut acked = Vec::with_capacity(reports.len());
+    let mut inventories = Vec::new();
+    let mut samples = Vec::new();
+    for report in reports {
+        acked.push(report.seq);
+        let seq = i64::try_from(report.seq)
+            .map_err(|_| StoreError::Invalid(format!("seq {} is too large", report.seq)))?;
+        if state.last_seq.is_some_and(|last| seq <= last) {
+            continue;
+        }
+        state.last_seq = Some(seq);
+        match report.body {
+            ReportBody::Inventory(inv) => inventories.push(inv),
+            ReportBody::Health(sample) => samples.push(sample),
+        }
+    }
+    acked.dedup();
+    let stored = inventories.len() + samples.len();
+
+    for inv in inventories {
+        apply_inventory(conn, &mut state, &agent_id, inv, now)?;
+    }
+    for sample in samples {
+        apply_health(conn, &mut state, sample)?;
+    }
+
+    conn.prepare_cached(
+        "UPDATE agent SET ci_id = ?2, last_seq = ?3, last_seen = ?4, inventory_digest = ?5,
+                          latest_health = ?6, latest_health_at = ?7
+         WHERE agent_id = ?1",
+    )?
+    .execute(params![
+        agent_id,
+        state.ci_id,
+        state.last_seq,
+        now,
+        state.digest,
+        state.latest_health,
+        state.latest_health_at
+    ])?;
+    Ok(IngestOutcome {
+        acked,
+        stored,
+        send_inventory: state.ci_id.is_none(),
+    })
+}
+
+/// The store's side of the identification rules.
+struct StoreCandidates<'c> {
+    conn: &'c Connection,
+}
+
+impl Candidates for StoreCandidates<'_> {
+    type Error = StoreError;
+
+    fn by_agent_id(&mut self, agent_id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT ci_id FROM agent WHERE agent_id = ?1")?
+            .query_row([agent_id], |r| r.get::<_, Option<i64>>(0))
+            .optional()?
+            .flatten())
+    }
+}
+
+fn apply_inventory(
+    conn: &Connection,
+    state: &mut AgentState,
+    agent_id: &str,
+    mut inv: Inventory,
+    now: i64,
+) -> Result<(), StoreError> {
+    inv.normalize();
+    let digest = inv.content_digest();
+    let found = cmdb::identify(&mut StoreCandidates { conn }, &inv)?;
+
+    if let Some(found) = found
+        && state.digest.as_deref() == Some(digest.as_str())
+    {
+        // Same content as the stored inventory: the machine was seen, nothing changed.
+        conn.prepare_cached(
+            "UPDATE ci SET last_seen = ?2 WHERE id = ?1 OR (parent_id = ?1 AND status = 'active')",
+        )?
+        .execute(params![found.ci_id, now])?;
+        state.ci_id = Some(found.ci_id);
+        return Ok(());
+    }
+
+    let name = cmdb::computer_name(&inv);
+    let attributes = cmdb::computer_attributes(&inv).to_string();
+    let ci_id = match found {
+        Some(found) => {
+            conn.prepare_cached(
+                "UPDATE ci SET name = ?2, attributes = ?3, status = 'active', last_seen = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![found.ci_id, name, attributes, now])?;
+            found.ci_id
+        }
+        None => {
+            let id: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO ci (class, name, attributes, identified_by, first_seen, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING id",
+                )?
+                .query_row(
+                    params![
+                        CLASS_COMPUTER,
+                        name,
+                        attributes,
+                        cmdb::IdentifyRule::AgentId.name(),
+                        now
+                    ],
+                    |r| r.get(0),
+                )?;
+            // Attach at once, so a second inventory in the same batch finds this CI.
+            conn.prepare_cached("UPDATE agent SET ci_id = ?2 WHERE agent_id = ?1")?
+                .execute(params![agent_id, id])?;
+            id
+        }
+    };
+    state.ci_id = Some(ci_id);
+
+    apply_parts(conn, ci_id, &inv, now)?;
+    apply_software(conn, ci_id, &inv, now)?;
+    state.digest = Some(digest);
+    Ok(())
+}
+
+fn apply_parts(conn: &Connection, ci_id: i64, inv: &Inventory, now: i64) -> Result<(), StoreError> {
+    let existing = conn
+        .prepare_cached(
+            "SELECT id, class, part_key, name, status, attributes FROM ci WHERE parent_id = ?1",
+        )?
+        .query_map([ci_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?
+        .map(|row| {
+            let (id, class, key, name, status, attributes) = row?;
+            let attributes = serde_json::from_str(&attributes)
+                .map_err(|e| StoreError::Corrupt(format!("attributes of ci {id}: {e}")))?;
+            Ok(ExistingPart {
+                id,
+                class,
+                key,
+                name,
+                status,
+                attributes,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+
+    let plan = diff_parts(&existing, cmdb::part_specs(inv));
+    let mut relate = conn.prepare_cached(
+        "INSERT INTO relationship (type, source_id, target_id, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (source_id, type, target_id) DO NOTHING",
+    )?;
+    for spec in plan.create {
+        let part_id: i64 = conn
+            .prepare_cached(
+                "INSERT INTO ci (class, name, attributes, identified_by, parent_id, part_key,
+                                 first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
+            )?
+            .query_row(
+                params![
+                    spec.class,
+                    spec.name,
+                    spec.attributes.to_string(),
+                    PART_IDENTITY,
+                    ci_id,
+                    spec.key,
+                    now
+                ],
+                |r| r.get(0),
+            )?;
+        relate.execute(params![REL_CONTAINS, ci_id, part_id, now])?;
+    }
+    for update in plan.update {
+        conn.prepare_cached(
+            "UPDATE ci SET name = ?2, attributes = ?3, status = 'active', last_seen = ?4
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            update.id,
+            update.spec.name,
+            update.spec.attributes.to_string(),
+            now
+        ])?;
+        if update.reactivate {
+            relate.execute(params![REL_CONTAINS, ci_id, update.id, now])?;
+        }
+    }
+    let mut touch = conn.prepare_cached("UPDATE ci SET last_seen = ?2 WHERE id = ?1")?;
+    for id in plan.unchanged {
+        touch.execute(params![id, now])?;
+    }
+    for id in plan.retire {
+        conn.prepare_cached("UPDATE ci SET status = 'retired' WHERE id = ?1")?
+            .execute([id])?;
+        conn.prepare_cached(
+            "DELETE FROM relationship WHERE source_id = ?1 AND type = ?2 AND target_id = ?3",
+        )?
+        .execute(params![ci_id, REL_CONTAINS, id])?;
+    }
+    Ok(())
+}
+
+fn apply_software(
+    conn: &Connection,
+    ci_id: i64,
+    inv: &Inventory,
+    now: i64,
+) -> Result<(), StoreError> {
+    let installed = conn
+        .prepare_cached(
+            "SELECT s.name, s.version, s.arch, s.source, s.id
+             FROM installation i JOIN software s ON s.id = i.software_id
+             WHERE i.ci_id = ?1",
+        )?
+        .query_map([ci_id], |r| {
+            Ok((
+                SoftwareKey {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                    arch: r.get(2)?,
+                    source: r.get(3)?,
+                },
+                r.get::<_, i64>(4)?,
+            ))
+        })?
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    let plan = diff_software(&installed, &inv.software);
+
+    let mut catalog = conn.prepare_cached(
+        "INSERT INTO software (name, version, arch, vendor, source) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (name, version, arch, source)
+         DO UPDATE SET vendor = coalesce(software.vendor, excluded.vendor)
+         RETURNING id",
+    )?;
+    let mut install = conn.prepare_cached(
+        "INSERT INTO installation (ci_id, software_id, first_seen) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
+    )?;
+    for sw in plan.add {
+        let key = SoftwareKey::of(&sw);
+        let software_id: i64 = catalog.query_row(
+            params![key.name, key.version, key.arch, sw.vendor, key.source],
+            |r| r.get(0),
+        )?;
+        install.execute(params![ci_id, software_id, now])?;
+    }
+    let mut uninstall =
+        conn.prepare_cached("DELETE FROM installation WHERE ci_id = ?1 AND software_id = ?2")?;
+    for software_id in plan.remove {
+        uninstall.execute(params![ci_id, software_id])?;
+    }
+    Ok(())
+}
+
+fn apply_health(
+    conn: &Connection,
+    state: &mut AgentState,
+    mut sample: HealthSample,
+) -> Result<(), StoreError> {
+    sample.collected_at = sample.collected_at.to_offset(UtcOffset::UTC);
+    let ts = to_ms(sample.collected_at);
+    let blob = rmp_serde::to_vec_named(&sample)
+        .map_err(|e| StoreError::Invalid(format!("health sample does not encode: {e}")))?;
+    if let Some(ci_id) = state.ci_id {
+        conn.prepare_cached("INSERT INTO health_raw (ci_id, ts, sample) VALUES (?1, ?2, ?3)")?
+            .execute(params![ci_id, ts, blob])?;
+    }
+    state.latest_health = Some(blob);
+    state.latest_health_at = Some(ts);
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::store::testing::temp_store;
+    use census_common::{Filesystem, Report, Software};
+    use time::OffsetDateTime;
+    use time::macros::datetime;
+
+    pub(crate) const AGENT: &str = "0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11";
+    const T0: OffsetDateTime = datetime!(2025-03-01 12:00 UTC);
+
+    pub(crate) fn inventory(agent: &str, packages: &[&str], mounts: &[&str]) -> Inventory {
+        let mut inv = Inventory::new(agent, T0);
+        inv.host.hostname = Some("web-1".into());
+        inv.os.name = Some("Debian GNU/Linux".into());
+        inv.os.family = Some("linux".into());
+        inv.software = packages
+            .iter()
+            .map(|p| Software {
+                name: (*p).into(),
+                version: Some("1.0".into()),
+                arch: Some("amd64".into()),
+                vendor: None,
+                source: "dpkg".into(),
+            })
+            .collect();
+        inv.filesystems = mounts
+            .iter()
+            .map(|m| Filesystem {
+                mount: (*m).into(),
+                device: None,
+                fs_type: Some("ext4".into()),
+                total_bytes: Some(100),
+                removable: false,
+            })
+            .collect();
+        inv
+    }
+
+    pub(crate) fn batch(agent: &str, reports: Vec<Report>) -> IngestBatch {
+        IngestBatch {
+            agent_id: agent.into(),
+            reports,
+            received_at: T0,
+        }
+    }
+
+    pub(crate) fn inventory_batch(agent: &str, seq: u64, packages: &[&str]) -> IngestBatch {
+        batch(
+            agent,
+            vec![Report {
+                seq,
+                body: ReportBody::Inventory(inventory(agent, packages, &["/"])),
+            }],
+        )
+    }
+
+    pub(crate) fn health(agent: &str, seq: u64, at: OffsetDateTime) -> Report {
+        let mut sample = HealthSample::empty(agent, at);
+        sample.cpu_percent = Some(seq as f64);
+        Report {
+            seq,
+            body: ReportBody::Health(sample),
+        }
+    }
+
+    fn count(store: &Store, sql: &str) -> i64 {
+        Connection::open(store.path())
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn repeated_seqs_are_acked_but_stored_once() {
+        let (store, _dir) = temp_store();
+        let first = store
+            .ingest(batch(
+                AGENT,
+                vec![
+                    health(AGENT, 3, T0),
+                    Report {
+                        seq: 2,
+                        body: ReportBody::Inventory(inventory(AGENT, &["bash"], &["/"])),
+                    },
+                ],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(first.acked, vec![2, 3]);
+        assert_eq!(first.stored, 2);
+        assert!(!first.send_inventory);
+        // The health sample in the same batch as the first inventory is in the series.
+        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 1);
+
+        let again = store
+            .ingest(batch(
+                AGENT,
+                vec![health(AGENT, 3, T0), health(AGENT, 4, T0)],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(again.acked, vec![3, 4]);
+        assert_eq!(again.stored, 1);
+        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 2);
+        assert_eq!(count(&store, "SELECT last_seq FROM agent"), 4);
+
+        // A whole batch of old seqs stores nothing.
+        let old = store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
+        assert_eq!((old.acked, old.stored), (vec![1], 0));
+        assert_eq!(count(&store, "SELECT count(*) FROM installation"), 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn health_before_any_inventory_asks_for_the_inventory() {
+        let (store, _dir) = temp_store();
+        let outcome = store
+            .ingest(batch(AGENT, vec![health(AGENT, 1, T0)]))
+            .await
+            .unwrap();
+        assert!(outcome.send_inventory);
+        assert_eq!(count(&store, "SELECT count(*) FROM ci"), 0);
+        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 0);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM agent WHERE latest_health IS NOT NULL"
+            ),
+            1
+        );
+        let outcome = store.ingest(inventory_batch(AGENT, 2, &[])).await.unwrap();
+        assert!(!outcome.send_inventory);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn inventory_changes_are_reconciled() {
+        let (store, _dir) = temp_store();
+        let inv_report = |seq, packages: &[&str], mounts: &[&str]| Report {
+            seq,
+            body: ReportBody::Inventory(inventory(AGENT, packages, mounts)),
+        };
+        store
+            .ingest(batch(
+                AGENT,
+                vec![inv_report(1, &["bash", "curl"], &["/", "/mnt/usb"])],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM ci"), 3);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM relationship WHERE type = 'contains'"
+            ),
+            2
+        );
+        assert_eq!(count(&store, "SELECT count(*) FROM installation"), 2);
+
+        // curl removed, jq added, the USB disk unplugged.
+        store
+            .ingest(batch(AGENT, vec![inv_report(2, &["bash", "jq"], &["/"])]))
+            .await
+            .unwrap();
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM installation i JOIN software s ON s.id = i.software_id
+                 WHERE s.name IN ('bash', 'jq')"
+            ),
+            2
+        );
+        assert_eq!(count(&store, "SELECT count(*) FROM installation"), 2);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM ci WHERE part_key = '/mnt/usb' AND status = 'retired'"
+            ),
+            1
+        );
+        assert_eq!(count(&store, "SELECT count(*) FROM relationship"), 1);
+
+        // The disk is back: the same CI is reactivated, not a new one created.
+        store
+            .ingest(batch(
+                AGENT,
+                vec![inv_report(3, &["bash", "jq"], &["/", "/mnt/usb"])],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM ci"), 3);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM ci WHERE part_key = '/mnt/usb' AND status = 'active'"
+            ),
+            1
+        );
+        assert_eq!(count(&store, "SELECT count(*) FROM relationship"), 2);
+        // The catalog keeps curl although nobody runs it.
+        assert_eq!(count(&store, "SELECT count(*) FROM software"), 3);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn unchanged_inventory_only_moves_last_seen() {
+        let (store, _dir) = temp_store();
+        store
+            .ingest(inventory_batch(AGENT, 1, &["bash"]))
+            .await
+            .unwrap();
+        let mut later = inventory_batch(AGENT, 2, &["bash"]);
+        later.received_at = T0 + time::Duration::hours(1);
+        if let ReportBody::Inventory(inv) = &mut later.reports[0].body {
+            // Collection time is not content: the digest is the same.
+            inv.collected_at = later.received_at;
+        }
+        store.ingest(later).await.unwrap();
+        let changes_before = count(
+            &store,
+            "SELECT count(*) FROM ci WHERE last_seen = first_seen",
+        );
+        assert_eq!(changes_before, 0);
+        assert_eq!(count(&store, "SELECT count(*) FROM ci"), 2);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_batch_leaves_nothing_behind() {
+        let (store, _dir) = temp_store();
+        let bad = batch(AGENT, vec![health(AGENT, u64::MAX, T0)]);
+        assert!(matches!(
+            store.ingest(bad).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(count(&store, "SELECT count(*) FROM agent"), 0);
+        store.close().await;
+    }
+}

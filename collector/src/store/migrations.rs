@@ -1,0 +1,242 @@
+//! The schema, as an append-only list of migrations tracked by `PRAGMA user_version`.
+//!
+//! **Promise:** a migration, once released, is never edited or reordered; a schema change is a
+//! new entry at the end. Opening runs every pending migration in one transaction (all or
+//! nothing) and refuses a database whose `user_version` is newer than this list, so an older
+//! collector can never write into a schema it does not understand.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Migration `i` (0-based) brings the schema from version `i` to version `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: the CMDB core and the health time series. See the module doc of `store` for the design.
+    r#"
+CREATE TABLE ci (
+    id            INTEGER PRIMARY KEY,
+    class         TEXT    NOT NULL,
+    name          TEXT    NOT NULL,
+    status        TEXT    NOT NULL DEFAULT 'active'
+                          CHECK (status IN ('active', 'stale', 'retired')),
+    criticality   INTEGER NOT NULL DEFAULT 3 CHECK (criticality BETWEEN 1 AND 4),
+    attributes    TEXT    NOT NULL DEFAULT '{}' CHECK (json_valid(attributes)),
+    identified_by TEXT,
+    -- A part (filesystem, network interface) belongs to the computer that reported it and is
+    -- identified within it by part_key (the mount point, the interface name).
+    parent_id     INTEGER REFERENCES ci(id) ON DELETE CASCADE,
+    part_key      TEXT,
+    first_seen    INTEGER NOT NULL,
+    last_seen     INTEGER NOT NULL,
+    hostname      TEXT GENERATED ALWAYS AS (json_extract(attributes, '$.hostname')) VIRTUAL,
+    os_name       TEXT GENERATED ALWAYS AS (json_extract(attributes, '$.os_name')) VIRTUAL,
+    os_family     TEXT GENERATED ALWAYS AS (json_extract(attributes, '$.os_family')) VIRTUAL
+);
+CREATE INDEX ci_class ON ci(class);
+CREATE INDEX ci_status ON ci(status);
+CREATE INDEX ci_name ON ci(name);
+CREATE INDEX ci_hostname ON ci(hostname);
+CREATE INDEX ci_os_name ON ci(os_name);
+CREATE INDEX ci_os_family ON ci(os_family);
+CREATE UNIQUE INDEX ci_part ON ci(parent_id, class, part_key) WHERE parent_id IS NOT NULL;
+
+CREATE TABLE agent (
+    agent_id         TEXT    PRIMARY KEY,
+    ci_id            INTEGER REFERENCES ci(id) ON DELETE SET NULL,
+    last_seq         INTEGER,
+    last_seen        INTEGER NOT NULL,
+    inventory_digest TEXT,
+    latest_health    BLOB,
+    latest_health_at INTEGER
+);
+CREATE UNIQUE INDEX agent_ci ON agent(ci_id) WHERE ci_id IS NOT NULL;
+
+CREATE TABLE relationship (
+    id         INTEGER PRIMARY KEY,
+    type       TEXT    NOT NULL,
+    source_id  INTEGER NOT NULL REFERENCES ci(id) ON DELETE CASCADE,
+    target_id  INTEGER NOT NULL REFERENCES ci(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    UNIQUE (source_id, type, target_id)
+);
+CREATE INDEX relationship_target ON relationship(target_id);
+
+-- version and arch are '' when unknown: NULLs are distinct in a UNIQUE constraint, so NULL
+-- would let the same package enter the catalog twice.
+CREATE TABLE software (
+    id      INTEGER PRIMARY KEY,
+    name    TEXT NOT NULL,
+    version TEXT NOT NULL,
+    arch    TEXT NOT NULL,
+    vendor  TEXT,
+    source  TEXT NOT NULL,
+    UNIQUE (name, version, arch, source)
+);
+
+CREATE TABLE installation (
+    ci_id       INTEGER NOT NULL REFERENCES ci(id) ON DELETE CASCADE,
+    software_id INTEGER NOT NULL REFERENCES software(id),
+    first_seen  INTEGER NOT NULL,
+    PRIMARY KEY (ci_id, software_id)
+) WITHOUT ROWID;
+CREATE INDEX installation_software ON installation(software_id);
+
+-- Append-only, no secondary index: every insert lands at the end of the rowid b-tree.
+CREATE TABLE health_raw (
+    id     INTEGER PRIMARY KEY,
+    ci_id  INTEGER NOT NULL,
+    ts     INTEGER NOT NULL,
+    sample BLOB    NOT NULL
+);
+
+CREATE TABLE health_hourly (
+    hour    INTEGER NOT NULL,
+    ci_id   INTEGER NOT NULL,
+    samples BLOB    NOT NULL,
+    PRIMARY KEY (hour, ci_id)
+) WITHOUT ROWID;
+"#,
+];
+
+/// Brings the database up to the latest schema.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    migrate_to(conn, path, MIGRATIONS)
+}
+
+/// Runs the pending entries of `migrations` in one transaction. Split out so tests can build a
+/// database as an older release left it.
+pub(crate) fn migrate_to(
+    conn: &mut Connection,
+    path: &Path,
+    migrations: &[&str],
+) -> Result<(), StoreError> {
+    let known = migrations.len() as u32;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Read the version inside the write transaction, so two processes opening the same fresh
+    // file cannot both run migration 1.
+    let found: u32 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > known {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            known,
+        });
+    }
+    for (index, sql) in migrations.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql)
+            .map_err(|source| StoreError::Migration {
+                version: index as u32 + 1,
+                source,
+            })?;
+    }
+    if found < known {
+        tx.pragma_update(None, "user_version", known)?;
+        tracing::info!(from = found, to = known, path = %path.display(), "migrated database schema");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema version this build creates and understands.
+    fn current_version() -> u32 {
+        MIGRATIONS.len() as u32
+    }
+
+    fn table_names(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn version(conn: &Connection) -> u32 {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn fresh_database_gets_every_migration() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, Path::new(":memory:")).unwrap();
+        assert_eq!(version(&conn), current_version());
+        let tables = table_names(&conn);
+        for t in [
+            "agent",
+            "ci",
+            "health_hourly",
+            "health_raw",
+            "installation",
+            "relationship",
+            "software",
+        ] {
+            assert!(
+                tables.contains(&t.to_owned()),
+                "missing table {t}: {tables:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reopening_a_migrated_database_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("census.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate(&mut conn, &path).unwrap();
+            conn.execute(
+                "INSERT INTO ci (class, name, first_seen, last_seen) VALUES ('computer', 'a', 0, 0)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn, &path).unwrap();
+        assert_eq!(version(&conn), current_version());
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM ci", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn database_left_by_each_older_release_upgrades() {
+        // For every prefix of the migration list, build the database as that release left it,
+        // with a row in it, then open it with this build.
+        for done in 0..MIGRATIONS.len() {
+            let mut conn = Connection::open_in_memory().unwrap();
+            migrate_to(&mut conn, Path::new("old.db"), &MIGRATIONS[..done]).unwrap();
+            assert_eq!(version(&conn), done as u32);
+            migrate(&mut conn, Path::new("old.db")).unwrap();
+            assert_eq!(version(&conn), current_version());
+        }
+    }
+
+    #[test]
+    fn newer_database_is_refused_and_left_alone() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", current_version() + 1)
+            .unwrap();
+        let err = migrate(&mut conn, Path::new("/srv/census.db")).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }));
+        assert_eq!(
+            message,
+            format!(
+                "database at /srv/census.db has schema version {} but this census-collector knows only up to {}; upgrade census-collector",
+                current_version() + 1,
+                current_version()
+            )
+        );
+        assert_eq!(version(&conn), current_version() + 1);
+        assert!(table_names(&conn).is_empty());
+    }
+}

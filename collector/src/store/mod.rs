@@ -1,0 +1,300 @@
+//! The store: every byte the collector keeps, behind one interface.
+//!
+//! SQL lives only under this module. The rest of the collector calls the methods of [`Store`]
+//! with and gets back the plain types of [`model`], so a PostgreSQL backend can later be added
+//! behind the same methods (turning `Store` into an enum or trait over backends) without touching
+//! the API or the CMDB logic.
+//!
+//! # Promises
+//!
+//! - **One file**: `<data_dir>/census.db`, SQLite in WAL mode, foreign keys on.
+//! - **One writer**: all writes go through the writer thread ([`writer`]), in `BEGIN IMMEDIATE`
+//!   transactions committed with `synchronous=FULL`. A method that writes returns only after its
+//!   transaction committed, so an `Ok` means the data survives a crash or power cut; an `Err`
+//!   means none of that call's writes exists.
+//! - **Reads never block writes**: a small pool of `query_only` connections serves the admin
+//!   API through `spawn_blocking`; WAL lets them read while the writer commits.
+//! - **Schema**: migrations are append-only ([`migrations`]) and a database newer than this
+//!   build is refused, never written.
+//!
+//! # Schema
+//!
+//! - `agent`: one row per agent id, the only row touched by every report: the agent's computer
+//!   CI (`ci_id`), the highest stored sequence number (`last_seq`), `last_seen`, the digest of
+//!   the last stored inventory and the latest health sample (MessagePack). Keeping the hot data
+//!   in this one row keeps each health sample to one random page write.
+//! - `ci`: configuration items. Parts carry `parent_id` (their computer) and `part_key` (mount
+//!   point, interface name); `hostname`, `os_name` and `os_family` are generated columns over the
+//!   JSON `attributes`, indexed for the list filters. Times are unix milliseconds.
+//! - `relationship(type, source_id, target_id)`, unique per triple; ending a relationship deletes
+//!   its row (history rows arrive with the history issue).
+//! - `software` is the catalog (name, version, arch, source unique; unknown version or arch is
+//!   `''`), `installation(ci_id, software_id)` says which computer has which package.
+//! - Health time series, shaped for "every computer, every minute": `health_raw` is append-only
+//!   with no secondary index, so an insert touches only the last page of its b-tree. A background
+//!   compaction ([`Store::compact_health`]) moves rows of completed hours into `health_hourly`,
+//!   one compressed blob per (hour, CI), keyed `(hour, ci_id)`, and deletes the moved raw rows as
+//!   an id prefix. Retention deletes `health_hourly` rows of old hours, a key prefix. A range
+//!   query reads one hourly row per hour plus a scan of the small raw table.
+//!
+//! # Deduplication
+//!
+//! An agent's sequence numbers rise by one per report and the agent persists the next number
+//! before using it, so they never repeat or go back. A report whose seq is at most the stored
+//! `last_seq` was therefore stored before: it is acknowledged again and nothing is written.
+//! Reports in a batch are applied in seq order.
+
+mod cis;
+mod health;
+mod ingest;
+pub(crate) mod migrations;
+pub mod model;
+mod read;
+mod software;
+pub(crate) mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use health::CompactionReport;
+pub use model::*;
+
+use read::ReadPool;
+use writer::Writer;
+
+/// How long a connection waits for a lock held by another process (a backup, an admin's
+/// `sqlite3` shell) before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "database at {path} has schema version {found} but this census-collector knows only up to {known}; upgrade census-collector"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error("schema migration {version} failed: {source}")]
+    Migration {
+        version: u32,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("could not open database at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("no database at {0}")]
+    Missing(PathBuf),
+    #[error("backup target {0} already exists; choose a new file name")]
+    BackupExists(PathBuf),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the write transaction failed: {0}")]
+    Commit(String),
+    #[error("the store is shut down")]
+    WriterGone,
+    #[error("a store job panicked")]
+    JobPanicked,
+    #[error("stored data could not be decoded: {0}")]
+    Corrupt(String),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("could not start the writer thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Read-only connections serving queries.
+    pub read_connections: usize,
+    /// Most jobs one write transaction takes.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            read_connections: 4,
+            max_batch: 256,
+        }
+    }
+}
+
+pub struct Store {
+    path: PathBuf,
+    writer: Writer,
+    reads: ReadPool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, migrates it and starts the writer.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;",
+        )
+        .map_err(open_err)?;
+        migrations::migrate(&mut conn, path)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let reads = ReadPool::open(path, options.read_connections.max(1), BUSY_TIMEOUT)?;
+        let writer = Writer::start(conn, options.max_batch)?;
+        Ok(Store {
+            path: path.to_owned(),
+            writer,
+            reads,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the database answers: the writer is running and a read connection runs a query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        if !self.writer.is_alive() {
+            return Err(StoreError::WriterGone);
+        }
+        self.reads
+            .run(|conn| {
+                conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                    r.get::<_, i64>(0)
+                })?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Runs the jobs already queued, commits, closes the writer and the read pool. Later calls
+    /// fail with [`StoreError::WriterGone`].
+    pub async fn close(&self) {
+        self.writer.shutdown().await;
+        self.reads.close();
+    }
+
+    /// Transactions the writer has committed since open (a group of jobs counts once).
+    pub fn commits(&self) -> u64 {
+        self.writer
+            .stats()
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Copies the database at `db` into a new file `dest` with `VACUUM INTO`: a consistent snapshot
+/// taken while a collector may be running and writing. Refuses to overwrite `dest`.
+pub fn backup(db: &Path, dest: &Path) -> Result<(), StoreError> {
+    if dest.exists() {
+        return Err(StoreError::BackupExists(dest.to_owned()));
+    }
+    if !db.exists() {
+        return Err(StoreError::Missing(db.to_owned()));
+    }
+    let open_err = |source| StoreError::Open {
+        path: db.to_owned(),
+        source,
+    };
+    // No CREATE flag: a mistyped data dir must not leave an empty database behind.
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    let target = dest
+        .to_str()
+        .ok_or_else(|| StoreError::Invalid(format!("{} is not valid UTF-8", dest.display())))?;
+    conn.execute("VACUUM INTO ?1", [target])?;
+    Ok(())
+}
+
+/// Unix milliseconds, the unit of every time column.
+pub(crate) fn to_ms(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn from_ms(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A store in a fresh temp dir; the dir lives as long as the returned guard.
+    pub(crate) fn temp_store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("census.db"), &StoreOptions::default()).unwrap();
+        (store, dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::temp_store;
+    use super::*;
+
+    #[tokio::test]
+    async fn open_sets_wal_and_ping_answers_until_close() {
+        let (store, _dir) = temp_store();
+        let mode: String = Connection::open(store.path())
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        store.ping().await.unwrap();
+        store.close().await;
+        assert!(store.ping().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn open_refuses_a_newer_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("census.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
+        let err = Store::open(&path, &StoreOptions::default()).err().unwrap();
+        assert!(err.to_string().contains("schema version 999"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn backup_copies_and_refuses_to_overwrite() {
+        let (store, dir) = temp_store();
+        store
+            .ingest(ingest::tests::inventory_batch(
+                "0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11",
+                1,
+                &["bash"],
+            ))
+            .await
+            .unwrap();
+        let dest = dir.path().join("copy.db");
+        backup(store.path(), &dest).unwrap();
+        let n: i64 = Connection::open(&dest)
+            .unwrap()
+            .query_row("SELECT count(*) FROM software", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        let err = backup(store.path(), &dest).unwrap_err();
+        assert!(matches!(err, StoreError::BackupExists(_)));
+        let err = backup(&dir.path().join("nope.db"), &dir.path().join("x.db")).unwrap_err();
+        assert!(matches!(err, StoreError::Missing(_)));
+        store.close().await;
+    }
+}

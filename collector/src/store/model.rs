@@ -1,0 +1,107 @@
+//! Plain types going in and out of the store. They belong to no backend and are not wire
+//! types: the API turns them into its JSON views.
+
+use census_common::{HealthSample, Report};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// One decoded batch from one agent.
+#[derive(Debug, Clone)]
+pub struct IngestBatch {
+    pub agent_id: String,
+    pub reports: Vec<Report>,
+    /// When the collector received the batch; the `last_seen` it sets.
+    pub received_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Every seq of the batch, ascending, whether stored now or before.
+    pub acked: Vec<u64>,
+    /// How many reports were new and stored.
+    pub stored: usize,
+    /// The agent has no computer CI: it should send its inventory.
+    pub send_inventory: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CiRecord {
+    pub id: i64,
+    pub class: String,
+    pub name: String,
+    pub status: String,
+    pub criticality: i64,
+    pub attributes: Value,
+    pub identified_by: Option<String>,
+    pub first_seen: OffsetDateTime,
+    /// For a computer, the latest of its CI row and of its agent's last report.
+    pub last_seen: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CiDetail {
+    pub ci: CiRecord,
+    /// The latest health sample of the computer's agent, if any.
+    pub health: Option<HealthSample>,
+    pub relationships: Vec<RelationshipRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelationshipRecord {
+    pub kind: String,
+    pub source: i64,
+    pub source_name: String,
+    pub target: i64,
+    pub target_name: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// Filters of the CI list. Every present filter must match.
+#[derive(Debug, Clone, Default)]
+pub struct CiFilter {
+    pub class: Option<String>,
+    pub status: Option<String>,
+    /// Prefix of the CI name.
+    pub name_prefix: Option<String>,
+    pub hostname: Option<String>,
+    /// Exact `os_name` or `os_family` attribute.
+    pub os: Option<String>,
+    /// Only CIs with an id above this (the cursor).
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+/// A page of a list, and where the next one starts if there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T, K> {
+    pub items: Vec<T>,
+    pub next: Option<K>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledSoftware {
+    pub name: String,
+    pub version: Option<String>,
+    pub arch: Option<String>,
+    pub vendor: Option<String>,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoftwareQuery {
+    /// Exact package name.
+    pub name: String,
+    /// Only installations after this (ci_id, software_id) position (the cursor).
+    pub after: Option<(i64, i64)>,
+    pub limit: u32,
+}
+
+/// One computer that has a package, at one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoftwareInstall {
+    pub ci_id: i64,
+    pub ci_name: String,
+    pub hostname: Option<String>,
+    pub software_id: i64,
+    pub software: InstalledSoftware,
+}

@@ -1,0 +1,147 @@
+//! Reading software: what one computer has installed, and which computers have a package.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::model::{InstalledSoftware, Page, SoftwareInstall, SoftwareQuery};
+use super::{Store, StoreError};
+
+fn installed(row: &Row<'_>, first: usize) -> rusqlite::Result<InstalledSoftware> {
+    let known = |s: String| (!s.is_empty()).then_some(s);
+    Ok(InstalledSoftware {
+        name: row.get(first)?,
+        version: known(row.get(first + 1)?),
+        arch: known(row.get(first + 2)?),
+        vendor: row.get(first + 3)?,
+        source: row.get(first + 4)?,
+    })
+}
+
+impl Store {
+    /// Every package installed on CI `ci_id`, by name; `None` when the CI does not exist.
+    pub async fn ci_software(
+        &self,
+        ci_id: i64,
+    ) -> Result<Option<Vec<InstalledSoftware>>, StoreError> {
+        self.reads.run(move |conn| ci_software(conn, ci_id)).await
+    }
+
+    /// The computers that have a package of this exact name, by CI id.
+    pub async fn software_installs(
+        &self,
+        query: SoftwareQuery,
+    ) -> Result<Page<SoftwareInstall, (i64, i64)>, StoreError> {
+        self.reads.run(move |conn| installs(conn, &query)).await
+    }
+}
+
+fn ci_software(
+    conn: &Connection,
+    ci_id: i64,
+) -> Result<Option<Vec<InstalledSoftware>>, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM ci WHERE id = ?1")?
+        .query_row([ci_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !exists {
+        return Ok(None);
+    }
+    let items = tx
+        .prepare_cached(
+            "SELECT s.name, s.version, s.arch, s.vendor, s.source
+             FROM installation i JOIN software s ON s.id = i.software_id
+             WHERE i.ci_id = ?1
+             ORDER BY s.name, s.version, s.arch, s.source",
+        )?
+        .query_map([ci_id], |r| installed(r, 0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(items))
+}
+
+fn installs(
+    conn: &Connection,
+    query: &SoftwareQuery,
+) -> Result<Page<SoftwareInstall, (i64, i64)>, StoreError> {
+    let (after_ci, after_sw) = query.after.unwrap_or((0, 0));
+    let mut items = conn
+        .prepare_cached(
+            "SELECT i.ci_id, c.name, c.hostname, s.id, s.name, s.version, s.arch, s.vendor, s.source
+             FROM software s
+             JOIN installation i ON i.software_id = s.id
+             JOIN ci c ON c.id = i.ci_id
+             WHERE s.name = ?1 AND (i.ci_id, s.id) > (?2, ?3)
+             ORDER BY i.ci_id, s.id
+             LIMIT ?4",
+        )?
+        .query_map(
+            params![query.name, after_ci, after_sw, i64::from(query.limit) + 1],
+            |r| {
+                Ok(SoftwareInstall {
+                    ci_id: r.get(0)?,
+                    ci_name: r.get(1)?,
+                    hostname: r.get(2)?,
+                    software_id: r.get(3)?,
+                    software: installed(r, 4)?,
+                })
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = if items.len() > query.limit as usize {
+        items.truncate(query.limit as usize);
+        items.last().map(|i| (i.ci_id, i.software_id))
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ingest::tests::{AGENT, inventory_batch};
+    use crate::store::testing::temp_store;
+
+    #[tokio::test]
+    async fn software_of_a_ci_and_computers_running_a_package() {
+        let (store, _dir) = temp_store();
+        assert_eq!(store.ci_software(1).await.unwrap(), None);
+        store
+            .ingest(inventory_batch(AGENT, 1, &["zsh", "bash"]))
+            .await
+            .unwrap();
+        let other = "5a4c1e0e-2f43-4d8e-9b7e-1d2c3b4a5f60";
+        store
+            .ingest(inventory_batch(other, 1, &["bash"]))
+            .await
+            .unwrap();
+
+        let list = store.ci_software(1).await.unwrap().unwrap();
+        let names: Vec<_> = list.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["bash", "zsh"]);
+        assert_eq!(list[0].version.as_deref(), Some("1.0"));
+
+        let query = |after| SoftwareQuery {
+            name: "bash".into(),
+            after,
+            limit: 1,
+        };
+        let first = store.software_installs(query(None)).await.unwrap();
+        assert_eq!(first.items.len(), 1);
+        assert_eq!(first.items[0].hostname.as_deref(), Some("web-1"));
+        let second = store.software_installs(query(first.next)).await.unwrap();
+        assert_eq!(second.items.len(), 1);
+        assert_ne!(second.items[0].ci_id, first.items[0].ci_id);
+        assert_eq!(second.next, None);
+        let none = store
+            .software_installs(SoftwareQuery {
+                name: "bas".into(),
+                after: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert!(none.items.is_empty());
+        store.close().await;
+    }
+}

@@ -1,0 +1,415 @@
+//! The one thread that writes to the database.
+//!
+//! **Promises:**
+//! - Every write goes through this thread, so SQLite never sees two writers and never answers
+//!   `SQLITE_BUSY` to the collector itself.
+//! - Group commit: the thread takes every job queued (up to a cap), opens one `BEGIN IMMEDIATE`
+//!   transaction, runs each job inside its own `SAVEPOINT` and commits once. Many requests share
+//!   one fsync.
+//! - Isolation: a job that fails (or panics) is rolled back to its savepoint alone and gets its
+//!   own error; the other jobs of the transaction commit.
+//! - A job's answer is sent only after `COMMIT` returned. With `synchronous=FULL` on this
+//!   connection, an `Ok` answer means the job's writes survive a crash or power loss. If the
+//!   commit fails, every job of the transaction gets the commit error and none of their writes
+//!   exists.
+//! - Shutdown drains: jobs queued before [`Writer::shutdown`] still run and are answered; jobs
+//!   sent after it get [`StoreError::WriterGone`].
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+
+/// How many jobs wait in the queue before senders have to wait (backpressure).
+const QUEUE_DEPTH: usize = 1024;
+
+/// Work sent to the writer thread, type-erased so one queue carries jobs of any result type.
+trait Task: Send {
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish>;
+    fn fail(self: Box<Self>, error: StoreError);
+}
+
+/// A job that ran and now waits for the transaction's outcome.
+trait Finish: Send {
+    fn succeeded(&self) -> bool;
+    /// `commit` is the error of the transaction, if it did not commit.
+    fn finish(self: Box<Self>, commit: Option<StoreError>);
+}
+
+struct Job<F, T> {
+    work: F,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+struct Ran<T> {
+    result: Result<T, StoreError>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<F, T> Task for Job<F, T>
+where
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> Box<dyn Finish> {
+        let Job { work, reply } = *self;
+        // A panicking job must not take the writer (and every later request) down with it.
+        let result = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
+            tracing::error!("a store job panicked; its writes were rolled back");
+            Err(StoreError::JobPanicked)
+        });
+        Box::new(Ran { result, reply })
+    }
+
+    fn fail(self: Box<Self>, error: StoreError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+impl<T: Send + 'static> Finish for Ran<T> {
+    fn succeeded(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    fn finish(self: Box<Self>, commit: Option<StoreError>) {
+        let result = match (self.result, commit) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(e)) => Err(e),
+            (Ok(v), None) => Ok(v),
+        };
+        // The requester may have gone away (client disconnected); the data is committed anyway.
+        let _ = self.reply.send(result);
+    }
+}
+
+enum Message {
+    Task(Box<dyn Task>),
+    Shutdown,
+}
+
+/// Handle to the writer thread.
+pub(crate) struct Writer {
+    queue: mpsc::Sender<Message>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    stats: std::sync::Arc<WriterStats>,
+}
+
+#[derive(Default)]
+pub(crate) struct WriterStats {
+    /// Transactions committed (one per group of jobs).
+    pub commits: AtomicU64,
+    /// Jobs answered.
+    pub jobs: AtomicU64,
+}
+
+impl Writer {
+    /// Starts the thread; it owns `conn` from now on. `max_batch` caps the jobs per transaction,
+    /// which bounds how long one transaction holds the write lock.
+    pub(crate) fn start(conn: Connection, max_batch: usize) -> std::io::Result<Writer> {
+        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        let stats = std::sync::Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("census-writer".into())
+            .spawn(move || writer_main(conn, rx, max_batch.max(1), &thread_stats))?;
+        Ok(Writer {
+            queue,
+            thread: Mutex::new(Some(thread)),
+            stats,
+        })
+    }
+
+    /// Runs `work` on the writer thread inside the next group transaction and answers once that
+    /// transaction committed.
+    pub(crate) async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Message::Task(Box::new(Job { work, reply })))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
+    pub(crate) fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// Asks the thread to finish what is queued, commit and close the connection, and waits for
+    /// it. Calling it twice is harmless.
+    pub(crate) async fn shutdown(&self) {
+        let _ = self.queue.send(Message::Shutdown).await;
+        let thread = self.thread.lock().expect("writer handle lock").take();
+        if let Some(thread) = thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the writer thread ended abnormally");
+            }
+        }
+    }
+}
+
+fn writer_main(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Message>,
+    max_batch: usize,
+    stats: &WriterStats,
+) {
+    let mut stopping = false;
+    while !stopping {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut tasks = Vec::new();
+        match first {
+            Message::Task(task) => tasks.push(task),
+            Message::Shutdown => stopping = true,
+        }
+        while !stopping && tasks.len() < max_batch {
+            match rx.try_recv() {
+                Ok(Message::Task(task)) => tasks.push(task),
+                Ok(Message::Shutdown) => stopping = true,
+                Err(_) => break,
+            }
+        }
+        if !tasks.is_empty() {
+            run_group(&conn, tasks, stats);
+        }
+    }
+    // Refuse new work, then run what was queued before the shutdown request or raced with it.
+    rx.close();
+    loop {
+        let mut tasks = Vec::new();
+        while tasks.len() < max_batch {
+            match rx.try_recv() {
+                Ok(Message::Task(task)) => tasks.push(task),
+                Ok(Message::Shutdown) => {}
+                Err(_) => break,
+            }
+        }
+        if tasks.is_empty() {
+            break;
+        }
+        run_group(&conn, tasks, stats);
+    }
+    // Fold the WAL back into the main file so a stopped collector leaves one self-contained file.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %e, "could not checkpoint the WAL on close");
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "could not close the database cleanly");
+    }
+}
+
+/// One transaction for a group of jobs; see the module doc.
+fn run_group(conn: &Connection, tasks: Vec<Box<dyn Task>>, stats: &WriterStats) {
+    let count = tasks.len() as u64;
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "could not begin a write transaction");
+        let message = e.to_string();
+        for task in tasks {
+            task.fail(StoreError::Commit(message.clone()));
+        }
+        stats.jobs.fetch_add(count, Ordering::Relaxed);
+        return;
+    }
+    let mut ran = Vec::with_capacity(tasks.len());
+    // Set when the transaction itself can no longer be trusted (a savepoint command failed).
+    let mut broken: Option<String> = None;
+    for task in tasks {
+        if let Some(message) = &broken {
+            task.fail(StoreError::Commit(message.clone()));
+            continue;
+        }
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            broken = Some(e.to_string());
+            task.fail(StoreError::Commit(e.to_string()));
+            continue;
+        }
+        let done = task.run(conn);
+        let closed = if done.succeeded() {
+            conn.execute_batch("RELEASE job")
+        } else {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        if let Err(e) = closed {
+            broken = Some(e.to_string());
+        }
+        ran.push(done);
+    }
+    let failure = match broken {
+        Some(message) => Some(message),
+        None => conn.execute_batch("COMMIT").err().map(|e| e.to_string()),
+    };
+    if let Some(message) = &failure {
+        tracing::error!(error = %message, jobs = count, "write transaction failed; rolled back");
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    } else {
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+    }
+    for done in ran {
+        done.finish(failure.clone().map(StoreError::Commit));
+    }
+    stats.jobs.fetch_add(count, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn open(dir: &tempfile::TempDir) -> (Connection, std::path::PathBuf) {
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+             CREATE TABLE t (v INTEGER NOT NULL UNIQUE);",
+        )
+        .unwrap();
+        (conn, path)
+    }
+
+    fn values(path: &std::path::Path) -> Vec<i64> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn insert(v: i64) -> impl FnOnce(&Connection) -> Result<i64, StoreError> + Send + 'static {
+        move |c| {
+            c.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+            Ok(v)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_jobs_share_one_commit_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, path) = open(&dir);
+        let writer = Arc::new(Writer::start(conn, 64).unwrap());
+
+        // Hold the writer inside a first job until the others are queued behind it.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (started, has_started) = oneshot::channel::<()>();
+        let first = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .run(move |c| {
+                        started.send(()).unwrap();
+                        gate.recv().unwrap();
+                        c.execute("INSERT INTO t (v) VALUES (0)", [])?;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        has_started.await.unwrap();
+        let mut handles = Vec::new();
+        for v in 1..=10i64 {
+            let writer = writer.clone();
+            handles.push(tokio::spawn(async move {
+                if v == 5 {
+                    // Inserts then fails: its insert must be rolled back alone.
+                    writer
+                        .run(move |c| {
+                            c.execute("INSERT INTO t (v) VALUES (500)", [])?;
+                            c.execute("INSERT INTO t (v) VALUES (1)", [])?; // duplicate of job 1
+                            Ok(5)
+                        })
+                        .await
+                } else {
+                    writer.run(insert(v)).await
+                }
+            }));
+        }
+        while writer.queued() < 10 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        let mut results = Vec::new();
+        for h in handles {
+            results.push(h.await.unwrap());
+        }
+        assert!(
+            matches!(results[4], Err(StoreError::Sqlite(_))),
+            "{:?}",
+            results[4]
+        );
+        for (i, r) in results.iter().enumerate() {
+            if i != 4 {
+                assert_eq!(r.as_ref().unwrap(), &(i as i64 + 1));
+            }
+        }
+        // One transaction for the gate job, one for the ten queued behind it.
+        assert_eq!(writer.stats().commits.load(Ordering::Relaxed), 2);
+        assert_eq!(values(&path), vec![0, 1, 2, 3, 4, 6, 7, 8, 9, 10]);
+        writer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_writer_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, path) = open(&dir);
+        let writer = Writer::start(conn, 64).unwrap();
+        let err = writer
+            .run(|c| -> Result<(), StoreError> {
+                c.execute("INSERT INTO t (v) VALUES (99)", [])?;
+                panic!("boom")
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::JobPanicked));
+        assert_eq!(writer.run(insert(1)).await.unwrap(), 1);
+        assert_eq!(values(&path), vec![1]);
+        writer.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_answers_queued_jobs_then_refuses_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, path) = open(&dir);
+        let writer = Arc::new(Writer::start(conn, 2).unwrap());
+        let mut handles = Vec::new();
+        for v in 1..=5 {
+            let writer = writer.clone();
+            handles.push(tokio::spawn(async move { writer.run(insert(v)).await }));
+        }
+        while writer.stats().jobs.load(Ordering::Relaxed) + (writer.queued() as u64) < 5 {
+            tokio::task::yield_now().await;
+        }
+        writer.shutdown().await;
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        assert!(!writer.is_alive());
+        assert!(matches!(
+            writer.run(insert(6)).await,
+            Err(StoreError::WriterGone)
+        ));
+        assert_eq!(values(&path), vec![1, 2, 3, 4, 5]);
+    }
+}
