@@ -1,0 +1,92 @@
+//! The command line. Flags override the environment, which overrides the config file, which
+//! overrides the built-in defaults (see [`crate::config`]).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code when the configuration (file, environment or flags) is invalid.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code of `once` when the collector did not acknowledge every report.
+pub const EXIT_NOT_ACKNOWLEDGED: u8 = 3;
+/// Exit code of any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "census-agent",
+    version,
+    about = "Census agent: inventory and health of this machine"
+)]
+pub struct Cli {
+    /// Config file. A missing default file is fine; a missing file named here is an error.
+    #[arg(long, global = true, env = "CENSUS_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// State directory holding the agent id and sequence numbers [default: /var/lib/census]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Collector base URL, e.g. https://census.example.org:8443
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The flags that take part in configuration layering.
+    pub fn flags(&self) -> crate::config::Flags {
+        crate::config::Flags {
+            config: self.config.clone(),
+            state_dir: self.state_dir.clone(),
+            server: self.server.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Collect this machine's inventory and print it as JSON; nothing is sent
+    Inventory {
+        /// Write the JSON to FILE instead of standard output
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Take one health sample and print it as JSON; nothing is sent
+    Health,
+    /// Run the service loop: health every health_interval, inventory when it changes
+    Run,
+    /// Run one cycle (inventory if changed, health, flush) and exit
+    Once,
+    /// Print the effective configuration, every default included, as TOML
+    PrintConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_are_accepted_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "census-agent",
+            "once",
+            "--server",
+            "http://127.0.0.1:9",
+            "--state-dir",
+            "/tmp/x",
+        ])
+        .unwrap();
+        assert_eq!(cli.server.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(cli.state_dir, Some(PathBuf::from("/tmp/x")));
+        assert!(matches!(cli.command, Command::Once));
+    }
+}

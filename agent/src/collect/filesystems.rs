@@ -1,0 +1,328 @@
+//! Mounted filesystems that hold data: what `df` would show an admin, without the kernel's
+//! pseudo filesystems, snap loop images, file bind mounts and repeated bind mounts.
+//!
+//! The list comes from `/proc/self/mountinfo` rather than sysinfo's disk list, because
+//! mountinfo says which part of a filesystem each mount shows (so bind mounts can be told
+//! apart) and because inventory and health must use exactly the same list. Sizes come from
+//! `statvfs`.
+//!
+//! Rules, in order:
+//! 1. pseudo and virtual filesystem types ([`is_pseudo`]) are dropped; `overlay` is kept only
+//!    at `/` (a container's root), since elsewhere it is a container's view of another disk;
+//! 2. when several mounts stack on one mount point, only the last (the visible one) is kept;
+//! 3. mounts showing the same part of the same filesystem (same device number and root) are
+//!    one filesystem: the one with the shortest mount point is kept;
+//! 4. mounts whose mount point is not a directory (a file bind-mounted over `/etc/hosts`, as
+//!    container runtimes do) are dropped.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use census_common::Filesystem;
+use tracing::warn;
+
+use super::{Root, Warnings, read_optional};
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// `major:minor` of the filesystem.
+    pub dev: String,
+    /// The part of the filesystem this mount shows (`/` for all of it).
+    pub root: String,
+    pub mount_point: String,
+    pub fs_type: String,
+    pub source: String,
+}
+
+const PSEUDO_TYPES: &[&str] = &[
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "fusectl",
+    "hugetlbfs",
+    "mqueue",
+    "nsfs",
+    "proc",
+    "pstore",
+    "ramfs",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "squashfs",
+    "sysfs",
+    "tmpfs",
+    "tracefs",
+    "fuse.gvfsd-fuse",
+    "fuse.lxcfs",
+    "fuse.portal",
+    "fuse.snapfuse",
+    "nfsd",
+];
+
+/// Whether a filesystem type holds no data of its own (kernel interfaces, memory, images).
+pub fn is_pseudo(fs_type: &str, mount_point: &str) -> bool {
+    if fs_type == "overlay" {
+        return mount_point != "/";
+    }
+    PSEUDO_TYPES.contains(&fs_type)
+}
+
+/// Parses mountinfo, skipping malformed lines.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            // id parent major:minor root mount-point options [optional...] - type source super
+            let (left, right) = line.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            let mut right = right.split(' ');
+            Some(Mount {
+                dev: (*left.get(2)?).to_owned(),
+                root: unescape(left.get(3)?),
+                mount_point: unescape(left.get(4)?),
+                fs_type: right.next()?.to_owned(),
+                source: unescape(right.next()?),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes (`\040`).
+fn unescape(field: &str) -> String {
+    if !field.contains('\\') {
+        return field.to_owned();
+    }
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Applies the rules in the module doc. `is_dir` tells whether a mount point is a directory.
+pub fn real_filesystems(mounts: Vec<Mount>, is_dir: impl Fn(&str) -> bool) -> Vec<Mount> {
+    // Rule 2: the last mount at a mount point hides the earlier ones.
+    let mut visible: Vec<Mount> = Vec::new();
+    for mount in mounts {
+        if is_pseudo(&mount.fs_type, &mount.mount_point) {
+            continue;
+        }
+        visible.retain(|m| m.mount_point != mount.mount_point);
+        visible.push(mount);
+    }
+    // Rule 3: one entry per (device, root), the shortest mount point.
+    let mut by_view: HashMap<(String, String), Mount> = HashMap::new();
+    for mount in visible {
+        let key = (mount.dev.clone(), mount.root.clone());
+        match by_view.get(&key) {
+            Some(kept) if kept.mount_point.len() <= mount.mount_point.len() => {}
+            _ => {
+                by_view.insert(key, mount);
+            }
+        }
+    }
+    let mut kept: Vec<Mount> = by_view
+        .into_values()
+        .filter(|m| is_dir(&m.mount_point))
+        .collect();
+    kept.sort_by(|a, b| a.mount_point.cmp(&b.mount_point));
+    kept
+}
+
+/// This machine's real filesystems; the same list feeds health's usage figures.
+pub fn mounts(root: &Root) -> Result<Vec<Mount>, super::FacetError> {
+    let path = root.path("/proc/self/mountinfo");
+    let text = read_optional(&path)?.unwrap_or_default();
+    Ok(real_filesystems(parse_mountinfo(&text), |mount_point| {
+        root.path(mount_point).is_dir()
+    }))
+}
+
+pub fn collect(root: &Root, warnings: &mut Warnings) -> Vec<Filesystem> {
+    let mounts = match mounts(root) {
+        Ok(mounts) => mounts,
+        Err(e) => {
+            warnings.add("filesystems", e);
+            return Vec::new();
+        }
+    };
+    mounts
+        .into_iter()
+        .map(|m| {
+            let total_bytes = match rustix::fs::statvfs(root.path(&m.mount_point)) {
+                Ok(st) => Some(st.f_blocks.saturating_mul(st.f_frsize)),
+                Err(e) => {
+                    warnings.add(
+                        "filesystems",
+                        format!("statvfs {} failed: {e}", m.mount_point),
+                    );
+                    None
+                }
+            };
+            Filesystem {
+                removable: is_removable(root, &m.source),
+                device: Some(m.source).filter(|s| !s.is_empty() && s != "none"),
+                fs_type: Some(m.fs_type),
+                total_bytes,
+                mount: m.mount_point,
+            }
+        })
+        .collect()
+}
+
+/// Whether the block device behind `source` (a `/dev/...` path) is removable, as the kernel
+/// reports it in `/sys/class/block/<disk>/removable`. A partition answers for its disk.
+pub fn is_removable(root: &Root, source: &str) -> bool {
+    if !source.starts_with("/dev/") {
+        return false;
+    }
+    // /dev/mapper/x and /dev/disk/by-uuid/y are links to the kernel's name (dm-0, sda1).
+    let device = std::fs::canonicalize(root.path(source)).unwrap_or_else(|_| root.path(source));
+    let Some(name) = device.file_name() else {
+        return false;
+    };
+    let class = root.path("/sys/class/block").join(name);
+    let disk = match std::fs::canonicalize(&class) {
+        Ok(dir) if dir.join("partition").exists() => dir.parent().map(Path::to_path_buf),
+        Ok(dir) => Some(dir),
+        Err(_) => None,
+    };
+    match disk.map(|d| std::fs::read_to_string(d.join("removable"))) {
+        Some(Ok(flag)) => flag.trim() == "1",
+        Some(Err(e)) => {
+            warn!(device = %source, error = %e, "could not tell whether device is removable");
+            false
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::fixture;
+
+    fn mount_points(mounts: &[Mount]) -> Vec<&str> {
+        mounts.iter().map(|m| m.mount_point.as_str()).collect()
+    }
+
+    #[test]
+    fn parses_mountinfo_with_optional_fields_and_escapes() {
+        let text = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
+                    garbage line\n";
+        let mounts = parse_mountinfo(text);
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].dev, "98:0");
+        assert_eq!(mounts[0].root, "/mnt1");
+        assert_eq!(mounts[0].mount_point, "/mnt/with space");
+        assert_eq!(mounts[0].fs_type, "ext3");
+        assert_eq!(mounts[0].source, "/dev/root");
+    }
+
+    #[test]
+    fn this_vm_keeps_only_its_root_disk() {
+        let text = std::fs::read_to_string(fixture("mountinfo/firecracker-vm")).unwrap();
+        let kept = real_filesystems(parse_mountinfo(&text), |_| true);
+        assert_eq!(mount_points(&kept), vec!["/"]);
+        assert_eq!(kept[0].source, "/dev/vda");
+        assert_eq!(kept[0].fs_type, "ext4");
+    }
+
+    #[test]
+    fn desktop_filters_pseudo_snaps_and_bind_mounts() {
+        let text = std::fs::read_to_string(fixture("mountinfo/ubuntu-desktop")).unwrap();
+        let files = ["/etc/hosts", "/etc/resolv.conf"];
+        let kept = real_filesystems(parse_mountinfo(&text), |p| !files.contains(&p));
+        assert_eq!(
+            mount_points(&kept),
+            vec![
+                "/",
+                "/boot",
+                "/boot/efi",
+                "/home",
+                "/media/anna/USB STICK",
+                "/mnt/backup",
+                "/srv/nfs",
+            ]
+        );
+        let home = kept.iter().find(|m| m.mount_point == "/home").unwrap();
+        assert_eq!(home.fs_type, "btrfs");
+        assert_eq!(home.root, "/@home");
+    }
+
+    #[test]
+    fn container_keeps_overlay_root_only() {
+        let text = std::fs::read_to_string(fixture("mountinfo/docker-container")).unwrap();
+        let files = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
+        let kept = real_filesystems(parse_mountinfo(&text), |p| !files.contains(&p));
+        assert_eq!(mount_points(&kept), vec!["/", "/data"]);
+        assert_eq!(kept[0].fs_type, "overlay");
+    }
+
+    #[test]
+    fn pseudo_types() {
+        for t in [
+            "proc", "sysfs", "tmpfs", "cgroup2", "squashfs", "nsfs", "efivarfs",
+        ] {
+            assert!(is_pseudo(t, "/x"), "{t}");
+        }
+        for t in ["ext4", "xfs", "btrfs", "vfat", "nfs4", "zfs", "cifs"] {
+            assert!(!is_pseudo(t, "/x"), "{t}");
+        }
+        assert!(!is_pseudo("overlay", "/"));
+        assert!(is_pseudo("overlay", "/var/lib/docker/overlay2/abc/merged"));
+    }
+
+    #[test]
+    fn removable_flag_of_a_partition_comes_from_its_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        let disk = base.join("sys/devices/pci0000:00/usb1/block/sdb");
+        std::fs::create_dir_all(disk.join("sdb1")).unwrap();
+        std::fs::write(disk.join("removable"), "1\n").unwrap();
+        std::fs::write(disk.join("sdb1/partition"), "1\n").unwrap();
+        std::fs::create_dir_all(base.join("sys/class/block")).unwrap();
+        std::os::unix::fs::symlink(disk.join("sdb1"), base.join("sys/class/block/sdb1")).unwrap();
+        std::fs::create_dir_all(base.join("dev")).unwrap();
+        std::fs::write(base.join("dev/sdb1"), "").unwrap();
+        let root = Root::at(base);
+        assert!(is_removable(&root, "/dev/sdb1"));
+        assert!(!is_removable(&root, "/dev/nvme0n1p2"));
+        assert!(!is_removable(&root, "server:/export"));
+    }
+
+    #[test]
+    fn this_machine_has_a_root_filesystem_with_a_size() {
+        let mut warnings = Warnings::default();
+        let filesystems = collect(&Root::host(), &mut warnings);
+        // Containers and VMs alike mount something real at "/".
+        let root = filesystems
+            .iter()
+            .find(|f| f.mount == "/")
+            .expect("a / filesystem");
+        assert!(root.total_bytes.unwrap() > 0);
+    }
+}

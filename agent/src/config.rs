@@ -1,0 +1,517 @@
+//! The agent's configuration: built-in defaults, overridden by the TOML file, overridden by
+//! `CENSUS_*` environment variables, overridden by command-line flags.
+//!
+//! Durations are written with a unit, as in `"60s"`, `"5m"`, `"1h"` or `"1h30m"`. A key the
+//! agent does not know is an error that names the key: a typo must not silently fall back to a
+//! default.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/census/agent.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/census";
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_INVENTORY_INTERVAL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Collector base URL without a trailing slash; `None` until configured. Only `run` and
+    /// `once` need it.
+    pub server: Option<String>,
+    pub state_dir: PathBuf,
+    pub health_interval: Duration,
+    pub inventory_interval: Duration,
+    pub request_timeout: Duration,
+    /// A `tracing` filter: `info`, `debug`, `census_agent=debug,warn`, ...
+    pub log_level: String,
+    /// The config file that was read, if any.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            health_interval: DEFAULT_HEALTH_INTERVAL,
+            inventory_interval: DEFAULT_INVENTORY_INTERVAL,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            log_level: DEFAULT_LOG_LEVEL.to_owned(),
+            file: None,
+        }
+    }
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub server: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("no collector URL: set `server` in the config file, CENSUS_SERVER or --server")]
+    MissingServer,
+    #[error("invalid {key} from {origin}: {message}")]
+    Value {
+        key: &'static str,
+        origin: String,
+        message: String,
+    },
+}
+
+/// The file's shape. Durations stay strings here so that an error can name the key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    server: Option<String>,
+    state_dir: Option<PathBuf>,
+    health_interval: Option<String>,
+    inventory_interval: Option<String>,
+    request_timeout: Option<String>,
+    log_level: Option<String>,
+}
+
+/// One layer above the defaults: every value optional, with where it came from.
+struct Layer {
+    origin: String,
+    values: FileConfig,
+}
+
+impl Config {
+    /// Loads the configuration the way the binary does: the real environment and the flags.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        Config::load_with_env(flags, |name| std::env::var(name).ok())
+    }
+
+    /// Loads the configuration with an injected environment, so tests do not touch the
+    /// process-wide one. An empty environment variable counts as unset.
+    pub fn load_with_env(
+        flags: &Flags,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+
+        let (path, explicit) = match &flags.config {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        if let Some(values) = read_file(&path, explicit)? {
+            config.file = Some(path.clone());
+            config.apply(Layer {
+                origin: format!("config file {}", path.display()),
+                values,
+            })?;
+        }
+
+        let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        config.apply(Layer {
+            origin: "the environment".to_owned(),
+            values: FileConfig {
+                server: var("CENSUS_SERVER"),
+                state_dir: var("CENSUS_STATE_DIR").map(PathBuf::from),
+                health_interval: var("CENSUS_HEALTH_INTERVAL"),
+                inventory_interval: var("CENSUS_INVENTORY_INTERVAL"),
+                request_timeout: var("CENSUS_REQUEST_TIMEOUT"),
+                log_level: var("CENSUS_LOG_LEVEL"),
+            },
+        })?;
+
+        config.apply(Layer {
+            origin: "the command line".to_owned(),
+            values: FileConfig {
+                server: flags.server.clone(),
+                state_dir: flags.state_dir.clone(),
+                ..FileConfig::default()
+            },
+        })?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, layer: Layer) -> Result<(), ConfigError> {
+        let origin = &layer.origin;
+        let values = layer.values;
+        let invalid = |key: &'static str, message: String| ConfigError::Value {
+            key,
+            origin: origin.clone(),
+            message,
+        };
+        if let Some(server) = values.server {
+            self.server = Some(validate_server(&server).map_err(|m| invalid("server", m))?);
+        }
+        if let Some(dir) = values.state_dir {
+            if dir.as_os_str().is_empty() {
+                return Err(invalid("state_dir", "must not be empty".to_owned()));
+            }
+            self.state_dir = dir;
+        }
+        let interval = |key: &'static str, text: Option<String>| -> Result<_, ConfigError> {
+            text.map(|t| match parse_duration(&t) {
+                Ok(d) if d.is_zero() => Err(invalid(key, "must be longer than zero".to_owned())),
+                Ok(d) => Ok(d),
+                Err(m) => Err(invalid(key, m)),
+            })
+            .transpose()
+        };
+        if let Some(d) = interval("health_interval", values.health_interval)? {
+            self.health_interval = d;
+        }
+        if let Some(d) = interval("inventory_interval", values.inventory_interval)? {
+            self.inventory_interval = d;
+        }
+        if let Some(d) = interval("request_timeout", values.request_timeout)? {
+            self.request_timeout = d;
+        }
+        if let Some(level) = values.log_level {
+            tracing_subscriber::EnvFilter::try_new(&level)
+                .map_err(|e| invalid("log_level", e.to_string()))?;
+            self.log_level = level;
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML that the agent reads back unchanged, every default written
+    /// out. An unset `server` is a comment, since TOML has no null.
+    pub fn to_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            server: Option<&'a str>,
+            state_dir: &'a Path,
+            health_interval: String,
+            inventory_interval: String,
+            request_timeout: String,
+            log_level: &'a str,
+        }
+        let out = Out {
+            server: self.server.as_deref(),
+            state_dir: &self.state_dir,
+            health_interval: format_duration(self.health_interval),
+            inventory_interval: format_duration(self.inventory_interval),
+            request_timeout: format_duration(self.request_timeout),
+            log_level: &self.log_level,
+        };
+        let mut text = String::new();
+        let source = match &self.file {
+            Some(path) => format!("defaults < {} < environment < flags", path.display()),
+            None => "defaults < environment < flags (no config file read)".to_owned(),
+        };
+        let _ = writeln!(text, "# effective census-agent configuration: {source}");
+        if self.server.is_none() {
+            text.push_str(
+                "# server is not set: use --server, CENSUS_SERVER or `server = \"https://...\"`\n",
+            );
+        }
+        text.push_str(&toml::to_string(&out).expect("config always serialises to TOML"));
+        text
+    }
+}
+
+/// Reads and parses the config file. A missing default file is no error (a machine may run the
+/// agent with flags only); a missing file the user named is.
+fn read_file(path: &Path, explicit: bool) -> Result<Option<FileConfig>, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(None),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            // toml's Display spans several lines with a source excerpt; its message names the
+            // problem and the key, and the line number is enough to find it.
+            message: match e.span() {
+                Some(span) => {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    format!("{} (line {line})", e.message())
+                }
+                None => e.message().to_owned(),
+            },
+        })
+}
+
+fn validate_server(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("`{url}` must start with http:// or https://"))?;
+    if rest.trim_end_matches('/').is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// Parses `"60s"`, `"5m"`, `"1h30m"`, `"250ms"`, `"1d"`. A number needs a unit: a bare `60`
+/// could mean seconds or milliseconds, so it is refused rather than guessed.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration; write it like \"60s\", \"5m\" or \"1h\"".to_owned());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "`{text}` is not a duration; write it like \"60s\", \"5m\" or \"1h\""
+            ));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let piece = match unit {
+            "ms" => Some(Duration::from_millis(number)),
+            "s" => Some(Duration::from_secs(number)),
+            "m" => number.checked_mul(60).map(Duration::from_secs),
+            "h" => number.checked_mul(3600).map(Duration::from_secs),
+            "d" => number.checked_mul(86_400).map(Duration::from_secs),
+            "" => return Err(format!("`{text}` needs a unit: ms, s, m, h or d")),
+            other => {
+                return Err(format!(
+                    "`{text}` has unknown unit `{other}`; use ms, s, m, h or d"
+                ));
+            }
+        };
+        total = piece
+            .and_then(|p| total.checked_add(p))
+            .ok_or_else(|| format!("`{text}`: duration too large"))?;
+    }
+    Ok(total)
+}
+
+/// Writes a duration in the largest unit that represents it exactly, so that
+/// `parse_duration(format_duration(d)) == d`.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let secs = d.as_secs();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs != 0 && secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn flags_with_file(path: &Path) -> Flags {
+        Flags {
+            config: Some(path.to_owned()),
+            ..Flags::default()
+        }
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration(" 2d "), Ok(Duration::from_secs(172_800)));
+    }
+
+    #[test]
+    fn durations_without_unit_or_with_junk_are_refused() {
+        assert!(parse_duration("60").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(
+            parse_duration("1w")
+                .unwrap_err()
+                .contains("unknown unit `w`")
+        );
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn formatted_durations_parse_back() {
+        for secs in [1, 59, 60, 90, 300, 3600, 5400, 86_400] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{secs}s");
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let (_dir, path) = write_config("");
+        let config = Config::load_with_env(&flags_with_file(&path), no_env).unwrap();
+        assert_eq!(
+            config,
+            Config {
+                file: Some(path),
+                ..Config::default()
+            }
+        );
+    }
+
+    #[test]
+    fn missing_default_file_is_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            read_file(&dir.path().join("agent.toml"), false)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.toml");
+        let err = Config::load_with_env(&flags_with_file(&path), no_env).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("absent.toml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_key() {
+        let (_dir, path) = write_config("server = \"http://c\"\nhealth_intervall = \"5s\"\n");
+        let err = Config::load_with_env(&flags_with_file(&path), no_env).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("health_intervall"), "{text}");
+        assert!(text.contains("agent.toml"), "{text}");
+    }
+
+    #[test]
+    fn bad_duration_in_file_names_key_and_file() {
+        let (_dir, path) = write_config("health_interval = \"60\"\n");
+        let text = Config::load_with_env(&flags_with_file(&path), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("health_interval"), "{text}");
+        assert!(text.contains("agent.toml"), "{text}");
+        let (_dir, path) = write_config("inventory_interval = \"0s\"\n");
+        assert!(Config::load_with_env(&flags_with_file(&path), no_env).is_err());
+    }
+
+    #[test]
+    fn layers_apply_in_order_defaults_file_env_flags() {
+        let (_dir, path) = write_config(
+            "server = \"http://from-file:1\"\nstate_dir = \"/file/state\"\n\
+             health_interval = \"10s\"\ninventory_interval = \"2h\"\n",
+        );
+        let env: HashMap<&str, &str> = [
+            ("CENSUS_SERVER", "http://from-env:2/"),
+            ("CENSUS_STATE_DIR", "/env/state"),
+            ("CENSUS_HEALTH_INTERVAL", "20s"),
+            ("CENSUS_REQUEST_TIMEOUT", ""),
+        ]
+        .into();
+        let env = |k: &str| env.get(k).map(|v| v.to_string());
+
+        let file_and_env = Config::load_with_env(&flags_with_file(&path), env).unwrap();
+        assert_eq!(file_and_env.server.as_deref(), Some("http://from-env:2"));
+        assert_eq!(file_and_env.state_dir, PathBuf::from("/env/state"));
+        assert_eq!(file_and_env.health_interval, Duration::from_secs(20));
+        // Only the file sets this one.
+        assert_eq!(file_and_env.inventory_interval, Duration::from_secs(7200));
+        // Nobody sets this one (the empty variable counts as unset).
+        assert_eq!(file_and_env.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+
+        let flags = Flags {
+            config: Some(path.clone()),
+            state_dir: Some(PathBuf::from("/flag/state")),
+            server: Some("https://from-flag:3".to_owned()),
+        };
+        let all = Config::load_with_env(&flags, env).unwrap();
+        assert_eq!(all.server.as_deref(), Some("https://from-flag:3"));
+        assert_eq!(all.state_dir, PathBuf::from("/flag/state"));
+        assert_eq!(all.health_interval, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable_origin() {
+        let (_dir, path) = write_config("");
+        let env = |k: &str| (k == "CENSUS_SERVER").then(|| "ftp://x".to_owned());
+        let text = Config::load_with_env(&flags_with_file(&path), env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("server") && text.contains("environment"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn printed_config_reads_back_to_the_same_config() {
+        let (dir, path) = write_config("");
+        let config = Config {
+            server: Some("https://census.example:8443".to_owned()),
+            health_interval: Duration::from_secs(90),
+            file: Some(path.clone()),
+            ..Config::default()
+        };
+        let printed = config.to_toml();
+        assert!(printed.contains("health_interval = \"90s\""), "{printed}");
+        assert!(printed.contains("inventory_interval = \"1h\""), "{printed}");
+        std::fs::write(&path, &printed).unwrap();
+        let reread = Config::load_with_env(&flags_with_file(&path), no_env).unwrap();
+        assert_eq!(reread, config);
+        drop(dir);
+    }
+
+    #[test]
+    fn unset_server_is_printed_as_a_comment_and_still_parses() {
+        let printed = Config::default().to_toml();
+        assert!(
+            !printed.lines().any(|l| l.starts_with("server")),
+            "{printed}"
+        );
+        assert!(printed.contains("# server is not set"), "{printed}");
+        let (_dir, path) = write_config(&printed);
+        let reread = Config::load_with_env(&flags_with_file(&path), no_env).unwrap();
+        assert_eq!(reread.server, None);
+        assert_eq!(reread.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    }
+}

@@ -1,0 +1,81 @@
+//! The Census agent as a library: collection, scheduling and transport. `main.rs` only parses
+//! the command line, starts logging and calls [`run`], so tests can drive every command directly.
+//!
+//! Module map:
+//! - [`cli`]: the command line (clap) and the exit codes.
+//! - [`config`]: defaults < file < environment < flags, and `print-config`.
+//! - [`state`]: the state directory: agent id, next sequence number, last acknowledged
+//!   inventory digest; every file written atomically.
+//! - [`collect`]: the inventory, one facet a module, each allowed to fail alone.
+//! - [`health`]: one health sample, rates measured against the previous sample.
+//! - [`pending`]: reports waiting for the collector's acknowledgement.
+//! - [`transport`]: encoding batches and posting them to the collector.
+//! - [`service`]: `run` (the service loop) and `once`.
+
+pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod health;
+pub mod pending;
+pub mod service;
+pub mod state;
+pub mod transport;
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command};
+use crate::collect::{Collector, Root};
+use crate::config::Config;
+
+/// Runs one command of the command line with an already loaded configuration.
+pub fn run(cli: &Cli, config: Config) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Inventory { output } => {
+            let agent_id = state::StateDir::new(&config.state_dir).display_agent_id()?;
+            let mut collector = Collector::new(Root::host());
+            let inventory = collector.inventory(&agent_id);
+            let mut json = serde_json::to_vec_pretty(&inventory)?;
+            json.push(b'\n');
+            write_output(output.as_deref(), &json)
+        }
+        Command::Health => {
+            let agent_id = state::StateDir::new(&config.state_dir).display_agent_id()?;
+            let mut collector = Collector::new(Root::host());
+            let sample = collector.health(&agent_id);
+            let mut json = serde_json::to_vec_pretty(&sample)?;
+            json.push(b'\n');
+            write_output(None, &json)
+        }
+        Command::PrintConfig => write_output(None, config.to_toml().as_bytes()),
+        Command::Run => service::run(config),
+        Command::Once => service::once(config),
+    }
+}
+
+/// The exit code for a failed command; see the constants in [`cli`].
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<config::ConfigError>().is_some() {
+        cli::EXIT_CONFIG
+    } else if error.downcast_ref::<service::NotAcknowledged>().is_some() {
+        cli::EXIT_NOT_ACKNOWLEDGED
+    } else {
+        cli::EXIT_FAILURE
+    }
+}
+
+fn write_output(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match path {
+        Some(path) => std::fs::write(path, bytes)
+            .with_context(|| format!("could not write {}", path.display())),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(bytes)
+                .context("could not write to standard output")?;
+            stdout.flush().context("could not write to standard output")
+        }
+    }
+}

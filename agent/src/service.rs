@@ -1,0 +1,453 @@
+//! `run` (the service loop) and `once` (one cycle).
+//!
+//! A cycle collects what is due, numbers each new report with the next durable sequence
+//! number, queues it in [`Pending`] and flushes the queue, oldest first. Health is due every
+//! `health_interval`; the inventory is collected at start and every `inventory_interval`, and
+//! queued only when its content digest differs from the last one the collector acknowledged
+//! (kept in the state directory, so a restart does not resend an unchanged inventory) or when
+//! the collector asks for it (`send_inventory` in its ack). Reports the collector did not
+//! acknowledge stay queued and go out again with the next cycle.
+//!
+//! Collection runs on a blocking thread, off the async executor; the [`Collector`] and its
+//! sysinfo handles live as long as the loop. SIGINT and SIGTERM end `run` between or during
+//! cycles; nothing half-written is left behind, since state files are replaced atomically.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use census_common::{Batch, HealthSample, Inventory, PROTOCOL_VERSION, Report, ReportBody};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::collect::{Collector, Root};
+use crate::config::{Config, ConfigError};
+use crate::pending::Pending;
+use crate::state::{StateDir, StateLock};
+use crate::transport::{Transport, TransportError};
+
+/// Reports per request: keeps a request small after a long outage.
+pub const MAX_BATCH: usize = 100;
+
+/// How long shutdown waits for a collection still running on its thread.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// `once` ended with reports the collector did not acknowledge.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the collector acknowledged {acked} of {total} reports; not delivered: seq {}{}",
+    unacked.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+    cause.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
+)]
+pub struct NotAcknowledged {
+    pub acked: usize,
+    pub total: usize,
+    pub unacked: Vec<u64>,
+    pub cause: Option<TransportError>,
+}
+
+/// When health and inventory are next due. Takes the time as an argument, so tests drive it
+/// without waiting.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    health_every: Duration,
+    inventory_every: Duration,
+    next_health: Instant,
+    next_inventory: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Due {
+    pub health: bool,
+    pub inventory: bool,
+}
+
+impl Schedule {
+    /// Both are due at once: an agent that starts reports straight away.
+    pub fn new(now: Instant, health_every: Duration, inventory_every: Duration) -> Schedule {
+        Schedule {
+            health_every,
+            inventory_every,
+            next_health: now,
+            next_inventory: now,
+        }
+    }
+
+    /// What is due at `now`; moves what is due to its next time.
+    pub fn take_due(&mut self, now: Instant) -> Due {
+        let due = Due {
+            health: now >= self.next_health,
+            inventory: now >= self.next_inventory,
+        };
+        if due.health {
+            self.next_health = advance(self.next_health, self.health_every, now);
+        }
+        if due.inventory {
+            self.next_inventory = advance(self.next_inventory, self.inventory_every, now);
+        }
+        due
+    }
+
+    pub fn next_wake(&self) -> Instant {
+        self.next_health.min(self.next_inventory)
+    }
+}
+
+/// The next time after `next`, keeping the rhythm; after a stall (a suspended laptop, a slow
+/// cycle) it restarts from `now` instead of firing once for every missed interval.
+fn advance(next: Instant, every: Duration, now: Instant) -> Instant {
+    let following = next + every;
+    if following <= now {
+        now + every
+    } else {
+        following
+    }
+}
+
+/// Whether a freshly collected inventory must be queued.
+pub fn inventory_needed(
+    digest: &str,
+    acked: Option<&str>,
+    queued: Option<&str>,
+    requested: bool,
+) -> bool {
+    requested || (acked != Some(digest) && queued != Some(digest))
+}
+
+struct Agent {
+    state: StateDir,
+    agent_id: String,
+    transport: Transport,
+    collector: Arc<Mutex<Collector>>,
+    pending: Pending,
+    /// Digest of the last inventory the collector acknowledged.
+    acked_digest: Option<String>,
+    /// Sequence number and digest of the inventory waiting in `pending`.
+    queued_inventory: Option<(u64, String)>,
+    /// The collector asked for a full inventory.
+    inventory_requested: bool,
+    /// Reports queued and acknowledged since start, for `once`'s summary.
+    queued: usize,
+    acked: usize,
+}
+
+impl Agent {
+    fn open(config: &Config) -> anyhow::Result<(Agent, StateLock)> {
+        let server = config.server.as_deref().ok_or(ConfigError::MissingServer)?;
+        let state = StateDir::new(&config.state_dir);
+        let lock = state.lock()?;
+        let agent_id = state.load_or_create_agent_id()?;
+        let acked_digest = state.read_inventory_digest()?;
+        let transport = Transport::new(server, config.request_timeout)?;
+        info!(agent_id = %agent_id, server = %server, state_dir = %state.path().display(), "agent starting");
+        let agent = Agent {
+            state,
+            agent_id,
+            transport,
+            collector: Arc::new(Mutex::new(Collector::new(Root::host()))),
+            pending: Pending::new(),
+            acked_digest,
+            queued_inventory: None,
+            inventory_requested: false,
+            queued: 0,
+            acked: 0,
+        };
+        Ok((agent, lock))
+    }
+
+    async fn collect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Collector, &str) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let collector = Arc::clone(&self.collector);
+        let agent_id = self.agent_id.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut collector = collector
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut collector, &agent_id)
+        })
+        .await
+        .context("collection thread failed")
+    }
+
+    /// Collects the inventory and queues it if it changed or was asked for.
+    async fn inventory_step(&mut self) -> anyhow::Result<()> {
+        let inventory: Inventory = self.collect(|c, id| c.inventory(id)).await?;
+        let digest = inventory.content_digest();
+        let queued = self.queued_inventory.as_ref().map(|(_, d)| d.as_str());
+        if !inventory_needed(
+            &digest,
+            self.acked_digest.as_deref(),
+            queued,
+            self.inventory_requested,
+        ) {
+            debug!(digest = %digest, "inventory unchanged");
+            return Ok(());
+        }
+        let seq = self.state.next_seq()?;
+        info!(seq, digest = %digest, software = inventory.software.len(), "queueing inventory");
+        self.pending.push(Report {
+            seq,
+            body: ReportBody::Inventory(inventory),
+        });
+        self.queued_inventory = Some((seq, digest));
+        self.inventory_requested = false;
+        self.queued += 1;
+        Ok(())
+    }
+
+    async fn health_step(&mut self) -> anyhow::Result<()> {
+        let sample: HealthSample = self.collect(|c, id| c.health(id)).await?;
+        let seq = self.state.next_seq()?;
+        debug!(seq, cpu_percent = ?sample.cpu_percent, "queueing health sample");
+        self.pending.push(Report {
+            seq,
+            body: ReportBody::Health(sample),
+        });
+        self.queued += 1;
+        Ok(())
+    }
+
+    /// Sends everything pending, oldest first, until the queue is empty or the collector
+    /// stops acknowledging.
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        while !self.pending.is_empty() {
+            let reports: Vec<Report> = self.pending.iter().take(MAX_BATCH).cloned().collect();
+            let batch = Batch {
+                protocol: PROTOCOL_VERSION,
+                agent_id: self.agent_id.clone(),
+                reports,
+            };
+            let ack = self.transport.send(&batch).await?;
+            let removed = self.pending.ack(&ack.acked);
+            self.acked += removed;
+            debug!(
+                sent = batch.reports.len(),
+                acked = removed,
+                pending = self.pending.len(),
+                "batch sent"
+            );
+            if let Some((seq, digest)) = &self.queued_inventory
+                && ack.acked.contains(seq)
+            {
+                if let Err(e) = self.state.write_inventory_digest(digest) {
+                    // Only costs a resend after a restart.
+                    warn!(error = %e, "could not remember the acknowledged inventory");
+                }
+                self.acked_digest = Some(digest.clone());
+                self.queued_inventory = None;
+            }
+            if ack.send_inventory {
+                info!("collector asked for a full inventory");
+                self.inventory_requested = true;
+            }
+            if removed == 0 {
+                warn!(
+                    sent = batch.reports.len(),
+                    "collector acknowledged none of the batch; retrying next cycle"
+                );
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One cycle of what is due, then the flush; never fails the loop.
+    async fn cycle(&mut self, due: Due) {
+        if due.inventory
+            && let Err(e) = self.inventory_step().await
+        {
+            error!(error = format!("{e:#}"), "could not queue inventory");
+        }
+        if due.health
+            && let Err(e) = self.health_step().await
+        {
+            error!(error = format!("{e:#}"), "could not queue health sample");
+        }
+        self.flush_and_answer().await.map_err(log_transport).ok();
+    }
+
+    /// Flushes, and if the collector asked for the inventory, collects and sends it at once.
+    async fn flush_and_answer(&mut self) -> Result<(), TransportError> {
+        self.flush().await?;
+        if self.inventory_requested {
+            if let Err(e) = self.inventory_step().await {
+                error!(error = format!("{e:#}"), "could not queue inventory");
+            }
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+fn log_transport(e: TransportError) {
+    match &e {
+        TransportError::Rejected {
+            status,
+            code,
+            message,
+            ..
+        } => {
+            warn!(status, code = %code, message = %message, "collector refused reports; retrying next cycle")
+        }
+        _ => warn!(error = %e, "could not deliver reports; retrying next cycle"),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")
+}
+
+/// The service loop, until SIGINT or SIGTERM.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let (mut agent, _lock) = Agent::open(&config)?;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let shutdown = shutdown_signal()?;
+        tokio::pin!(shutdown);
+        let mut schedule = Schedule::new(
+            Instant::now(),
+            config.health_interval,
+            config.inventory_interval,
+        );
+        loop {
+            let due = schedule.take_due(Instant::now());
+            tokio::select! {
+                () = agent.cycle(due) => {}
+                () = &mut shutdown => break,
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(schedule.next_wake()) => {}
+                () = &mut shutdown => break,
+            }
+        }
+        info!(pending = agent.pending.len(), "agent stopping");
+        anyhow::Ok(())
+    });
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    result
+}
+
+/// One cycle: the inventory if it changed (or was never acknowledged), one health sample, a
+/// flush. Fails with [`NotAcknowledged`] unless the collector acknowledged every report.
+pub fn once(config: Config) -> anyhow::Result<()> {
+    let (mut agent, _lock) = Agent::open(&config)?;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        agent.inventory_step().await?;
+        agent.health_step().await?;
+        let cause = agent.flush_and_answer().await.err();
+        if agent.pending.is_empty() {
+            info!(reports = agent.queued, "all reports acknowledged");
+            return Ok(());
+        }
+        Err(NotAcknowledged {
+            acked: agent.acked,
+            total: agent.queued,
+            unacked: agent.pending.seqs(),
+            cause,
+        }
+        .into())
+    });
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    result
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("could not listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("could not listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: Duration = Duration::from_secs(60);
+    const I: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn everything_is_due_at_start_then_on_its_own_interval() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, H, I);
+        assert_eq!(
+            s.take_due(t0),
+            Due {
+                health: true,
+                inventory: true
+            }
+        );
+        assert_eq!(s.next_wake(), t0 + H);
+        assert_eq!(s.take_due(t0 + Duration::from_secs(30)), Due::default());
+        assert_eq!(
+            s.take_due(t0 + H),
+            Due {
+                health: true,
+                inventory: false
+            }
+        );
+        assert_eq!(s.next_wake(), t0 + 2 * H);
+        // Sixty health intervals later the inventory is due again, together with health.
+        let mut now = t0 + H;
+        for _ in 0..59 {
+            now += H;
+            let due = s.take_due(now);
+            assert!(due.health);
+            assert_eq!(due.inventory, now == t0 + I, "at {:?}", now - t0);
+        }
+    }
+
+    #[test]
+    fn a_stall_fires_once_and_restarts_the_rhythm() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, H, I);
+        s.take_due(t0);
+        // The machine slept for ten minutes: one health sample, not ten.
+        let woke = t0 + Duration::from_secs(600) + Duration::from_millis(5);
+        assert!(s.take_due(woke).health);
+        assert!(!s.take_due(woke).health);
+        assert_eq!(s.next_wake(), woke + H);
+    }
+
+    #[test]
+    fn inventory_is_queued_only_when_changed_or_requested() {
+        // Never acknowledged: send.
+        assert!(inventory_needed("d1", None, None, false));
+        // Acknowledged before (possibly by a previous run): do not resend.
+        assert!(!inventory_needed("d1", Some("d1"), None, false));
+        // Already waiting in the queue: do not queue twice.
+        assert!(!inventory_needed("d2", Some("d1"), Some("d2"), false));
+        // Changed: send.
+        assert!(inventory_needed("d3", Some("d1"), Some("d2"), false));
+        // The collector asked: send even if unchanged.
+        assert!(inventory_needed("d1", Some("d1"), None, true));
+    }
+
+    #[test]
+    fn not_acknowledged_message_lists_what_was_lost_and_why() {
+        let err = NotAcknowledged {
+            acked: 1,
+            total: 3,
+            unacked: vec![5, 6],
+            cause: Some(TransportError::Unreachable {
+                url: "http://127.0.0.1:9/agent/v1/reports".to_owned(),
+                message: "connection refused".to_owned(),
+            }),
+        };
+        let text = err.to_string();
+        assert!(text.contains("acknowledged 1 of 3"), "{text}");
+        assert!(text.contains("seq 5, 6"), "{text}");
+        assert!(text.contains("connection refused"), "{text}");
+    }
+}

@@ -1,0 +1,363 @@
+//! The state directory (`/var/lib/census` by default): who this agent is and where its
+//! sequence numbers stand.
+//!
+//! Files:
+//! - `agent_id`: the agent's UUID (v4), created on the first `run` or `once`.
+//! - `seq`: the next sequence number to hand out.
+//! - `inventory.digest`: content digest of the last inventory the collector acknowledged.
+//! - `lock`: held (flock) by a running `run` or `once`, so two agents never share a sequence.
+//!
+//! **Promises:** every file is replaced atomically (temp file, fsync, rename, fsync of the
+//! directory), so after a crash it holds the old or the new content, never a mix. The next
+//! sequence number is made durable *before* a number is handed out, so a crash may skip numbers
+//! but never reuses one. A damaged `agent_id` or `seq` is an error naming the file, never a
+//! silent new identity or a restarted sequence.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+
+const AGENT_ID: &str = "agent_id";
+const SEQ: &str = "seq";
+const INVENTORY_DIGEST: &str = "inventory.digest";
+const LOCK: &str = "lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("could not create state directory {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("could not read {what} from {}: {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("could not write {what} to {}: {source}", path.display())]
+    Write {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "{} does not hold a valid {what} ({detail}); restore the file from a backup, or remove it \
+         only if this machine should become a new agent",
+        path.display()
+    )]
+    Corrupt {
+        what: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("another census-agent is already using state directory {}", path.display())]
+    Locked { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+/// Holds the state directory's lock until dropped.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StateDir { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the directory (mode 0700: it will hold the agent's token) if it is missing.
+    pub fn ensure(&self) -> Result<(), StateError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.path)
+            .map_err(|source| StateError::CreateDir {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Takes the directory's exclusive lock, failing at once if another agent holds it.
+    pub fn lock(&self) -> Result<StateLock, StateError> {
+        self.ensure()?;
+        let path = self.path.join(LOCK);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StateError::Write {
+                what: "lock",
+                path: path.clone(),
+                source,
+            })?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(StateLock { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(StateError::Locked {
+                path: self.path.clone(),
+            }),
+            Err(e) => Err(StateError::Write {
+                what: "lock",
+                path,
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// The agent id, if one was created before.
+    pub fn read_agent_id(&self) -> Result<Option<String>, StateError> {
+        let path = self.path.join(AGENT_ID);
+        let Some(text) = read_optional(&path, "agent id")? else {
+            return Ok(None);
+        };
+        let text = text.trim();
+        match uuid::Uuid::parse_str(text) {
+            Ok(id) => Ok(Some(id.hyphenated().to_string())),
+            Err(e) => Err(StateError::Corrupt {
+                what: "agent id",
+                path,
+                detail: format!("`{}` is not a UUID: {e}", text.escape_debug()),
+            }),
+        }
+    }
+
+    /// The agent id, created (and made durable) if this is the agent's first run.
+    pub fn load_or_create_agent_id(&self) -> Result<String, StateError> {
+        if let Some(id) = self.read_agent_id()? {
+            return Ok(id);
+        }
+        self.ensure()?;
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        self.write(AGENT_ID, "agent id", format!("{id}\n").as_bytes())?;
+        tracing::info!(agent_id = %id, state_dir = %self.path.display(), "created agent id");
+        Ok(id)
+    }
+
+    /// The id to show in `inventory` and `health`, which only read the state directory: the
+    /// stored id when there is one, otherwise a one-off id that is not written anywhere, so that
+    /// these commands work for any user and on read-only systems. A damaged id file is still an
+    /// error, as everywhere else.
+    pub fn display_agent_id(&self) -> Result<String, StateError> {
+        match self.read_agent_id() {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => {
+                warn!(
+                    state_dir = %self.path.display(),
+                    "no agent id yet (it is created by `run` or `once`); showing a one-off id"
+                );
+                Ok(uuid::Uuid::new_v4().hyphenated().to_string())
+            }
+            Err(StateError::Read { path, source, .. })
+                if source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                warn!(path = %path.display(), error = %source, "cannot read agent id; showing a one-off id");
+                Ok(uuid::Uuid::new_v4().hyphenated().to_string())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hands out the next sequence number. The number after it is durable before this returns.
+    pub fn next_seq(&self) -> Result<u64, StateError> {
+        let path = self.path.join(SEQ);
+        let seq = match read_optional(&path, "sequence number")? {
+            None => 1,
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| StateError::Corrupt {
+                    what: "sequence number",
+                    path: path.clone(),
+                    detail: format!("`{}`: {e}", text.trim().escape_debug()),
+                })?,
+        };
+        let next = seq.checked_add(1).ok_or_else(|| StateError::Corrupt {
+            what: "sequence number",
+            path,
+            detail: "the sequence is exhausted".to_owned(),
+        })?;
+        self.write(SEQ, "sequence number", format!("{next}\n").as_bytes())?;
+        Ok(seq)
+    }
+
+    /// Digest of the last inventory the collector acknowledged. A damaged file only costs one
+    /// extra inventory upload, so it is treated as absent.
+    pub fn read_inventory_digest(&self) -> Result<Option<String>, StateError> {
+        let path = self.path.join(INVENTORY_DIGEST);
+        let Some(text) = read_optional(&path, "inventory digest")? else {
+            return Ok(None);
+        };
+        let digest = text.trim();
+        if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Some(digest.to_owned()))
+        } else {
+            warn!(path = %path.display(), "ignoring malformed inventory digest; the inventory will be sent again");
+            Ok(None)
+        }
+    }
+
+    pub fn write_inventory_digest(&self, digest: &str) -> Result<(), StateError> {
+        self.write(
+            INVENTORY_DIGEST,
+            "inventory digest",
+            format!("{digest}\n").as_bytes(),
+        )
+    }
+
+    fn write(&self, name: &str, what: &'static str, contents: &[u8]) -> Result<(), StateError> {
+        write_atomic(&self.path, name, contents).map_err(|source| StateError::Write {
+            what,
+            path: self.path.join(name),
+            source,
+        })
+    }
+}
+
+fn read_optional(path: &Path, what: &'static str) -> Result<Option<String>, StateError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Read {
+            what,
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Replaces `dir/name` so that a crash at any point leaves the old or the new content.
+fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, dir.join(name))?;
+    // The rename is only durable once the directory entry is.
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn agent_id_is_created_once_and_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("census"));
+        assert_eq!(state.read_agent_id().unwrap(), None);
+        let id = state.load_or_create_agent_id().unwrap();
+        assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+        // A new handle (a restarted agent) sees the same id.
+        let again = StateDir::new(dir.path().join("census"));
+        assert_eq!(again.load_or_create_agent_id().unwrap(), id);
+
+        let file = dir.path().join("census/agent_id");
+        assert_eq!(fs::read_to_string(&file).unwrap(), format!("{id}\n"));
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let dir_mode = fs::metadata(dir.path().join("census"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("census"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn corrupt_agent_id_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("agent_id"), "not-a-uuid\n").unwrap();
+        let state = StateDir::new(dir.path());
+        let err = state.load_or_create_agent_id().unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }));
+        let text = err.to_string();
+        assert!(
+            text.contains(&dir.path().join("agent_id").display().to_string()),
+            "{text}"
+        );
+        assert!(text.contains("not-a-uuid"), "{text}");
+        // The damaged file is left alone for the admin to inspect.
+        assert_eq!(
+            fs::read_to_string(dir.path().join("agent_id")).unwrap(),
+            "not-a-uuid\n"
+        );
+        assert!(state.display_agent_id().is_err());
+    }
+
+    #[test]
+    fn display_id_does_not_write_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("missing"));
+        let id = state.display_agent_id().unwrap();
+        assert!(uuid::Uuid::parse_str(&id).is_ok());
+        assert!(!dir.path().join("missing").exists());
+    }
+
+    #[test]
+    fn sequence_is_persisted_before_use_and_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert_eq!(state.next_seq().unwrap(), 1);
+        // The file already names the number after the one just handed out.
+        assert_eq!(fs::read_to_string(dir.path().join("seq")).unwrap(), "2\n");
+        assert_eq!(state.next_seq().unwrap(), 2);
+        let restarted = StateDir::new(dir.path());
+        assert_eq!(restarted.next_seq().unwrap(), 3);
+    }
+
+    #[test]
+    fn corrupt_sequence_is_an_error_not_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("seq"), "12x\n").unwrap();
+        let err = StateDir::new(dir.path()).next_seq().unwrap_err();
+        assert!(err.to_string().contains("seq"), "{err}");
+        assert_eq!(fs::read_to_string(dir.path().join("seq")).unwrap(), "12x\n");
+    }
+
+    #[test]
+    fn inventory_digest_round_trips_and_malformed_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert_eq!(state.read_inventory_digest().unwrap(), None);
+        let digest = "ab".repeat(32);
+        state.write_inventory_digest(&digest).unwrap();
+        assert_eq!(state.read_inventory_digest().unwrap(), Some(digest));
+        fs::write(dir.path().join("inventory.digest"), "garbage").unwrap();
+        assert_eq!(state.read_inventory_digest().unwrap(), None);
+    }
+
+    #[test]
+    fn second_lock_on_the_same_directory_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let held = state.lock().unwrap();
+        assert!(matches!(state.lock(), Err(StateError::Locked { .. })));
+        drop(held);
+        assert!(state.lock().is_ok());
+    }
+}
