@@ -243,8 +243,9 @@ fn read_file(path: &Path, explicit: bool) -> Result<Option<FileConfig>, ConfigEr
             // problem and the key, and the line number is enough to find it.
             message: match e.span() {
                 Some(span) => {
-                    let line = text[..span.start].matches('\n').count() + 1;
-                    format!("{} (line {line})", e.message())
+                    let number = text[..span.start].matches('\n').count() + 1;
+                    let line = text.lines().nth(number - 1).unwrap_or("").trim();
+                    format!("{} (line {number}: `{line}`)", e.message())
                 }
                 None => e.message().to_owned(),
             },
@@ -425,6 +426,11 @@ mod tests {
 
     #[test]
     fn bad_duration_in_file_names_key_and_file() {
+        let (_dir, path) = write_config("health_interval = 60\n");
+        let text = Config::load_with_env(&flags_with_file(&path), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("line 1: `health_interval = 60`"), "{text}");
         let (_dir, path) = write_config("health_interval = \"60\"\n");
         let text = Config::load_with_env(&flags_with_file(&path), no_env)
             .unwrap_err()

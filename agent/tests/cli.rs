@@ -1,0 +1,346 @@
+//! The `census-agent` binary as an admin or a service manager runs it.
+
+mod util;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use census_common::{ErrorBody, ErrorCode, ReportBody};
+use serde_json::Value;
+use util::{Answer, FakeCollector, TestAgent, ack_all, closed_port, stderr, stdout};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn is_debian_like() -> bool {
+    Path::new("/var/lib/dpkg/status").exists()
+}
+
+#[test]
+fn inventory_prints_schema_1_json_without_touching_the_state_dir() {
+    let agent = TestAgent::new();
+    let output = agent.run(&["inventory"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: Value = serde_json::from_str(&stdout(&output)).expect("stdout is JSON");
+    assert_eq!(json["schema"], 1);
+    assert!(json["agent_id"].as_str().is_some_and(|id| id.len() == 36));
+    assert_eq!(json["os"]["family"], "linux");
+    for key in [
+        "host",
+        "hardware",
+        "cpu",
+        "memory",
+        "filesystems",
+        "network_interfaces",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key}");
+    }
+    if is_debian_like() {
+        let software = json["software"].as_array().unwrap();
+        assert!(!software.is_empty());
+        assert!(
+            software
+                .iter()
+                .all(|s| s["source"] == "dpkg" || s["source"] == "rpm")
+        );
+    }
+    // `inventory` only reads: it creates no agent id and no directory.
+    assert!(!agent.state_dir().exists());
+}
+
+#[test]
+fn inventory_uses_the_stored_agent_id() {
+    let agent = TestAgent::new();
+    std::fs::create_dir_all(agent.state_dir()).unwrap();
+    let id = "0b6f4c6e-2d55-4c1e-9b8a-3f1e2d4c5b6a";
+    std::fs::write(agent.state_dir().join("agent_id"), format!("{id}\n")).unwrap();
+    let output = agent.run(&["inventory"]);
+    let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["agent_id"], id);
+}
+
+#[test]
+fn inventory_output_flag_writes_the_file() {
+    let agent = TestAgent::new();
+    let file = agent.dir.path().join("inventory.json");
+    let output = agent
+        .command()
+        .args(["inventory", "--output"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(output.stdout.is_empty());
+    let json = util::read_json(&file);
+    assert_eq!(json["schema"], 1);
+}
+
+#[test]
+fn health_prints_one_sample() {
+    let agent = TestAgent::new();
+    let output = agent.run(&["health"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let cpu = json["cpu_percent"]
+        .as_f64()
+        .expect("cpu_percent is a number");
+    assert!((0.0..=100.0).contains(&cpu));
+    assert_eq!(json["load"].as_array().map(Vec::len), Some(3));
+    assert!(json["memory_used_percent"].as_f64().unwrap() > 0.0);
+    let filesystems = json["filesystems"].as_array().unwrap();
+    let root = filesystems
+        .iter()
+        .find(|f| f["mount"] == "/")
+        .expect("a / filesystem");
+    assert!(root["used_percent"].as_f64().is_some());
+    assert!(json["agent_rss_bytes"].as_u64().unwrap() > 0);
+    assert!(json["process_count"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn print_config_shows_defaults() {
+    let agent = TestAgent::new();
+    let output = agent.run(&["print-config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("health_interval = \"1m\""), "{text}");
+    assert!(text.contains("inventory_interval = \"1h\""), "{text}");
+    assert!(text.contains("request_timeout = \"30s\""), "{text}");
+    assert!(text.contains("log_level = \"info\""), "{text}");
+    assert!(text.contains("# server is not set"), "{text}");
+}
+
+#[test]
+fn print_config_layers_file_then_env_then_flags() {
+    let agent = TestAgent::new();
+    agent.write_config(
+        "server = \"http://file.example:1\"\nhealth_interval = \"10s\"\ninventory_interval = \"2h\"\n",
+    );
+    let output = agent
+        .command()
+        .env("CENSUS_HEALTH_INTERVAL", "20s")
+        .env("CENSUS_SERVER", "http://env.example:2")
+        .args(["print-config", "--server", "https://flag.example:3"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("server = \"https://flag.example:3\""),
+        "{text}"
+    );
+    assert!(text.contains("health_interval = \"20s\""), "{text}");
+    assert!(text.contains("inventory_interval = \"2h\""), "{text}");
+    let state_dir = format!("state_dir = \"{}\"", agent.state_dir().display());
+    assert!(text.contains(&state_dir), "{text}");
+}
+
+#[test]
+fn unknown_config_key_fails_naming_the_key() {
+    let agent = TestAgent::new();
+    agent.write_config("sever = \"http://typo\"\n");
+    let output = agent.run(&["print-config"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("sever"), "{}", stderr(&output));
+}
+
+#[test]
+fn missing_explicit_config_file_fails() {
+    let agent = TestAgent::new();
+    std::fs::remove_file(agent.config_path()).unwrap();
+    let output = agent.run(&["print-config"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("agent.toml"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn once_without_server_is_a_config_error() {
+    let agent = TestAgent::new();
+    let output = agent.run(&["once"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("no collector URL"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn once_against_an_unreachable_collector_fails_clearly() {
+    let agent = TestAgent::new();
+    let server = format!("http://127.0.0.1:{}", closed_port());
+    let output = agent.run(&["once", "--server", &server]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("could not reach the collector"), "{err}");
+    assert!(err.contains(&server), "{err}");
+    assert!(err.contains("acknowledged 0 of 2"), "{err}");
+    // The identity and the used sequence numbers are durable even though nothing was sent.
+    assert!(agent.state_file("agent_id").is_some());
+    assert_eq!(agent.state_file("seq").as_deref(), Some("3\n"));
+    assert_eq!(agent.state_file("inventory.digest"), None);
+}
+
+#[test]
+fn once_delivers_inventory_and_health_then_does_not_resend_an_unchanged_inventory() {
+    let collector = FakeCollector::acking_everything();
+    let agent = TestAgent::new();
+
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first = collector.next(LIMIT);
+    assert_eq!(first.content_type.as_deref(), Some("application/msgpack"));
+    assert_eq!(first.content_encoding.as_deref(), Some("gzip"));
+    let agent_id = agent.state_file("agent_id").unwrap();
+    assert_eq!(first.batch.agent_id, agent_id.trim());
+    let kinds: Vec<(u64, &str)> = first
+        .batch
+        .reports
+        .iter()
+        .map(|r| (r.seq, r.body.kind()))
+        .collect();
+    assert_eq!(kinds, vec![(1, "inventory"), (2, "health")]);
+    let ReportBody::Inventory(inventory) = &first.batch.reports[0].body else {
+        unreachable!()
+    };
+    assert_eq!(
+        agent.state_file("inventory.digest").unwrap().trim(),
+        inventory.content_digest()
+    );
+
+    // A second run (a restart) finds the inventory unchanged and sends only health.
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let second = collector.next(LIMIT);
+    let kinds: Vec<(u64, &str)> = second
+        .batch
+        .reports
+        .iter()
+        .map(|r| (r.seq, r.body.kind()))
+        .collect();
+    assert_eq!(kinds, vec![(3, "health")]);
+    assert!(collector.try_next().is_none());
+}
+
+#[test]
+fn once_sends_the_inventory_again_when_the_collector_asks() {
+    // The first answer asks for a full inventory, as a collector that lost its data would.
+    let collector = FakeCollector::start(|batch, index| Answer::Ack(ack_all(batch, index == 0)));
+    let agent = TestAgent::new();
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first = collector.next(LIMIT);
+    assert_eq!(first.batch.reports.len(), 2);
+    let second = collector.next(LIMIT);
+    let kinds: Vec<(u64, &str)> = second
+        .batch
+        .reports
+        .iter()
+        .map(|r| (r.seq, r.body.kind()))
+        .collect();
+    assert_eq!(kinds, vec![(3, "inventory")]);
+}
+
+#[test]
+fn once_fails_when_only_part_is_acknowledged() {
+    // This collector stores health samples but never the inventory.
+    let collector = FakeCollector::start(|batch, _| {
+        let acked = batch
+            .reports
+            .iter()
+            .filter(|r| r.body.kind() == "health")
+            .map(|r| r.seq)
+            .collect();
+        Answer::Ack(census_common::Ack {
+            acked,
+            send_inventory: false,
+        })
+    });
+    let agent = TestAgent::new();
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert_eq!(output.status.code(), Some(3));
+    let err = stderr(&output);
+    assert!(
+        err.contains("acknowledged 1 of 2") && err.contains("seq 1"),
+        "{err}"
+    );
+    // An inventory that was never acknowledged must not count as delivered.
+    assert_eq!(agent.state_file("inventory.digest"), None);
+}
+
+#[test]
+fn once_reports_the_collectors_error_code_and_message() {
+    let collector = FakeCollector::start(|_, _| {
+        Answer::Error(
+            413,
+            ErrorBody::new(ErrorCode::PayloadTooLarge, "batch over 8 MiB"),
+        )
+    });
+    let agent = TestAgent::new();
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert_eq!(output.status.code(), Some(3));
+    let err = stderr(&output);
+    assert!(
+        err.contains("payload_too_large") && err.contains("batch over 8 MiB"),
+        "{err}"
+    );
+    assert!(err.contains("413"), "{err}");
+}
+
+#[test]
+fn corrupt_agent_id_stops_the_agent_naming_the_file() {
+    let agent = TestAgent::new();
+    std::fs::create_dir_all(agent.state_dir()).unwrap();
+    std::fs::write(agent.state_dir().join("agent_id"), "garbage\n").unwrap();
+    let output = agent.run(&["once", "--server", "http://127.0.0.1:9"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&agent.state_dir().join("agent_id").display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_reports_at_start_holds_the_state_dir_and_stops_on_sigterm() {
+    let collector = FakeCollector::acking_everything();
+    let agent = TestAgent::new();
+    let mut child = agent
+        .command()
+        .args(["run", "--server", &collector.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // At start: the inventory and a health sample, in sequence order.
+    let first = collector.next(LIMIT);
+    let kinds: Vec<(u64, &str)> = first
+        .batch
+        .reports
+        .iter()
+        .map(|r| (r.seq, r.body.kind()))
+        .collect();
+    assert_eq!(kinds, vec![(1, "inventory"), (2, "health")]);
+
+    // A second agent on the same state directory would reuse sequence numbers: refused.
+    let second = agent.run(&["once", "--server", &collector.url]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr(&second).contains("already using state directory"),
+        "{}",
+        stderr(&second)
+    );
+
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = util::wait_with_limit(&mut child, LIMIT);
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(log.contains("SIGTERM"), "{log}");
+}
