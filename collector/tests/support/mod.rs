@@ -1,0 +1,254 @@
+//! `TestCollector`: a collector serving on 127.0.0.1 port 0 from a temp data dir, on its own
+//! runtime thread, stopped (gracefully) on drop. Plus builders for real batches.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::thread::JoinHandle;
+
+use census_collector::config::Config;
+use census_common::codec::{self, Format};
+use census_common::{
+    Batch, Filesystem, HealthSample, Inventory, NetworkInterface, Report, ReportBody, Software,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+pub const AGENT: &str = "0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11";
+pub const OTHER_AGENT: &str = "5a4c1e0e-2f43-4d8e-9b7e-1d2c3b4a5f60";
+
+pub struct TestCollector {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    dir: Option<TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestCollector {
+    pub fn start() -> TestCollector {
+        TestCollector::start_with(tempfile::tempdir().unwrap(), |_| {})
+    }
+
+    /// Starts on an existing data dir (a restart).
+    pub fn start_in(dir: TempDir) -> TestCollector {
+        TestCollector::start_with(dir, |_| {})
+    }
+
+    pub fn start_with(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestCollector {
+        static PROVIDER: Once = Once::new();
+        PROVIDER.call_once(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                census_collector::server::serve(listener, config, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        });
+        TestCollector {
+            addr,
+            client: reqwest::Client::new(),
+            dir: Some(dir),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.as_ref().unwrap().path().join("data")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops gracefully and hands back the data dir.
+    pub fn stop(mut self) -> TempDir {
+        self.shutdown();
+        self.dir.take().unwrap()
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let result = thread.join();
+            if !std::thread::panicking() {
+                result
+                    .expect("server thread panicked")
+                    .expect("server failed");
+            }
+        }
+    }
+
+    /// Posts a batch as the agent does: MessagePack, gzip.
+    pub async fn post_batch(&self, batch: &Batch) -> reqwest::Response {
+        self.post_raw(
+            gzip(&codec::encode(batch, Format::MessagePack)),
+            "application/msgpack",
+            Some("gzip"),
+        )
+        .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+        encoding: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url("/agent/v1/reports"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Posts a batch and returns the decoded ack, asserting 200.
+    pub async fn ingest(&self, batch: &Batch) -> Value {
+        let response = self.post_batch(batch).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status();
+        let body = response.json().await.unwrap();
+        (status, body)
+    }
+
+    /// GET that must succeed.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+}
+
+impl Drop for TestCollector {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+pub fn batch(agent: &str, reports: Vec<Report>) -> Batch {
+    Batch {
+        protocol: census_common::PROTOCOL_VERSION,
+        agent_id: agent.into(),
+        reports,
+    }
+}
+
+pub fn package(name: &str, version: &str) -> Software {
+    Software {
+        name: name.into(),
+        version: Some(version.into()),
+        arch: Some("amd64".into()),
+        vendor: Some("Debian".into()),
+        source: "dpkg".into(),
+    }
+}
+
+/// An inventory of `hostname` with the given packages, mounts and interfaces.
+pub fn inventory(
+    agent: &str,
+    hostname: &str,
+    packages: &[Software],
+    mounts: &[&str],
+    nics: &[&str],
+) -> Inventory {
+    let mut inv = Inventory::new(agent, OffsetDateTime::now_utc());
+    inv.host.hostname = Some(hostname.into());
+    inv.os.family = Some("linux".into());
+    inv.os.name = Some("Debian GNU/Linux".into());
+    inv.os.version = Some("12".into());
+    inv.hardware.serial = Some("SN-1234".into());
+    inv.memory.total_bytes = Some(8 << 30);
+    inv.software = packages.to_vec();
+    inv.filesystems = mounts
+        .iter()
+        .map(|m| Filesystem {
+            mount: (*m).into(),
+            device: Some("/dev/sda1".into()),
+            fs_type: Some("ext4".into()),
+            total_bytes: Some(100 << 30),
+            removable: false,
+        })
+        .collect();
+    inv.network_interfaces = nics
+        .iter()
+        .map(|n| NetworkInterface {
+            name: (*n).into(),
+            mac: Some("52:54:00:12:34:56".into()),
+            addresses: vec!["192.0.2.5/24".into()],
+            r#virtual: false,
+        })
+        .collect();
+    inv
+}
+
+pub fn inventory_report(seq: u64, inv: Inventory) -> Report {
+    Report {
+        seq,
+        body: ReportBody::Inventory(inv),
+    }
+}
+
+pub fn health_report(agent: &str, seq: u64, at: OffsetDateTime, cpu: f64) -> Report {
+    let mut sample = HealthSample::empty(agent, at);
+    sample.cpu_percent = Some(cpu);
+    sample.memory_used_percent = Some(42.5);
+    Report {
+        seq,
+        body: ReportBody::Health(sample),
+    }
+}
+
+/// Asserts the error body shape and code; returns the message.
+pub fn assert_error(
+    status: StatusCode,
+    body: &Value,
+    expected_status: StatusCode,
+    code: &str,
+) -> String {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"]
+        .as_str()
+        .expect("a message")
+        .to_owned();
+    assert!(!message.is_empty());
+    message
+}
