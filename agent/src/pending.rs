@@ -90,6 +90,10 @@ impl Pending {
         self.reports.values()
     }
 
+    pub fn get(&self, seq: u64) -> Option<&Report> {
+        self.reports.get(&seq)
+    }
+
     pub fn seqs(&self) -> Vec<u64> {
         self.reports.keys().copied().collect()
     }

@@ -209,11 +209,19 @@ impl Agent {
         Ok(())
     }
 
-    /// Sends everything pending, oldest first, until the queue is empty or the collector
-    /// stops acknowledging.
+    /// Sends what is pending, oldest first, each report at most once per flush: what the
+    /// collector does not acknowledge waits for the next cycle rather than being hammered in.
     async fn flush(&mut self) -> Result<(), TransportError> {
-        while !self.pending.is_empty() {
-            let reports: Vec<Report> = self.pending.iter().take(MAX_BATCH).cloned().collect();
+        let seqs = self.pending.seqs();
+        for chunk in seqs.chunks(MAX_BATCH) {
+            let reports: Vec<Report> = chunk
+                .iter()
+                .filter_map(|seq| self.pending.get(*seq))
+                .cloned()
+                .collect();
+            if reports.is_empty() {
+                continue;
+            }
             let batch = Batch {
                 protocol: PROTOCOL_VERSION,
                 agent_id: self.agent_id.clone(),
@@ -228,6 +236,13 @@ impl Agent {
                 pending = self.pending.len(),
                 "batch sent"
             );
+            if removed < batch.reports.len() {
+                warn!(
+                    sent = batch.reports.len(),
+                    acked = removed,
+                    "collector did not acknowledge every report; the rest go again next cycle"
+                );
+            }
             if let Some((seq, digest)) = &self.queued_inventory
                 && ack.acked.contains(seq)
             {
@@ -241,13 +256,6 @@ impl Agent {
             if ack.send_inventory {
                 info!("collector asked for a full inventory");
                 self.inventory_requested = true;
-            }
-            if removed == 0 {
-                warn!(
-                    sent = batch.reports.len(),
-                    "collector acknowledged none of the batch; retrying next cycle"
-                );
-                break;
             }
         }
         Ok(())

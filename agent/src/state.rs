@@ -158,9 +158,9 @@ impl StateDir {
                 );
                 Ok(uuid::Uuid::new_v4().hyphenated().to_string())
             }
-            Err(StateError::Read { path, source, .. })
-                if source.kind() == io::ErrorKind::PermissionDenied =>
-            {
+            // Not being allowed to read the directory (or it not being one) is no reason to
+            // refuse showing the machine's inventory.
+            Err(StateError::Read { path, source, .. }) => {
                 warn!(path = %path.display(), error = %source, "cannot read agent id; showing a one-off id");
                 Ok(uuid::Uuid::new_v4().hyphenated().to_string())
             }
@@ -316,6 +316,20 @@ mod tests {
         let id = state.display_agent_id().unwrap();
         assert!(uuid::Uuid::parse_str(&id).is_ok());
         assert!(!dir.path().join("missing").exists());
+    }
+
+    #[test]
+    fn display_id_works_when_the_state_dir_cannot_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("file");
+        fs::write(&not_a_dir, "").unwrap();
+        let id = StateDir::new(&not_a_dir).display_agent_id().unwrap();
+        assert!(uuid::Uuid::parse_str(&id).is_ok());
+        // Whereas the agent proper refuses, naming the path.
+        let err = StateDir::new(&not_a_dir)
+            .load_or_create_agent_id()
+            .unwrap_err();
+        assert!(err.to_string().contains("file/agent_id"), "{err}");
     }
 
     #[test]

@@ -270,6 +270,9 @@ fn once_fails_when_only_part_is_acknowledged() {
     );
     // An inventory that was never acknowledged must not count as delivered.
     assert_eq!(agent.state_file("inventory.digest"), None);
+    // The unacknowledged report waits for the next cycle instead of being resent at once.
+    assert_eq!(collector.next(LIMIT).batch.reports.len(), 2);
+    assert!(collector.try_next().is_none());
 }
 
 #[test]
