@@ -116,3 +116,56 @@ pub(crate) mod rfc3339_utc {
         s.serialize_str(&text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::{Store, StoreOptions};
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    async fn call(router: Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_makes_readyz_and_ingest_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(Store::open(&dir.path().join("census.db"), &StoreOptions::default()).unwrap());
+        let state = AppState {
+            store: store.clone(),
+            clock: Arc::new(SystemClock),
+            max_body_bytes: 1 << 20,
+        };
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let (status, _) = call(router(state.clone()), get("/readyz")).await;
+        assert_eq!(status, StatusCode::OK);
+
+        store.close().await;
+        let (status, body) = call(router(state.clone()), get("/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "unavailable");
+        // Liveness does not depend on the database.
+        assert_eq!(
+            call(router(state.clone()), get("/livez")).await.0,
+            StatusCode::OK
+        );
+
+        let batch = r#"{"agent_id": "0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11", "reports": []}"#;
+        let post = Request::post("/agent/v1/reports")
+            .header("content-type", "application/json")
+            .body(Body::from(batch))
+            .unwrap();
+        let (status, body) = call(router(state), post).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "unavailable");
+    }
+}
