@@ -34,7 +34,6 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "census-collector failed");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

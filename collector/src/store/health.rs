@@ -9,6 +9,11 @@
 //! existing blob if a late sample arrives for an hour already compacted, and the moved rows are
 //! deleted as one id range. Rows older than the retention window are dropped instead of moved.
 //! A sample of the current hour that arrived before older ones waits for the next hour.
+//!
+//! `health_raw` has no index on `ci_id` on purpose (appends stay appends), so a range query scans
+//! it whole; compaction keeps it to the current hour and the last one, about 60 to 120 rows per
+//! computer. The hourly part of a query is one primary-key lookup per hour of the range, bounded
+//! by the hours actually stored.
 
 use std::collections::BTreeMap;
 

@@ -563,22 +563,32 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn unchanged_inventory_only_moves_last_seen() {
         let (store, _dir) = temp_store();
-        store
-            .ingest(inventory_batch(AGENT, 1, &["bash"]))
-            .await
-            .unwrap();
+        let booted = T0 - time::Duration::days(1);
+        let mut first = inventory_batch(AGENT, 1, &["bash"]);
+        if let ReportBody::Inventory(inv) = &mut first.reports[0].body {
+            inv.os.boot_time = Some(booted);
+        }
+        store.ingest(first).await.unwrap();
+
         let mut later = inventory_batch(AGENT, 2, &["bash"]);
         later.received_at = T0 + time::Duration::hours(1);
         if let ReportBody::Inventory(inv) = &mut later.reports[0].body {
-            // Collection time is not content: the digest is the same.
+            // Neither the collection time nor a boot time drifting by a second is content:
+            // the digest is the same, so the stored attributes are not rewritten.
             inv.collected_at = later.received_at;
+            inv.os.boot_time = Some(booted + time::Duration::SECOND);
         }
         store.ingest(later).await.unwrap();
-        let changes_before = count(
-            &store,
-            "SELECT count(*) FROM ci WHERE last_seen = first_seen",
+        let detail = store.get_ci(1).await.unwrap().unwrap();
+        assert_eq!(detail.ci.attributes["boot_time"], "2025-02-28T12:00:00Z");
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM ci WHERE last_seen = first_seen"
+            ),
+            0,
+            "the computer and its filesystem were both seen again"
         );
-        assert_eq!(changes_before, 0);
         assert_eq!(count(&store, "SELECT count(*) FROM ci"), 2);
         store.close().await;
     }
