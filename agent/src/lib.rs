@@ -72,10 +72,12 @@ fn write_output(path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
             .with_context(|| format!("could not write {}", path.display())),
         None => {
             let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(bytes)
-                .context("could not write to standard output")?;
-            stdout.flush().context("could not write to standard output")
+            match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+                // `census-agent inventory | head` is a reader that has seen enough, not a
+                // failure.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                result => result.context("could not write to standard output"),
+            }
         }
     }
 }
