@@ -65,6 +65,11 @@ pub async fn serve_with_clock(
         clock: clock.clone(),
         max_body_bytes: config.max_body_bytes as usize,
     };
+    let addr_file = config.addr_file();
+    if let Err(e) = write_addr_file(&addr_file, addr) {
+        store.close().await;
+        return Err(e);
+    }
     let (stop_compaction, stop_rx) = watch::channel(false);
     let compaction = tokio::spawn(retention::run(
         store.clone(),
@@ -74,11 +79,6 @@ pub async fn serve_with_clock(
         stop_rx,
     ));
 
-    let addr_file = config.addr_file();
-    if let Err(e) = write_addr_file(&addr_file, addr) {
-        store.close().await;
-        return Err(e);
-    }
     tracing::info!(addr = %addr, data_dir = %config.data_dir.display(), "listening");
 
     let served = axum::serve(listener, api::router(state))
