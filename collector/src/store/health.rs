@@ -105,6 +105,18 @@ impl Store {
     }
 }
 
+/// The hour sits in the high bits of an hourly row's key, the CI id in the low 32.
+const HOUR_SHIFT: u32 = 32;
+
+fn hourly_key(hour: i64, ci_id: i64) -> Result<i64, StoreError> {
+    if !(0..1 << HOUR_SHIFT).contains(&ci_id) || !(0..1 << 30).contains(&hour) {
+        return Err(StoreError::Invalid(format!(
+            "health of ci {ci_id} at hour {hour} does not fit the hourly key"
+        )));
+    }
+    Ok((hour << HOUR_SHIFT) | ci_id)
+}
+
 fn blob_of<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> Result<&'r [u8], StoreError> {
     row.get_ref(index)?
         .as_blob()
@@ -180,24 +192,23 @@ fn compact_chunk_job(
         return Ok((report, false));
     };
 
-    let mut existing =
-        conn.prepare_cached("SELECT samples FROM health_hourly WHERE hour = ?1 AND ci_id = ?2")?;
+    let mut existing = conn.prepare_cached("SELECT samples FROM health_hourly WHERE key = ?1")?;
     let mut upsert = conn.prepare_cached(
-        "INSERT INTO health_hourly (hour, ci_id, samples) VALUES (?1, ?2, ?3)
-         ON CONFLICT (hour, ci_id) DO UPDATE SET samples = excluded.samples",
+        "INSERT INTO health_hourly (key, samples) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET samples = excluded.samples",
     )?;
-    // BTreeMap order is (hour, ci_id) order: inserts land at the end of the key space.
+    // BTreeMap order is (hour, ci_id) order, which is key order: inserts land at the end of
+    // the b-tree.
     for ((hour, ci_id), mut samples) in groups {
-        let old: Option<Vec<u8>> = existing
-            .query_row(params![hour, ci_id], |r| r.get(0))
-            .optional()?;
+        let key = hourly_key(hour, ci_id)?;
+        let old: Option<Vec<u8>> = existing.query_row([key], |r| r.get(0)).optional()?;
         if let Some(old) = old {
             let mut merged = decode_hourly(&old)?;
             merged.append(&mut samples);
             samples = merged;
         }
         samples.sort_by_key(|s| s.collected_at);
-        upsert.execute(params![hour, ci_id, encode_hourly(&samples)?])?;
+        upsert.execute(params![key, encode_hourly(&samples)?])?;
         report.hourly_rows += 1;
     }
     conn.prepare_cached("DELETE FROM health_raw WHERE id <= ?1")?
@@ -215,10 +226,10 @@ fn prune_job(
     let oldest_kept_hour = (now - retention).div_euclid(HOUR_MS);
     Ok(conn
         .prepare_cached(
-            "DELETE FROM health_hourly WHERE (hour, ci_id) IN
-               (SELECT hour, ci_id FROM health_hourly WHERE hour < ?1 ORDER BY hour, ci_id LIMIT ?2)",
+            "DELETE FROM health_hourly WHERE key IN
+               (SELECT key FROM health_hourly WHERE key < ?1 ORDER BY key LIMIT ?2)",
         )?
-        .execute(params![oldest_kept_hour, chunk as i64])?)
+        .execute(params![oldest_kept_hour << HOUR_SHIFT, chunk as i64])?)
 }
 
 fn read_range(
@@ -245,16 +256,15 @@ fn read_range(
     // Only the hours that hold data: the first and last keys of the table bound the loop, so a
     // range starting in 1970 costs no more than one covering the stored days.
     let (first, last): (Option<i64>, Option<i64>) = tx
-        .prepare_cached("SELECT min(hour), max(hour) FROM health_hourly")?
+        .prepare_cached("SELECT min(key), max(key) FROM health_hourly")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     if let (Some(first), Some(last)) = (first, last) {
-        let start = from.div_euclid(HOUR_MS).max(first);
-        let end = to.div_euclid(HOUR_MS).min(last);
-        let mut hourly =
-            tx.prepare_cached("SELECT samples FROM health_hourly WHERE hour = ?1 AND ci_id = ?2")?;
+        let start = from.div_euclid(HOUR_MS).max(first >> HOUR_SHIFT);
+        let end = to.div_euclid(HOUR_MS).min(last >> HOUR_SHIFT);
+        let mut hourly = tx.prepare_cached("SELECT samples FROM health_hourly WHERE key = ?1")?;
         for hour in start..=end {
             let blob: Option<Vec<u8>> = hourly
-                .query_row(params![hour, ci_id], |r| r.get(0))
+                .query_row([hourly_key(hour, ci_id)?], |r| r.get(0))
                 .optional()?;
             if let Some(blob) = blob {
                 samples.extend(decode_hourly(&blob)?.into_iter().filter(in_range));
