@@ -321,7 +321,7 @@ async fn failures_answer_the_error_body() {
             "invalid_filter",
         ),
         (
-            "/api/v1/cis/1/software?limit=5",
+            "/api/v1/cis/1/software?limit=5000",
             StatusCode::BAD_REQUEST,
             "invalid_filter",
         ),

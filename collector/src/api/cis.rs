@@ -4,8 +4,7 @@
 //!   name or family, e.g. `Debian GNU/Linux` or `linux`), `name` (prefix), paged by `limit`
 //!   (default 100, at most 1000) and `cursor`, ordered by id.
 //! - `GET /api/v1/cis/{id}`: the CI with its latest health sample and relationships.
-//! - `GET /api/v1/cis/{id}/software`: every package of the CI in one page, by name
-//!   (`next_cursor` is always null; a computer has a few thousand packages at most).
+//! - `GET /api/v1/cis/{id}/software`: the CI's packages by name, paged by `limit` and `cursor`.
 //! - `GET /api/v1/cis/{id}/health?from=&to=`: samples in the window (RFC 3339, default the
 //!   last 24 hours), oldest first.
 
@@ -211,15 +210,20 @@ pub async fn software(
     uri: Uri,
 ) -> Result<Json<ListView<SoftwareView>>, ApiError> {
     let id = ci_id(path)?;
-    query_params(&uri, &[])?;
-    let items = state
+    let params = query_params(&uri, &["limit", "cursor"])?;
+    let limit = parse_limit(params.get("limit"))?;
+    let after = match params.get("cursor") {
+        Some(c) => Some(cursor::decode(c, 1)?[0]),
+        None => None,
+    };
+    let page = state
         .store
-        .ci_software(id)
+        .ci_software(id, after, limit)
         .await?
         .ok_or_else(|| no_such_ci(id))?;
     Ok(Json(ListView {
-        items: items.into_iter().map(Into::into).collect(),
-        next_cursor: None,
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next.map(|sw| cursor::encode(&[sw])),
     }))
 }
 

@@ -17,12 +17,17 @@ fn installed(row: &Row<'_>, first: usize) -> rusqlite::Result<InstalledSoftware>
 }
 
 impl Store {
-    /// Every package installed on CI `ci_id`, by name; `None` when the CI does not exist.
+    /// Packages installed on CI `ci_id`, by name, at most `limit` after the catalog row
+    /// `after` (the cursor); `None` when the CI does not exist.
     pub async fn ci_software(
         &self,
         ci_id: i64,
-    ) -> Result<Option<Vec<InstalledSoftware>>, StoreError> {
-        self.reads.run(move |conn| ci_software(conn, ci_id)).await
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Option<Page<InstalledSoftware, i64>>, StoreError> {
+        self.reads
+            .run(move |conn| ci_software(conn, ci_id, after, limit))
+            .await
     }
 
     /// The computers that have a package of this exact name, by CI id.
@@ -37,7 +42,9 @@ impl Store {
 fn ci_software(
     conn: &Connection,
     ci_id: i64,
-) -> Result<Option<Vec<InstalledSoftware>>, StoreError> {
+    after: Option<i64>,
+    limit: u32,
+) -> Result<Option<Page<InstalledSoftware, i64>>, StoreError> {
     let tx = conn.unchecked_transaction()?;
     let exists = tx
         .prepare_cached("SELECT 1 FROM ci WHERE id = ?1")?
@@ -47,16 +54,31 @@ fn ci_software(
     if !exists {
         return Ok(None);
     }
-    let items = tx
+    // Pages are in name order; the cursor holds only the catalog id of the last row, and its
+    // name is looked up, since catalog rows never change once written.
+    let mut rows = tx
         .prepare_cached(
-            "SELECT s.name, s.version, s.arch, s.vendor, s.source
+            "SELECT s.id, s.name, s.version, s.arch, s.vendor, s.source
              FROM installation i JOIN software s ON s.id = i.software_id
              WHERE i.ci_id = ?1
-             ORDER BY s.name, s.version, s.arch, s.source",
+               AND (?2 IS NULL OR (s.name, s.id) > ((SELECT name FROM software WHERE id = ?2), ?2))
+             ORDER BY s.name, s.id
+             LIMIT ?3",
         )?
-        .query_map([ci_id], |r| installed(r, 0))?
+        .query_map(params![ci_id, after, i64::from(limit) + 1], |r| {
+            Ok((r.get::<_, i64>(0)?, installed(r, 1)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(items))
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|(id, _)| *id)
+    } else {
+        None
+    };
+    Ok(Some(Page {
+        items: rows.into_iter().map(|(_, sw)| sw).collect(),
+        next,
+    }))
 }
 
 fn installs(
@@ -105,7 +127,7 @@ mod tests {
     #[tokio::test]
     async fn software_of_a_ci_and_computers_running_a_package() {
         let (store, _dir) = temp_store();
-        assert_eq!(store.ci_software(1).await.unwrap(), None);
+        assert_eq!(store.ci_software(1, None, 10).await.unwrap(), None);
         store
             .ingest(inventory_batch(AGENT, 1, &["zsh", "bash"]))
             .await
@@ -116,10 +138,18 @@ mod tests {
             .await
             .unwrap();
 
-        let list = store.ci_software(1).await.unwrap().unwrap();
-        let names: Vec<_> = list.iter().map(|s| s.name.as_str()).collect();
+        let list = store.ci_software(1, None, 10).await.unwrap().unwrap();
+        let names: Vec<_> = list.items.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, vec!["bash", "zsh"]);
-        assert_eq!(list[0].version.as_deref(), Some("1.0"));
+        assert_eq!(list.items[0].version.as_deref(), Some("1.0"));
+        assert_eq!(list.next, None);
+        // One package a page, in name order, the cursor leading from one to the next.
+        let first = store.ci_software(1, None, 1).await.unwrap().unwrap();
+        assert_eq!(first.items[0].name, "bash");
+        let second = store.ci_software(1, first.next, 1).await.unwrap().unwrap();
+        assert_eq!(second.items.len(), 1);
+        assert_eq!(second.items[0].name, "zsh");
+        assert_eq!(second.next, None);
 
         let query = |after| SoftwareQuery {
             name: "bash".into(),
