@@ -1,1 +1,237 @@
-//! End-to-end test support for Census.
+//! Shared support for Census's end-to-end tests: the real `census-collector` and `census-agent`
+//! binaries run as child processes against temporary directories, on 127.0.0.1 only.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Path of a workspace binary (`census-agent`, `census-collector`), built on first use if
+/// `cargo test -p census-tests` ran without the rest of the workspace.
+pub fn binary(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps; the binaries one level up.
+    let exe = std::env::current_exe().expect("test executable has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable is inside target/<profile>/deps");
+    let path = profile_dir.join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--bin", name]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "could not build {name}");
+    }
+    path
+}
+
+/// Polls `check` until it gives a value or `limit` passes. Used to wait for another process
+/// to reach a state (a file written, a port answering), never to let time pass.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real `census-collector serve` on 127.0.0.1 with its own data directory. Stopped with
+/// SIGTERM (graceful shutdown) when dropped.
+pub struct TestCollector {
+    pub data_dir: TempDir,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl TestCollector {
+    pub fn start() -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// Starts a collector on an existing data directory, e.g. to test a restart.
+    pub fn start_in(data_dir: TempDir) -> Self {
+        let addr_file = data_dir.path().join("collector.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        // An empty config of its own, so a collector.toml installed on the host cannot leak in.
+        let config = data_dir.path().join("collector.toml");
+        std::fs::write(&config, "").expect("config written");
+        let child = Command::new(binary("census-collector"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("census-collector starts");
+        let mut collector = TestCollector {
+            data_dir,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            child: Some(child),
+        };
+        collector.addr = wait_for("collector.addr", Duration::from_secs(30), || {
+            if let Some(status) = collector.child.as_mut().and_then(|c| c.try_wait().ok()?) {
+                panic!("census-collector exited early: {status}");
+            }
+            std::fs::read_to_string(&addr_file)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        });
+        collector
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the collector gracefully and hands back its data directory.
+    pub fn stop(mut self) -> TempDir {
+        self.terminate();
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.data_dir, dir)
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// GET a JSON document from the admin API; panics with the body on a non-2xx answer.
+    pub fn get(&self, path_and_query: &str) -> serde_json::Value {
+        let (status, body) = http_get(self.addr, path_and_query);
+        assert!(
+            (200..300).contains(&status),
+            "GET {path_and_query} answered {status}: {body}"
+        );
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path_and_query}: {e}: {body}"))
+    }
+}
+
+impl Drop for TestCollector {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a plain TCP socket: the end-to-end tests need nothing more, and
+/// this keeps an HTTP client library out of the harness.
+pub fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("collector accepts connections");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("response is read");
+    let text = String::from_utf8(raw).expect("response is UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("response has a head");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+/// The real agent binary with its own state directory.
+pub struct TestAgent {
+    pub state_dir: TempDir,
+}
+
+impl Default for TestAgent {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestAgent {
+    pub fn new() -> Self {
+        let state_dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(state_dir.path().join("agent.toml"), "").expect("config written");
+        TestAgent { state_dir }
+    }
+
+    /// Runs `census-agent ARGS` with this agent's state dir and no config file.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(binary("census-agent"))
+            .arg("--config")
+            .arg(self.state_dir.path().join("agent.toml"))
+            .arg("--state-dir")
+            .arg(self.state_dir.path())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("census-agent runs")
+    }
+
+    /// `census-agent once --server URL`, asserting it succeeded.
+    pub fn once(&self, server: &str) {
+        let out = self.run(&["--server", server, "once"]);
+        assert!(
+            out.status.success(),
+            "census-agent once failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `census-agent inventory` parsed as JSON.
+    pub fn inventory(&self) -> serde_json::Value {
+        let out = self.run(&["inventory"]);
+        assert!(
+            out.status.success(),
+            "census-agent inventory failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("inventory is JSON")
+    }
+}

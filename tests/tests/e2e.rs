@@ -1,0 +1,147 @@
+//! End to end: the real agent binary inventories this machine and reports to the real collector
+//! over HTTP on 127.0.0.1; the admin API then shows what the agent saw.
+
+use census_tests::{TestAgent, TestCollector};
+use serde_json::Value;
+
+fn items(v: &Value) -> &Vec<Value> {
+    v["items"]
+        .as_array()
+        .expect("a list answers { items: [...] }")
+}
+
+/// Every page of a list route, following `next_cursor`.
+fn all_items(collector: &TestCollector, path: &str) -> Vec<Value> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut out = Vec::new();
+    let mut page = collector.get(&format!("{path}{sep}limit=100"));
+    loop {
+        out.extend(items(&page).iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => page = collector.get(&format!("{path}{sep}limit=100&cursor={cursor}")),
+            None => return out,
+        }
+    }
+}
+
+fn count_class(collector: &TestCollector, class: &str) -> usize {
+    all_items(collector, &format!("/api/v1/cis?class={class}")).len()
+}
+
+#[test]
+fn agent_once_puts_this_machine_in_the_cmdb_and_a_second_run_duplicates_nothing() {
+    let collector = TestCollector::start();
+    let agent = TestAgent::new();
+    let inventory = agent.inventory();
+    let hostname = inventory["host"]["hostname"].as_str().expect("hostname");
+    let software_seen = inventory["software"].as_array().unwrap().len();
+    let filesystems_seen = inventory["filesystems"].as_array().unwrap().len();
+    let nics_seen = inventory["network_interfaces"].as_array().unwrap().len();
+
+    agent.once(&collector.url());
+
+    let computers = all_items(&collector, "/api/v1/cis?class=computer");
+    assert_eq!(computers.len(), 1, "{computers:?}");
+    assert_eq!(computers[0]["name"], hostname);
+    let id = computers[0]["id"].as_i64().expect("numeric CI id");
+
+    let ci = collector.get(&format!("/api/v1/cis/{id}"));
+    assert_eq!(ci["class"], "computer");
+    assert_eq!(ci["status"], "active");
+    assert!(ci["health"].is_object(), "latest health is shown: {ci}");
+    assert!(ci["health"]["cpu_percent"].is_number(), "{ci}");
+    let contains = |ci: &Value| {
+        ci["relationships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["type"] == "contains")
+            .count()
+    };
+    assert_eq!(contains(&ci), filesystems_seen + nics_seen, "{ci}");
+
+    let software = all_items(&collector, &format!("/api/v1/cis/{id}/software"));
+    assert_eq!(software.len(), software_seen);
+    if let Some(dpkg_installed) = dpkg_installed_count() {
+        let from_dpkg = software.iter().filter(|s| s["source"] == "dpkg").count();
+        assert_eq!(from_dpkg, dpkg_installed, "dpkg packages in the CMDB");
+    }
+    assert_eq!(count_class(&collector, "filesystem"), filesystems_seen);
+    assert_eq!(count_class(&collector, "network_interface"), nics_seen);
+
+    let health = collector.get(&format!("/api/v1/cis/{id}/health"));
+    assert_eq!(items(&health).len(), 1, "{health}");
+
+    // Which computers run a package this machine has, and at which version.
+    let first = &software[0];
+    let name = first["name"].as_str().unwrap();
+    let runs_it = collector.get(&format!("/api/v1/software?name={name}"));
+    assert!(
+        items(&runs_it)
+            .iter()
+            .any(|row| row["ci_id"] == id && row["version"] == first["version"]),
+        "{runs_it}"
+    );
+
+    // Nothing changed on the machine: a second cycle adds a health sample and nothing else.
+    agent.once(&collector.url());
+    assert_eq!(all_items(&collector, "/api/v1/cis?class=computer").len(), 1);
+    assert_eq!(
+        all_items(&collector, &format!("/api/v1/cis/{id}/software")).len(),
+        software_seen
+    );
+    assert_eq!(count_class(&collector, "filesystem"), filesystems_seen);
+    assert_eq!(count_class(&collector, "network_interface"), nics_seen);
+    assert_eq!(
+        contains(&collector.get(&format!("/api/v1/cis/{id}"))),
+        contains(&ci)
+    );
+    let health = collector.get(&format!("/api/v1/cis/{id}/health"));
+    assert_eq!(items(&health).len(), 2, "{health}");
+}
+
+#[test]
+fn the_cmdb_survives_a_collector_restart() {
+    let collector = TestCollector::start();
+    let agent = TestAgent::new();
+    agent.once(&collector.url());
+    let before = collector.get("/api/v1/cis?class=computer");
+
+    let collector = TestCollector::start_in(collector.stop());
+    assert_eq!(
+        collector.get("/api/v1/cis?class=computer")["items"],
+        before["items"]
+    );
+    // The agent remembers its acked inventory, so the restarted collector gets health only and
+    // still files it under the same computer.
+    agent.once(&collector.url());
+    let id = before["items"][0]["id"].as_i64().unwrap();
+    let health = collector.get(&format!("/api/v1/cis/{id}/health"));
+    assert_eq!(items(&health).len(), 2, "{health}");
+}
+
+#[test]
+fn readiness_and_unknown_ci() {
+    let collector = TestCollector::start();
+    assert_eq!(collector.get("/livez")["status"], "ok");
+    let (status, _) = census_tests::http_get(collector.addr, "/readyz");
+    assert_eq!(status, 200);
+    let (status, body) = census_tests::http_get(collector.addr, "/api/v1/cis/999999");
+    assert_eq!(status, 404);
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+}
+
+/// Installed packages by dpkg's own count, when this machine has dpkg.
+fn dpkg_installed_count() -> Option<usize> {
+    let out = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${db:Status-Abbrev}\n"])
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("ii"))
+            .count()
+    })
+}
