@@ -258,6 +258,7 @@ fn once_fails_when_only_part_is_acknowledged() {
         Answer::Ack(census_common::Ack {
             acked,
             send_inventory: false,
+            last_seq: None,
         })
     });
     let agent = TestAgent::new();

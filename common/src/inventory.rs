@@ -8,6 +8,9 @@ use time::OffsetDateTime;
 
 use crate::INVENTORY_SCHEMA;
 
+/// Granularity at which [`Inventory::content_digest`] sees the boot time.
+const BOOT_TIME_DIGEST_SECS: i64 = 600;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inventory {
     pub schema: u32,
@@ -154,15 +157,20 @@ impl Inventory {
     }
 
     /// SHA-256 (hex) of the inventory's content, ignoring when it was collected and the
-    /// warnings. Two collections of an unchanged machine give the same digest, which is how the
+    /// warnings, and seeing the boot time only to the 10 minutes. Two collections of an unchanged machine give the same digest, which is how the
     /// agent decides whether the inventory needs sending again. Call [`Inventory::normalize`]
     /// first.
     pub fn content_digest(&self) -> String {
         let mut copy = self.clone();
         copy.collected_at = OffsetDateTime::UNIX_EPOCH;
         copy.warnings.clear();
-        // Boot time drifts by a second between reads on some kernels; it is not identity.
-        copy.os.boot_time = None;
+        // The kernel's boot time can move by a second between reads (clock adjustments), which
+        // must not count as a change; a reboot moves it by far more. So the digest sees it to
+        // the 10 minutes. A jitter across a boundary costs one extra send, nothing more.
+        copy.os.boot_time = copy.os.boot_time.and_then(|t| {
+            let bucket = t.unix_timestamp().div_euclid(BOOT_TIME_DIGEST_SECS);
+            OffsetDateTime::from_unix_timestamp(bucket * BOOT_TIME_DIGEST_SECS).ok()
+        });
         let bytes = rmp_serde::to_vec_named(&copy).expect("inventory always encodes");
         let digest = Sha256::digest(&bytes);
         digest.iter().map(|b| format!("{b:02x}")).collect()

@@ -60,4 +60,9 @@ pub struct Ack {
     pub acked: Vec<u64>,
     #[serde(default)]
     pub send_inventory: bool,
+    /// The highest sequence number the collector has stored for this agent. An agent whose
+    /// next number is not above it (its state dir went back in time: a VM snapshot reverted, a
+    /// backup restored) must continue above it, or its new reports would be taken as repeats.
+    #[serde(default)]
+    pub last_seq: Option<u64>,
 }

@@ -227,6 +227,25 @@ fn digest_ignores_collection_time_and_order_but_not_content() {
     assert_ne!(a.content_digest(), b.content_digest());
 }
 
+#[test]
+fn digest_ignores_boot_time_jitter_but_sees_a_reboot() {
+    let a = sample_inventory();
+    let mut jitter = a.clone();
+    jitter.os.boot_time = Some(datetime!(2026-11-20 08:00:01 UTC));
+    assert_eq!(a.content_digest(), jitter.content_digest());
+    let mut rebooted = a.clone();
+    rebooted.os.boot_time = Some(datetime!(2026-11-25 09:30:00 UTC));
+    assert_ne!(a.content_digest(), rebooted.content_digest());
+}
+
+#[test]
+fn an_ack_from_an_older_collector_decodes() {
+    let ack: Ack = serde_json::from_str(r#"{"acked":[1,2]}"#).unwrap();
+    assert_eq!(ack.acked, vec![1, 2]);
+    assert!(!ack.send_inventory);
+    assert_eq!(ack.last_seq, None);
+}
+
 fn arb_health() -> impl Strategy<Value = HealthSample> {
     (
         any::<Option<u64>>(),

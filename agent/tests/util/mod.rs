@@ -131,6 +131,7 @@ pub fn ack_all(batch: &Batch, send_inventory: bool) -> Ack {
     Ack {
         acked: batch.reports.iter().map(|r| r.seq).collect(),
         send_inventory,
+        last_seq: None,
     }
 }
 

@@ -75,6 +75,7 @@ pub async fn post_reports(
     Ok(Json(Ack {
         acked: outcome.acked,
         send_inventory: outcome.send_inventory,
+        last_seq: None,
     }))
 }
 
