@@ -132,7 +132,9 @@ fn readiness_and_unknown_ci() {
     assert_eq!(body["error"]["code"], "not_found");
 }
 
-/// Installed packages by dpkg's own count, when this machine has dpkg.
+/// Installed packages by dpkg's own count, when this machine has dpkg: the packages whose
+/// current state (the second letter of `db:Status-Abbrev`) is "installed", whatever the admin
+/// wants done with them (`ii`, and also `hi` held and `ri` marked for removal).
 fn dpkg_installed_count() -> Option<usize> {
     let out = std::process::Command::new("dpkg-query")
         .args(["-W", "-f", "${db:Status-Abbrev}\n"])
@@ -141,7 +143,7 @@ fn dpkg_installed_count() -> Option<usize> {
     out.status.success().then(|| {
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.starts_with("ii"))
+            .filter(|l| l.as_bytes().get(1) == Some(&b'i'))
             .count()
     })
 }
