@@ -47,7 +47,7 @@ async fn an_inventory_becomes_a_computer_with_parts_and_software() {
         .await;
     assert_eq!(
         ack,
-        serde_json::json!({ "acked": [1], "send_inventory": false })
+        serde_json::json!({ "acked": [1], "send_inventory": false, "last_seq": 1 })
     );
 
     let id = computer_id(&c, "web-1").await;
@@ -147,6 +147,43 @@ async fn a_repeated_batch_is_acked_again_and_stored_once() {
 }
 
 #[tokio::test]
+async fn the_ack_names_the_highest_seq_stored_for_the_agent() {
+    let c = TestCollector::start();
+    let now = OffsetDateTime::now_utc();
+    let inv = inventory(AGENT, "web-1", &[], &["/"], &[]);
+    let ack = c
+        .ingest(&batch(
+            AGENT,
+            vec![
+                inventory_report(1, inv),
+                health_report(AGENT, 2, now, 1.0),
+                health_report(AGENT, 3, now, 2.0),
+            ],
+        ))
+        .await;
+    assert_eq!(ack["last_seq"], 3);
+    // The agent's state dir went back in time: it numbers new reports from 2 again. They are
+    // acked as repeats, and the ack tells it where to continue.
+    let ack = c
+        .ingest(&batch(AGENT, vec![health_report(AGENT, 2, now, 9.0)]))
+        .await;
+    assert_eq!(ack["acked"], serde_json::json!([2]));
+    assert_eq!(ack["last_seq"], 3);
+    let ack = c
+        .ingest(&batch(AGENT, vec![health_report(AGENT, 4, now, 3.0)]))
+        .await;
+    assert_eq!(ack["last_seq"], 4);
+    // Another agent has its own numbering.
+    let ack = c
+        .ingest(&batch(
+            OTHER_AGENT,
+            vec![health_report(OTHER_AGENT, 7, now, 1.0)],
+        ))
+        .await;
+    assert_eq!(ack["last_seq"], 7);
+}
+
+#[tokio::test]
 async fn a_second_inventory_removes_what_disappeared() {
     let c = TestCollector::start();
     let inv1 = inventory(
@@ -206,7 +243,7 @@ async fn health_before_the_first_inventory_asks_for_it() {
         .await;
     assert_eq!(
         ack,
-        serde_json::json!({ "acked": [1], "send_inventory": true })
+        serde_json::json!({ "acked": [1], "send_inventory": true, "last_seq": 1 })
     );
     assert!(
         c.get_ok("/api/v1/cis").await["items"]
@@ -641,7 +678,7 @@ async fn data_survives_a_restart_and_dedup_with_it() {
     let ack = c.ingest(&first).await;
     assert_eq!(
         ack,
-        serde_json::json!({ "acked": [1, 2], "send_inventory": false })
+        serde_json::json!({ "acked": [1, 2], "send_inventory": false, "last_seq": 2 })
     );
     assert_eq!(
         c.get_ok(&format!("/api/v1/cis/{id}/health")).await["items"]

@@ -2,7 +2,10 @@
 //!
 //! **Promise:** the `Ack` is sent only after every report of the batch is durable (the store's
 //! write transaction committed with `synchronous=FULL`). `acked` lists every seq of the batch,
-//! including repeats of reports stored before, which are not stored again. On any error nothing
+//! including repeats of reports stored before, which are not stored again. `last_seq` is the
+//! highest seq the collector has stored for this agent after the batch: an agent whose own
+//! counter is not above it (its state dir went back in time) continues above it, or its new
+//! reports would be taken as repeats. On any error nothing
 //! of the batch is stored and the agent keeps the reports in its spool to send again.
 //!
 //! The body is MessagePack (`application/msgpack`) or JSON (`application/json`), optionally
@@ -75,7 +78,7 @@ pub async fn post_reports(
     Ok(Json(Ack {
         acked: outcome.acked,
         send_inventory: outcome.send_inventory,
-        last_seq: None,
+        last_seq: outcome.last_seq,
     }))
 }
 

@@ -114,6 +114,8 @@ pub(crate) fn apply_batch(
         acked,
         stored,
         send_inventory: state.ci_id.is_none(),
+        // Stored seqs come from u64s that fitted an i64, so they are never negative.
+        last_seq: state.last_seq.and_then(|seq| u64::try_from(seq).ok()),
     })
 }
 
@@ -446,6 +448,7 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(first.acked, vec![2, 3]);
         assert_eq!(first.stored, 2);
+        assert_eq!(first.last_seq, Some(3));
         assert!(!first.send_inventory);
         // The health sample in the same batch as the first inventory is in the series.
         assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 1);
@@ -465,6 +468,8 @@ pub(crate) mod tests {
         // A whole batch of old seqs stores nothing.
         let old = store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
         assert_eq!((old.acked, old.stored), (vec![1], 0));
+        // The outcome names the agent's high-water mark, not the batch's.
+        assert_eq!(old.last_seq, Some(4));
         assert_eq!(count(&store, "SELECT count(*) FROM installation"), 1);
         store.close().await;
     }

@@ -22,6 +22,8 @@ pub struct IngestOutcome {
     pub stored: usize,
     /// The agent has no computer CI: it should send its inventory.
     pub send_inventory: bool,
+    /// The highest seq stored for this agent after the batch (`None` before its first report).
+    pub last_seq: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
