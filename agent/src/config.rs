@@ -1,9 +1,11 @@
 //! The agent's configuration: built-in defaults, overridden by the TOML file, overridden by
 //! `CENSUS_*` environment variables, overridden by command-line flags.
 //!
-//! Durations are written with a unit, as in `"60s"`, `"5m"`, `"1h"` or `"1h30m"`. A key the
-//! agent does not know is an error that names the key: a typo must not silently fall back to a
-//! default.
+//! Durations are written with a unit, as in `"60s"`, `"5m"`, `"1h"` or `"1h30m"`, and must lie
+//! in their key's range: `health_interval` 1s to 1d, `inventory_interval` 1m to 30d,
+//! `request_timeout` 1s to 10m (an absurd value is refused at load, naming the key and the
+//! range, rather than overflowing a clock later). A key the agent does not know is an error
+//! that names the key: a typo must not silently fall back to a default.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,18 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_INVENTORY_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Allowed `health_interval`, inclusive: more often than every second is load, not insight;
+/// less often than daily is no health monitoring.
+pub const HEALTH_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(86_400));
+/// Allowed `inventory_interval`, inclusive: the inventory is a full collection (software lists
+/// included), so not more often than every minute; at least monthly.
+pub const INVENTORY_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(30 * 86_400));
+/// Allowed `request_timeout`, inclusive.
+pub const REQUEST_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(600));
 
 /// The effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,21 +174,44 @@ impl Config {
             }
             self.state_dir = dir;
         }
-        let interval = |key: &'static str, text: Option<String>| -> Result<_, ConfigError> {
+        let interval = |key: &'static str,
+                        (min, max): (Duration, Duration),
+                        text: Option<String>|
+         -> Result<_, ConfigError> {
             text.map(|t| match parse_duration(&t) {
-                Ok(d) if d.is_zero() => Err(invalid(key, "must be longer than zero".to_owned())),
+                Ok(d) if d < min || d > max => Err(invalid(
+                    key,
+                    format!(
+                        "`{}` is outside the allowed range {} to {}",
+                        t.trim(),
+                        format_duration(min),
+                        format_duration(max)
+                    ),
+                )),
                 Ok(d) => Ok(d),
                 Err(m) => Err(invalid(key, m)),
             })
             .transpose()
         };
-        if let Some(d) = interval("health_interval", values.health_interval)? {
+        if let Some(d) = interval(
+            "health_interval",
+            HEALTH_INTERVAL_RANGE,
+            values.health_interval,
+        )? {
             self.health_interval = d;
         }
-        if let Some(d) = interval("inventory_interval", values.inventory_interval)? {
+        if let Some(d) = interval(
+            "inventory_interval",
+            INVENTORY_INTERVAL_RANGE,
+            values.inventory_interval,
+        )? {
             self.inventory_interval = d;
         }
-        if let Some(d) = interval("request_timeout", values.request_timeout)? {
+        if let Some(d) = interval(
+            "request_timeout",
+            REQUEST_TIMEOUT_RANGE,
+            values.request_timeout,
+        )? {
             self.request_timeout = d;
         }
         if let Some(level) = values.log_level {
@@ -439,6 +476,51 @@ mod tests {
         assert!(text.contains("agent.toml"), "{text}");
         let (_dir, path) = write_config("inventory_interval = \"0s\"\n");
         assert!(Config::load_with_env(&flags_with_file(&path), no_env).is_err());
+    }
+
+    #[test]
+    fn durations_outside_their_range_are_refused_naming_key_and_range() {
+        let cases = [
+            ("health_interval", "18446744073709551615s", "1s to 1d"),
+            ("health_interval", "500ms", "1s to 1d"),
+            ("health_interval", "0s", "1s to 1d"),
+            ("health_interval", "2d", "1s to 1d"),
+            ("inventory_interval", "59s", "1m to 30d"),
+            ("inventory_interval", "31d", "1m to 30d"),
+            ("request_timeout", "0s", "1s to 10m"),
+            ("request_timeout", "11m", "1s to 10m"),
+        ];
+        for (key, value, range) in cases {
+            let (_dir, path) = write_config(&format!("{key} = \"{value}\"\n"));
+            let text = Config::load_with_env(&flags_with_file(&path), no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                text.contains(key) && text.contains(value) && text.contains(range),
+                "{key} = {value}: {text}"
+            );
+            // The same from the environment.
+            let (_dir, empty) = write_config("");
+            let var = format!("CENSUS_{}", key.to_ascii_uppercase());
+            let env = |k: &str| (k == var).then(|| value.to_owned());
+            let text = Config::load_with_env(&flags_with_file(&empty), env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                text.contains(range) && text.contains("environment"),
+                "{text}"
+            );
+        }
+        // The ends of each range are allowed.
+        let (_dir, path) = write_config(
+            "health_interval = \"1s\"\ninventory_interval = \"30d\"\nrequest_timeout = \"10m\"\n",
+        );
+        let config = Config::load_with_env(&flags_with_file(&path), no_env).unwrap();
+        assert_eq!(config.health_interval, Duration::from_secs(1));
+        assert_eq!(config.inventory_interval, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.request_timeout, Duration::from_secs(600));
+        let (_dir, path) = write_config("health_interval = \"1d\"\ninventory_interval = \"1m\"\n");
+        assert!(Config::load_with_env(&flags_with_file(&path), no_env).is_ok());
     }
 
     #[test]

@@ -66,8 +66,8 @@ impl Schedule {
     /// Both are due at once: an agent that starts reports straight away.
     pub fn new(now: Instant, health_every: Duration, inventory_every: Duration) -> Schedule {
         Schedule {
-            health_every,
-            inventory_every,
+            health_every: health_every.min(MAX_SCHEDULE_INTERVAL),
+            inventory_every: inventory_every.min(MAX_SCHEDULE_INTERVAL),
             next_health: now,
             next_inventory: now,
         }
@@ -93,14 +93,23 @@ impl Schedule {
     }
 }
 
+/// The longest interval a [`Schedule`] keeps: the config refuses longer ones (30 days is the
+/// largest it allows), and the clamp keeps `Instant` arithmetic far from overflowing whatever
+/// a caller passes.
+pub const MAX_SCHEDULE_INTERVAL: Duration = Duration::from_secs(30 * 86_400);
+
 /// The next time after `next`, keeping the rhythm; after a stall (a suspended laptop, a slow
-/// cycle) it restarts from `now` instead of firing once for every missed interval.
+/// cycle) it restarts from `now` instead of firing once for every missed interval. Checked
+/// arithmetic throughout: an `Instant` that cannot be represented never panics the loop.
 fn advance(next: Instant, every: Duration, now: Instant) -> Instant {
-    let following = next + every;
-    if following <= now {
-        now + every
-    } else {
-        following
+    match next.checked_add(every) {
+        Some(following) if following > now => following,
+        _ => now
+            .checked_add(every)
+            .or_else(|| now.checked_add(MAX_SCHEDULE_INTERVAL))
+            // Unreachable on any real clock (an Instant spans centuries); a wake-up that comes
+            // too soon is better than a panic.
+            .unwrap_or(now),
     }
 }
 
@@ -426,6 +435,24 @@ mod tests {
         assert!(s.take_due(woke).health);
         assert!(!s.take_due(woke).health);
         assert_eq!(s.next_wake(), woke + H);
+    }
+
+    #[test]
+    fn absurd_intervals_do_not_overflow_the_clock() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, Duration::MAX, Duration::from_secs(u64::MAX));
+        assert_eq!(
+            s.take_due(t0),
+            Due {
+                health: true,
+                inventory: true
+            }
+        );
+        assert!(s.next_wake() > t0);
+        assert_eq!(s.take_due(t0 + H), Due::default());
+        // Even a `next` at the edge of what Instant holds advances without a panic.
+        let edge = t0 + MAX_SCHEDULE_INTERVAL;
+        assert!(advance(edge, Duration::MAX, t0) >= t0);
     }
 
     #[test]

@@ -145,6 +145,19 @@ fn unknown_config_key_fails_naming_the_key() {
 }
 
 #[test]
+fn absurd_interval_is_refused_naming_key_and_range() {
+    let agent = TestAgent::new();
+    agent.write_config("health_interval = \"18446744073709551615s\"\n");
+    let output = agent.run(&["once", "--server", "http://127.0.0.1:9"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("health_interval") && err.contains("1s to 1d"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_explicit_config_file_fails() {
     let agent = TestAgent::new();
     std::fs::remove_file(agent.config_path()).unwrap();
