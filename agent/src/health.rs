@@ -316,28 +316,45 @@ mod tests {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
         let mut collector = Collector::new(Root::host());
+        let machine_cpus = collector
+            .system
+            .as_ref()
+            .map_or(1, |s| s.cpus().len().max(1));
+        // One spinning thread per CPU this process may use (affinity and cgroup quota count),
+        // bounded so a huge runner is not flooded. On a 64-core machine one thread alone would
+        // be 1.6 % of the machine, lost in the noise of other tests.
+        let spinners = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, 64);
         let stop = Arc::new(AtomicBool::new(false));
-        let spinner = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::hint::spin_loop();
-                }
+        let threads: Vec<_> = (0..spinners)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
             })
-        };
+            .collect();
         let sample = collector.health("a");
         stop.store(true, Ordering::Relaxed);
-        spinner.join().unwrap();
-        // One core spinning through the whole interval: a first reading that returned 0, or
-        // one not measured over an interval, fails here.
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        // What the spinners alone add, as a share of the whole machine: half of it must show.
+        // A first reading that returned 0, or one not measured over an interval, fails here,
+        // on any number of CPUs.
+        let expected = spinners.min(machine_cpus) as f64 * 100.0 / machine_cpus as f64;
+        let threshold = expected / 2.0;
         assert!(
-            sample.cpu_percent.unwrap() > 5.0,
-            "{:?}",
+            sample.cpu_percent.unwrap() > threshold,
+            "{:?} with {spinners} spinners on {machine_cpus} CPUs",
             sample.cpu_percent
         );
         assert!(
-            sample.agent_cpu_percent.unwrap() > 5.0,
-            "{:?}",
+            sample.agent_cpu_percent.unwrap() > threshold,
+            "{:?} with {spinners} spinners on {machine_cpus} CPUs",
             sample.agent_cpu_percent
         );
     }
