@@ -23,9 +23,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory holding `census.db` (and its WAL) and `collector.addr`.
     pub data_dir: PathBuf,
-    /// How long health samples are kept.
+    /// How long health samples are kept; from `1h` to `36500d` (100 years).
     pub health_retention: Span,
-    /// How often the background task compacts and prunes health samples.
+    /// How often the background task compacts and prunes health samples; from `1s` to `1d`.
     pub compaction_interval: Span,
     /// Largest request body accepted, both as received and after decompression.
     pub max_body_bytes: u64,
@@ -77,15 +77,21 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.max_body_bytes == 0 || self.max_body_bytes > usize::MAX as u64 {
+        if self.max_body_bytes == 0 || usize::try_from(self.max_body_bytes).is_err() {
             bail!("max_body_bytes must be a positive number of bytes");
         }
-        if self.health_retention.0 < Duration::from_secs(3600) {
-            bail!("health_retention must be at least 1h");
-        }
-        if self.compaction_interval.0.is_zero() {
-            bail!("compaction_interval must be positive");
-        }
+        check_span(
+            "health_retention",
+            self.health_retention,
+            MIN_RETENTION,
+            MAX_RETENTION,
+        )?;
+        check_span(
+            "compaction_interval",
+            self.compaction_interval,
+            MIN_COMPACTION_INTERVAL,
+            MAX_COMPACTION_INTERVAL,
+        )?;
         if self.read_connections == 0 || self.writer_batch == 0 {
             bail!("read_connections and writer_batch must be at least 1");
         }
@@ -104,6 +110,22 @@ impl Config {
     pub fn addr_file(&self) -> PathBuf {
         self.data_dir.join("collector.addr")
     }
+}
+
+/// Bounds of `health_retention`: at least an hour (compaction works in hours), at most 100
+/// years (36500 days), which keeps every cut-off computed from it far inside the range of
+/// millisecond timestamps.
+pub const MIN_RETENTION: Span = Span(Duration::from_secs(3600));
+pub const MAX_RETENTION: Span = Span(Duration::from_secs(36_500 * 86_400));
+/// Bounds of `compaction_interval`: from one second to one day.
+pub const MIN_COMPACTION_INTERVAL: Span = Span(Duration::from_secs(1));
+pub const MAX_COMPACTION_INTERVAL: Span = Span(Duration::from_secs(86_400));
+
+fn check_span(key: &str, value: Span, min: Span, max: Span) -> anyhow::Result<()> {
+    if value < min || value > max {
+        bail!("{key} must be from {min} to {max}, not {value}");
+    }
+    Ok(())
 }
 
 /// A duration written as in `7d`, `90s`, `1h30m`, `500ms`.
@@ -241,7 +263,36 @@ mod tests {
         let err = Config::parse("listne = \"127.0.0.1:9000\"").unwrap_err();
         assert!(format!("{err:#}").contains("listne"), "{err:#}");
         let err = Config::parse("health_retention = \"10m\"").unwrap_err();
-        assert!(err.to_string().contains("at least 1h"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "health_retention must be from 1h to 36500d, not 10m"
+        );
+    }
+
+    #[test]
+    fn durations_out_of_bounds_name_their_key() {
+        for (text, key) in [
+            // u64::MAX milliseconds: parses, and must not reach the store as a negative i64.
+            ("health_retention = \"213503982334d\"", "health_retention"),
+            ("health_retention = \"36501d\"", "health_retention"),
+            ("compaction_interval = \"0s\"", "compaction_interval"),
+            ("compaction_interval = \"999ms\"", "compaction_interval"),
+            ("compaction_interval = \"1d1ms\"", "compaction_interval"),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("{key} must be from ")),
+                "{text}: {err}"
+            );
+        }
+        for ok in [
+            "health_retention = \"36500d\"",
+            "health_retention = \"1h\"",
+            "compaction_interval = \"1s\"",
+            "compaction_interval = \"1d\"",
+        ] {
+            Config::parse(ok).unwrap();
+        }
     }
 
     #[test]

@@ -63,7 +63,14 @@ impl Store {
         prune_chunk: usize,
     ) -> Result<CompactionReport, StoreError> {
         let now = to_ms(now);
-        let retention = retention.whole_milliseconds() as i64;
+        let retention = i64::try_from(retention.whole_milliseconds())
+            .ok()
+            .filter(|ms| *ms >= 0)
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "health retention {retention} is out of range (Config::validate bounds it)"
+                ))
+            })?;
         let mut total = CompactionReport::default();
         loop {
             let (step, more) = self
@@ -159,7 +166,7 @@ fn compact_chunk_job(
     chunk: usize,
 ) -> Result<(CompactionReport, bool), StoreError> {
     let current_hour = now.div_euclid(HOUR_MS);
-    let oldest_kept_hour = (now - retention).div_euclid(HOUR_MS);
+    let oldest_kept_hour = now.saturating_sub(retention).div_euclid(HOUR_MS);
     let mut report = CompactionReport::default();
 
     let mut groups: BTreeMap<(i64, i64), Vec<HealthSample>> = BTreeMap::new();
@@ -169,7 +176,7 @@ fn compact_chunk_job(
     {
         let mut stmt = conn
             .prepare_cached("SELECT id, ci_id, ts, sample FROM health_raw ORDER BY id LIMIT ?1")?;
-        let mut rows = stmt.query([chunk as i64])?;
+        let mut rows = stmt.query([i64::try_from(chunk).unwrap_or(i64::MAX)])?;
         while let Some(row) = rows.next()? {
             read += 1;
             let ts: i64 = row.get(2)?;
@@ -223,13 +230,16 @@ fn prune_job(
     retention: i64,
     chunk: usize,
 ) -> Result<usize, StoreError> {
-    let oldest_kept_hour = (now - retention).div_euclid(HOUR_MS);
+    let oldest_kept_hour = now.saturating_sub(retention).div_euclid(HOUR_MS);
     Ok(conn
         .prepare_cached(
             "DELETE FROM health_hourly WHERE key IN
                (SELECT key FROM health_hourly WHERE key < ?1 ORDER BY key LIMIT ?2)",
         )?
-        .execute(params![oldest_kept_hour << HOUR_SHIFT, chunk as i64])?)
+        .execute(params![
+            oldest_kept_hour.max(0) << HOUR_SHIFT,
+            i64::try_from(chunk).unwrap_or(i64::MAX)
+        ])?)
 }
 
 fn read_range(
@@ -390,6 +400,32 @@ mod tests {
         let report = store.compact_health(clock.now(), retention).await.unwrap();
         assert_eq!((report.dropped, report.moved), (1, 0));
         assert_eq!(count(&store, "health_raw"), 0);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_retention_beyond_i64_milliseconds_is_refused_and_deletes_nothing() {
+        let (store, _dir) = temp_store();
+        let now = datetime!(2025-03-01 12:30 UTC);
+        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
+        store
+            .ingest(batch(
+                AGENT,
+                vec![health(AGENT, 2, datetime!(2025-03-01 10:10 UTC))],
+            ))
+            .await
+            .unwrap();
+        store.compact_health(now, Duration::days(7)).await.unwrap();
+        assert_eq!(count(&store, "health_hourly"), 1);
+        // 2^64 - 1000 ms: cast with `as`, it was -1000 ms, which put the retention cut-off
+        // in the future and pruned every hour.
+        let huge: Duration = Duration::milliseconds(i64::MAX) * 2_i32 - Duration::milliseconds(998);
+        assert_eq!(huge.whole_milliseconds(), (1i128 << 64) - 1000);
+        let err = store.compact_health(now, huge).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        let err = store.compact_health(now, Duration::MAX).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        assert_eq!(count(&store, "health_hourly"), 1);
         store.close().await;
     }
 
