@@ -3,8 +3,11 @@
 //!
 //! A package counts as installed when its `Status` state (the third word) is `installed`,
 //! whatever the selection: `install ok installed` and also `hold ok installed` (a held package
-//! is on disk) and `deinstall ok installed` (marked for removal, not removed yet). Packages
-//! that are `config-files`, `half-installed`, `unpacked`, `not-installed` and so on are not.
+//! is on disk) and `deinstall ok installed` / `purge ok installed` (marked for removal, not
+//! removed yet). This is exactly the set whose `dpkg-query -W -f '${db:Status-Abbrev}'` has
+//! `i` as its second letter (`ii`, `hi`, `ri`, `pi`), which the on-this-machine test checks.
+//! Packages in any other state (`config-files`, `half-installed`, `unpacked`,
+//! `half-configured`, `triggers-awaited`, `triggers-pending`, `not-installed`) are not.
 
 use census_common::Software;
 
@@ -155,15 +158,20 @@ mod tests {
         assert!(parse_status("\n\n").is_empty());
     }
 
-    /// On this machine, the parser must agree with dpkg itself.
+    /// On this machine, the parser must agree with dpkg itself: the same packages (name,
+    /// architecture, version) as those whose `db:Status-Abbrev` has `i` as its second letter.
     #[test]
-    fn count_matches_dpkg_query_on_this_machine() {
+    fn packages_match_dpkg_query_on_this_machine() {
         let Ok(text) = std::fs::read_to_string(STATUS) else {
             eprintln!("skipped: {STATUS} is absent on this machine");
             return;
         };
         let Ok(output) = Command::new("dpkg-query")
-            .args(["-W", "-f", "${db:Status-Abbrev}\n"])
+            .args([
+                "-W",
+                "-f",
+                "${db:Status-Abbrev}\t${Package}\t${Architecture}\t${Version}\n",
+            ])
             .output()
         else {
             eprintln!("skipped: dpkg-query is absent on this machine");
@@ -171,11 +179,28 @@ mod tests {
         };
         assert!(output.status.success());
         // The abbreviation's second letter is the state; `i` is installed, whatever the
-        // selection (`ii`, `hi`, `ri`).
-        let expected = String::from_utf8_lossy(&output.stdout)
+        // selection (`ii`, `hi`, `ri`, `pi`): the same rule as the parser's.
+        let mut expected: Vec<(String, String, String)> = String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter(|l| l.as_bytes().get(1) == Some(&b'i'))
-            .count();
-        assert_eq!(parse_status(&text).len(), expected);
+            .filter_map(|l| {
+                let mut fields = l.split('\t').skip(1).map(str::to_owned);
+                Some((fields.next()?, fields.next()?, fields.next()?))
+            })
+            .collect();
+        let mut parsed: Vec<(String, String, String)> = parse_status(&text)
+            .into_iter()
+            .map(|p| {
+                (
+                    p.name,
+                    p.arch.unwrap_or_default(),
+                    p.version.unwrap_or_default(),
+                )
+            })
+            .collect();
+        expected.sort();
+        parsed.sort();
+        assert!(!expected.is_empty());
+        assert_eq!(parsed, expected);
     }
 }
