@@ -141,6 +141,8 @@ pub struct Collector {
     pub(crate) networks: Option<sysinfo::Networks>,
     pub(crate) baseline: Baseline,
     pub(crate) rpm_timeout: Duration,
+    /// The boot time this process reported first; see [`os::steady_boot_time`].
+    pub(crate) boot_time: Option<OffsetDateTime>,
 }
 
 impl Collector {
@@ -162,6 +164,7 @@ impl Collector {
             networks,
             baseline: Baseline::default(),
             rpm_timeout: software::rpm::TIMEOUT,
+            boot_time: None,
         };
         collector.baseline = collector.take_baseline();
         collector
@@ -177,6 +180,7 @@ impl Collector {
         inventory.host = host::collect(root, &kernel, &mut warnings);
         inventory.hardware = hardware::collect(root, &mut warnings);
         inventory.os = os::collect(root, &kernel, &mut warnings);
+        inventory.os.boot_time = os::steady_boot_time(&mut self.boot_time, inventory.os.boot_time);
         inventory.cpu = cpu::collect(root, self.system.as_ref(), &mut warnings);
         inventory.memory = memory::collect(self.system.as_mut(), &mut warnings);
         inventory.filesystems = filesystems::collect(root, &mut warnings);
@@ -226,5 +230,26 @@ mod tests {
         assert_eq!(first.content_digest(), third.content_digest());
         assert_eq!(first.schema, census_common::INVENTORY_SCHEMA);
         assert_eq!(first.os.family.as_deref(), Some("linux"));
+    }
+
+    #[test]
+    fn boot_time_wobbling_across_the_digest_boundary_is_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("proc")).unwrap();
+        let stat = dir.path().join("proc/stat");
+        let mut collector = Collector::new(Root::at(dir.path()));
+        let id = "00000000-0000-4000-8000-000000000000";
+        // 1_732_100_400 is on a 10-minute boundary; the kernel's btime moves by a second.
+        std::fs::write(&stat, "cpu  1 2 3 4\nbtime 1732100399\n").unwrap();
+        let first = collector.inventory(id);
+        std::fs::write(&stat, "cpu  1 2 3 4\nbtime 1732100400\n").unwrap();
+        let second = collector.inventory(id);
+        assert_eq!(first.os.boot_time, second.os.boot_time);
+        assert_eq!(first.content_digest(), second.content_digest());
+        // A real move (the clock stepped by an hour) is seen.
+        std::fs::write(&stat, "cpu  1 2 3 4\nbtime 1732104000\n").unwrap();
+        let third = collector.inventory(id);
+        assert_eq!(third.os.boot_time.unwrap().unix_timestamp(), 1_732_104_000);
+        assert_ne!(first.content_digest(), third.content_digest());
     }
 }

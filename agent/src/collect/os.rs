@@ -50,6 +50,33 @@ pub fn collect(root: &Root, kernel: &Kernel, warnings: &mut Warnings) -> Os {
     os
 }
 
+/// How far a boot time read again in the same process may move and still count as the same
+/// reading. Within one process there has been no reboot (a reboot restarts the agent), so a
+/// different `btime` only means the clock was adjusted: the kernel derives `btime` from the
+/// wall clock minus the time since boot, and it wobbles by a second between reads.
+pub const BOOT_TIME_JITTER_SECS: i64 = 5;
+
+/// The boot time to report: the first reading this process made (`kept`) while new readings
+/// stay within [`BOOT_TIME_JITTER_SECS`] of it, otherwise the new reading, which is kept from
+/// then on. The inventory digest sees the boot time to 10 minutes; without this, a boot time
+/// that wobbles across a 10-minute boundary would change the digest (and resend the whole
+/// inventory) on every other collection. Across an agent restart the first reading may still
+/// land on the other side of a boundary: one extra inventory, once. An unreadable boot time is
+/// `None`, never the kept value.
+pub fn steady_boot_time(
+    kept: &mut Option<OffsetDateTime>,
+    read: Option<OffsetDateTime>,
+) -> Option<OffsetDateTime> {
+    let read = read?;
+    match *kept {
+        Some(k) if (read - k).whole_seconds().abs() <= BOOT_TIME_JITTER_SECS => Some(k),
+        _ => {
+            *kept = Some(read);
+            Some(read)
+        }
+    }
+}
+
 /// `KEY=value` lines as os-release(5) defines them: values may be double- or single-quoted,
 /// with backslash escapes inside double quotes; `#` lines are comments.
 pub fn parse_os_release(text: &str) -> Vec<(String, String)> {
@@ -149,6 +176,40 @@ mod tests {
         );
         assert_eq!(os.name.as_deref(), Some("Alpine Linux"));
         assert_eq!(os.version.as_deref(), Some("3.20.3"));
+    }
+
+    #[test]
+    fn boot_time_wobble_keeps_the_first_reading_a_clock_step_does_not() {
+        let at = |secs| OffsetDateTime::from_unix_timestamp(secs).ok();
+        // 1_732_100_400 is a multiple of 600: the digest's 10-minute boundary.
+        let mut kept = None;
+        assert_eq!(
+            steady_boot_time(&mut kept, at(1_732_100_399)),
+            at(1_732_100_399)
+        );
+        assert_eq!(
+            steady_boot_time(&mut kept, at(1_732_100_400)),
+            at(1_732_100_399)
+        );
+        assert_eq!(
+            steady_boot_time(&mut kept, at(1_732_100_398)),
+            at(1_732_100_399)
+        );
+        // Unreadable this time: unknown, not the kept value; the kept one stays for later.
+        assert_eq!(steady_boot_time(&mut kept, None), None);
+        assert_eq!(
+            steady_boot_time(&mut kept, at(1_732_100_401)),
+            at(1_732_100_399)
+        );
+        // The clock was stepped by an hour: the new reading is taken and kept.
+        assert_eq!(
+            steady_boot_time(&mut kept, at(1_732_103_999)),
+            at(1_732_103_999)
+        );
+        assert_eq!(
+            steady_boot_time(&mut kept, at(1_732_104_000)),
+            at(1_732_103_999)
+        );
     }
 
     #[test]
