@@ -256,12 +256,15 @@ async fn health_before_the_first_inventory_asks_for_it() {
         .ingest(&batch(AGENT, vec![inventory_report(2, inv)]))
         .await;
     assert_eq!(ack["send_inventory"], false);
-    // The sample that came first is the computer's latest health.
+    // The sample that came first is the computer's latest health, and in its series.
     let id = computer_id(&c, "web-1").await;
     assert_eq!(
         c.get_ok(&format!("/api/v1/cis/{id}")).await["health"]["cpu_percent"],
         5.0
     );
+    let series = c.get_ok(&format!("/api/v1/cis/{id}/health")).await;
+    assert_eq!(series["items"].as_array().unwrap().len(), 1, "{series}");
+    assert_eq!(series["items"][0]["cpu_percent"], 5.0);
 }
 
 #[tokio::test]

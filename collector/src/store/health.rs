@@ -35,7 +35,8 @@ const HOURLY_FORMAT_ZSTD_MSGPACK: u8 = 1;
 pub struct CompactionReport {
     /// Raw rows moved into hourly blobs.
     pub moved: usize,
-    /// Raw rows dropped because they were already past retention.
+    /// Raw rows, and pending samples of agents without a computer CI, dropped because they
+    /// were past retention.
     pub dropped: usize,
     /// Hourly rows written (created or merged).
     pub hourly_rows: usize,
@@ -94,6 +95,15 @@ impl Store {
                 break;
             }
         }
+        // Few rows (at most PENDING_PER_AGENT per agent that never sent an inventory): one job.
+        total.dropped += self
+            .writer
+            .run(move |conn| {
+                Ok(conn
+                    .prepare_cached("DELETE FROM health_pending WHERE ts < ?1")?
+                    .execute([now.saturating_sub(retention)])?)
+            })
+            .await?;
         Ok(total)
     }
 
@@ -426,6 +436,84 @@ mod tests {
         let err = store.compact_health(now, Duration::MAX).await.unwrap_err();
         assert!(matches!(err, StoreError::Invalid(_)), "{err}");
         assert_eq!(count(&store, "health_hourly"), 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn pending_samples_join_the_series_of_the_new_computer() {
+        let (store, _dir) = temp_store();
+        let at = |h: u8, m: u8| {
+            datetime!(2025-03-01 00:00 UTC)
+                + Duration::hours(h.into())
+                + Duration::minutes(m.into())
+        };
+        // Health before the first inventory: acked, pending.
+        let outcome = store
+            .ingest(batch(
+                AGENT,
+                vec![health(AGENT, 1, at(9, 50)), health(AGENT, 2, at(10, 10))],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(outcome.acked, vec![1, 2]);
+        assert_eq!(count(&store, "health_pending"), 2);
+        let mut first = inventory_batch(AGENT, 3, &[]);
+        first.reports.push(health(AGENT, 4, at(10, 20)));
+        store.ingest(first).await.unwrap();
+        assert_eq!(count(&store, "health_pending"), 0);
+        async fn day(store: &Store) -> Vec<HealthSample> {
+            store
+                .ci_health(
+                    1,
+                    datetime!(2025-03-01 00:00 UTC),
+                    datetime!(2025-03-01 23:59 UTC),
+                )
+                .await
+                .unwrap()
+                .unwrap()
+        }
+        assert_eq!(cpu(&day(&store).await), vec![1.0, 2.0, 4.0]);
+
+        // Compaction files them into their hours; a later late sample merges into hour 9.
+        let report = store
+            .compact_health(at(11, 30), Duration::days(7))
+            .await
+            .unwrap();
+        assert_eq!((report.moved, report.hourly_rows), (3, 2));
+        assert_eq!(cpu(&day(&store).await), vec![1.0, 2.0, 4.0]);
+        store
+            .ingest(batch(AGENT, vec![health(AGENT, 5, at(9, 55))]))
+            .await
+            .unwrap();
+        store
+            .compact_health(at(12, 30), Duration::days(7))
+            .await
+            .unwrap();
+        assert_eq!(count(&store, "health_raw"), 0);
+        assert_eq!(count(&store, "health_hourly"), 2);
+        assert_eq!(cpu(&day(&store).await), vec![1.0, 5.0, 2.0, 4.0]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn pending_samples_past_retention_are_dropped() {
+        let (store, _dir) = temp_store();
+        store
+            .ingest(batch(
+                AGENT,
+                vec![
+                    health(AGENT, 1, datetime!(2025-02-01 00:00 UTC)),
+                    health(AGENT, 2, datetime!(2025-03-01 11:00 UTC)),
+                ],
+            ))
+            .await
+            .unwrap();
+        let report = store
+            .compact_health(datetime!(2025-03-01 12:00 UTC), Duration::days(1))
+            .await
+            .unwrap();
+        assert_eq!(report.dropped, 1);
+        assert_eq!(count(&store, "health_pending"), 1);
         store.close().await;
     }
 

@@ -8,8 +8,12 @@
 //! Within a batch, inventories are applied before health samples, so samples that travel with
 //! the first inventory are already filed under the new computer CI. A health sample from an
 //! agent that has no computer CI yet (first contact, or a database restored from an older
-//! backup) is kept only as the agent's latest sample, not in the time series, and the outcome
-//! asks the agent for its inventory.
+//! backup) is acknowledged like any other: it becomes the agent's latest sample, waits in
+//! `health_pending`, and the outcome asks the agent for its inventory. The transaction that
+//! gives the agent its computer CI moves the agent's pending samples into `health_raw` under
+//! that CI, so they join the time series (compaction files them into their hours, merging with
+//! hours already compacted). At most [`PENDING_PER_AGENT`] samples wait per agent, the newest
+//! by series time; older ones are dropped, and retention prunes pending samples too.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +30,9 @@ use crate::cmdb::{
 
 /// `identified_by` of a part CI: found by its computer and its part key.
 const PART_IDENTITY: &str = "part_key";
+
+/// Most health samples kept per agent while it has no computer CI: a day at one a minute.
+pub const PENDING_PER_AGENT: u32 = 1440;
 
 impl Store {
     /// Stores a batch and answers once it is durable.
@@ -89,11 +96,19 @@ pub(crate) fn apply_batch(
     acked.dedup();
     let stored = inventories.len() + samples.len();
 
+    let had_ci = state.ci_id.is_some();
     for inv in inventories {
         apply_inventory(conn, &mut state, &agent_id, inv, now)?;
     }
+    if !had_ci && let Some(ci_id) = state.ci_id {
+        adopt_pending_health(conn, &agent_id, ci_id)?;
+    }
+    let mut pending = false;
     for sample in samples {
-        apply_health(conn, &mut state, sample)?;
+        pending |= apply_health(conn, &mut state, &agent_id, sample)?;
+    }
+    if pending {
+        trim_pending_health(conn, &agent_id)?;
     }
 
     conn.prepare_cached(
@@ -339,21 +354,61 @@ fn apply_software(
     Ok(())
 }
 
+/// Files a sample under the agent's computer CI, or in `health_pending` while it has none;
+/// answers whether it went to `health_pending`.
 fn apply_health(
     conn: &Connection,
     state: &mut AgentState,
+    agent_id: &str,
     mut sample: HealthSample,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     sample.collected_at = sample.collected_at.to_offset(UtcOffset::UTC);
     let ts = to_ms(sample.collected_at);
     let blob = rmp_serde::to_vec_named(&sample)
         .map_err(|e| StoreError::Invalid(format!("health sample does not encode: {e}")))?;
-    if let Some(ci_id) = state.ci_id {
-        conn.prepare_cached("INSERT INTO health_raw (ci_id, ts, sample) VALUES (?1, ?2, ?3)")?
-            .execute(params![ci_id, ts, blob])?;
-    }
+    let pending = match state.ci_id {
+        Some(ci_id) => {
+            conn.prepare_cached("INSERT INTO health_raw (ci_id, ts, sample) VALUES (?1, ?2, ?3)")?
+                .execute(params![ci_id, ts, blob])?;
+            false
+        }
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO health_pending (agent_id, ts, sample) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![agent_id, ts, blob])?;
+            true
+        }
+    };
     state.latest_health = Some(blob);
     state.latest_health_at = Some(ts);
+    Ok(pending)
+}
+
+/// Keeps the newest [`PENDING_PER_AGENT`] pending samples of the agent.
+fn trim_pending_health(conn: &Connection, agent_id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM health_pending WHERE id IN
+           (SELECT id FROM health_pending WHERE agent_id = ?1
+            ORDER BY ts DESC, id DESC LIMIT -1 OFFSET ?2)",
+    )?
+    .execute(params![agent_id, PENDING_PER_AGENT])?;
+    Ok(())
+}
+
+/// Moves the agent's pending samples into the time series of its new computer CI.
+fn adopt_pending_health(conn: &Connection, agent_id: &str, ci_id: i64) -> Result<(), StoreError> {
+    let moved = conn
+        .prepare_cached(
+            "INSERT INTO health_raw (ci_id, ts, sample)
+             SELECT ?2, ts, sample FROM health_pending WHERE agent_id = ?1 ORDER BY id",
+        )?
+        .execute(params![agent_id, ci_id])?;
+    if moved > 0 {
+        conn.prepare_cached("DELETE FROM health_pending WHERE agent_id = ?1")?
+            .execute([agent_id])?;
+        tracing::debug!(agent = %agent_id, ci_id, moved, "pending health samples joined the series");
+    }
     Ok(())
 }
 
@@ -484,6 +539,7 @@ pub(crate) mod tests {
         assert!(outcome.send_inventory);
         assert_eq!(count(&store, "SELECT count(*) FROM ci"), 0);
         assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 0);
+        assert_eq!(count(&store, "SELECT count(*) FROM health_pending"), 1);
         assert_eq!(
             count(
                 &store,
@@ -493,6 +549,51 @@ pub(crate) mod tests {
         );
         let outcome = store.ingest(inventory_batch(AGENT, 2, &[])).await.unwrap();
         assert!(!outcome.send_inventory);
+        // The acked sample joined the new computer's series.
+        assert_eq!(count(&store, "SELECT count(*) FROM health_pending"), 0);
+        assert_eq!(
+            count(&store, "SELECT count(*) FROM health_raw WHERE ci_id = 1"),
+            1
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn pending_health_is_bounded_per_agent_keeping_the_newest() {
+        let (store, _dir) = temp_store();
+        let other = "5a4c1e0e-2f43-4d8e-9b7e-1d2c3b4a5f60";
+        let n = u64::from(PENDING_PER_AGENT) + 2;
+        // Sent newest first, so the two oldest by time are not the two that arrived first.
+        let reports = (1..=n)
+            .map(|seq| health(AGENT, seq, T0 - time::Duration::minutes(seq as i64)))
+            .collect();
+        store.ingest(batch(AGENT, reports)).await.unwrap();
+        store
+            .ingest(batch(other, vec![health(other, 1, T0)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            count(
+                &store,
+                &format!("SELECT count(*) FROM health_pending WHERE agent_id = '{AGENT}'")
+            ),
+            i64::from(PENDING_PER_AGENT)
+        );
+        let oldest_kept = to_ms(T0 - time::Duration::minutes(i64::from(PENDING_PER_AGENT)));
+        assert_eq!(
+            count(
+                &store,
+                &format!("SELECT min(ts) FROM health_pending WHERE agent_id = '{AGENT}'")
+            ),
+            oldest_kept
+        );
+        assert_eq!(
+            count(
+                &store,
+                &format!("SELECT count(*) FROM health_pending WHERE agent_id = '{other}'")
+            ),
+            1
+        );
         store.close().await;
     }
 

@@ -99,6 +99,18 @@ CREATE TABLE health_hourly (
     samples BLOB    NOT NULL
 );
 "#,
+    // 2: health samples that arrive before their agent has a computer CI.
+    r#"
+-- Moved into health_raw, in the transaction that creates the agent's computer CI. At most
+-- PENDING_PER_AGENT (the newest by ts) are kept per agent.
+CREATE TABLE health_pending (
+    id       INTEGER PRIMARY KEY,
+    agent_id TEXT    NOT NULL,
+    ts       INTEGER NOT NULL,
+    sample   BLOB    NOT NULL
+);
+CREATE INDEX health_pending_agent ON health_pending(agent_id, ts);
+"#,
 ];
 
 /// Brings the database up to the latest schema.
@@ -174,6 +186,7 @@ mod tests {
             "agent",
             "ci",
             "health_hourly",
+            "health_pending",
             "health_raw",
             "installation",
             "relationship",

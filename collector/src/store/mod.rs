@@ -37,6 +37,9 @@
 //!   `hour << 32 | ci_id`, and deletes the moved raw rows as an id prefix. Retention deletes
 //!   hourly rows of old hours, a key prefix. A range query reads one hourly row per hour plus a
 //!   scan of the small raw table. The layouts were measured in `tests/HEALTH_LAYOUT.md`.
+//! - `health_pending(agent_id, ts, sample)`: samples of an agent that has no computer CI yet,
+//!   at most the newest 1440 per agent; the transaction that creates the agent's computer CI
+//!   moves them into `health_raw`. Retention prunes them like the series.
 //!
 //! # Deduplication
 //!
