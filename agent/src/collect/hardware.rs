@@ -16,7 +16,7 @@ use std::io;
 
 use census_common::Hardware;
 
-use super::{FacetError, Root, Warnings, non_empty, read_optional};
+use super::{FacetError, Root, Warnings, filesystems, non_empty, read_optional};
 
 /// DMI values read from sysfs, trimmed, empty as `None`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -225,19 +225,46 @@ pub fn has_hypervisor_flag(cpuinfo: &str) -> bool {
 /// The container runtime the agent runs in, from the most explicit sign to the least:
 /// systemd's `/run/systemd/container`, `container=` in PID 1's environment, the marker files
 /// podman and docker create, then hints in PID 1's cgroup path.
+///
+/// `/.dockerenv` alone is not trusted: a VM or machine image whose root filesystem was built
+/// from a docker image (Firecracker and similar micro-VMs often are) keeps the file while
+/// running on its own kernel. It counts only with a sign, in this process's mountinfo, that the
+/// root is a container's: an overlay or aufs root mount (docker's storage drivers), or
+/// `/etc/hostname`, `/etc/hosts` or `/etc/resolv.conf` mounted over (every docker container
+/// gets these three bind mounts, whatever its storage driver or network mode). A booted machine
+/// has neither. When mountinfo cannot be read, the marker is taken at its word, as before.
 fn container(root: &Root, warnings: &mut Warnings) -> Option<String> {
     let systemd = read_or_warn(root, "/run/systemd/container", warnings);
     // PID 1's environment is readable only by root, and not even then in some sandboxes:
     // not being able to read it is normal and not worth a warning.
     let environ = std::fs::read(root.path("/proc/1/environ")).ok();
     let cgroup = read_or_warn(root, "/proc/1/cgroup", warnings);
+    let dockerenv = root.path("/.dockerenv").exists();
+    // Read only when it decides something.
+    let mountinfo = if dockerenv {
+        read_or_warn(root, "/proc/self/mountinfo", warnings)
+    } else {
+        None
+    };
     container_from(
         systemd.as_deref(),
         environ.as_deref(),
         root.path("/run/.containerenv").exists(),
-        root.path("/.dockerenv").exists(),
+        dockerenv,
+        mountinfo.as_deref(),
         cgroup.as_deref(),
     )
+}
+
+/// Whether mountinfo shows a container's root: an overlay-style root mount, or the network
+/// files container runtimes bind-mount in.
+pub fn mounts_look_like_a_container(mountinfo: &str) -> bool {
+    const OVERLAY_ROOTS: &[&str] = &["overlay", "aufs", "fuse.fuse-overlayfs"];
+    const RUNTIME_FILES: &[&str] = &["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
+    filesystems::parse_mountinfo(mountinfo).iter().any(|m| {
+        (m.mount_point == "/" && OVERLAY_ROOTS.contains(&m.fs_type.as_str()))
+            || RUNTIME_FILES.contains(&m.mount_point.as_str())
+    })
 }
 
 pub fn container_from(
@@ -245,6 +272,7 @@ pub fn container_from(
     pid1_environ: Option<&[u8]>,
     containerenv: bool,
     dockerenv: bool,
+    mountinfo: Option<&str>,
     pid1_cgroup: Option<&str>,
 ) -> Option<String> {
     if let Some(name) = systemd_container.and_then(non_empty) {
@@ -262,7 +290,7 @@ pub fn container_from(
     if containerenv {
         return Some("podman".to_owned());
     }
-    if dockerenv {
+    if dockerenv && mountinfo.is_none_or(mounts_look_like_a_container) {
         return Some("docker".to_owned());
     }
     let cgroup = pid1_cgroup?;
@@ -434,33 +462,91 @@ mod tests {
     fn container_sources_in_order() {
         let c = container_from;
         assert_eq!(
-            c(Some("systemd-nspawn\n"), None, false, true, None).as_deref(),
+            c(Some("systemd-nspawn\n"), None, false, true, None, None).as_deref(),
             Some("systemd-nspawn")
         );
         let environ = b"PATH=/bin\0container=lxc\0HOME=/\0";
         assert_eq!(
-            c(None, Some(environ), false, true, None).as_deref(),
+            c(None, Some(environ), false, true, None, None).as_deref(),
             Some("lxc")
         );
         assert_eq!(
-            c(None, Some(b"PATH=/bin\0"), true, true, None).as_deref(),
+            c(None, Some(b"PATH=/bin\0"), true, true, None, None).as_deref(),
             Some("podman")
         );
-        assert_eq!(c(None, None, false, true, None).as_deref(), Some("docker"));
+        // Without mountinfo to check, the marker is taken at its word.
+        assert_eq!(
+            c(None, None, false, true, None, None).as_deref(),
+            Some("docker")
+        );
         let docker_v1 = "12:memory:/docker/3f2a9c1b7d4e\n0::/docker/3f2a9c1b7d4e\n";
         assert_eq!(
-            c(None, None, false, false, Some(docker_v1)).as_deref(),
+            c(None, None, false, false, None, Some(docker_v1)).as_deref(),
             Some("docker")
         );
         let k8s = "0::/kubepods.slice/kubepods-burstable.slice/cri-containerd-ab12.scope\n";
         assert_eq!(
-            c(None, None, false, false, Some(k8s)).as_deref(),
+            c(None, None, false, false, None, Some(k8s)).as_deref(),
             Some("kubernetes")
         );
         assert_eq!(
-            c(None, None, false, false, Some("0::/lxc.payload.web/\n")).as_deref(),
+            c(
+                None,
+                None,
+                false,
+                false,
+                None,
+                Some("0::/lxc.payload.web/\n")
+            )
+            .as_deref(),
             Some("lxc")
         );
-        assert_eq!(c(None, None, false, false, Some("0::/init.scope\n")), None);
+        assert_eq!(
+            c(None, None, false, false, None, Some("0::/init.scope\n")),
+            None
+        );
+    }
+
+    #[test]
+    fn dockerenv_counts_only_with_a_container_root() {
+        let read = |name: &str| std::fs::read_to_string(fixture(name)).unwrap();
+        let c = |mountinfo: &str| container_from(None, None, false, true, Some(mountinfo), None);
+        // A docker container (overlay2 root, cgroup v2 namespace showing `0::/`).
+        assert_eq!(
+            c(&read("mountinfo/docker-container")).as_deref(),
+            Some("docker")
+        );
+        // A machine booted from a root filesystem made out of a docker image: ext4 on a disk.
+        assert_eq!(c(&read("mountinfo/firecracker-vm")), None);
+        assert_eq!(c(&read("mountinfo/ubuntu-desktop")), None);
+        // Docker on btrfs (no overlay root) is still recognised by its bind mounts.
+        let btrfs = "600 500 0:45 /@/var/lib/docker/btrfs/subvolumes/9c1e / rw - btrfs /dev/sda2 rw\n\
+                     601 600 0:45 /@/var/lib/docker/containers/9c1e/hosts /etc/hosts rw - btrfs /dev/sda2 rw\n";
+        assert_eq!(c(btrfs).as_deref(), Some("docker"));
+        // Rootless docker and podman's fuse-overlayfs.
+        let fuse = "700 600 0:50 / / rw - fuse.fuse-overlayfs fuse-overlayfs rw\n";
+        assert_eq!(c(fuse).as_deref(), Some("docker"));
+        // No /.dockerenv: mounts alone name no runtime.
+        assert_eq!(
+            container_from(
+                None,
+                None,
+                false,
+                false,
+                Some(&read("mountinfo/docker-container")),
+                Some("0::/\n")
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn vm_built_from_a_docker_image_is_not_a_container() {
+        let mut warnings = Warnings::default();
+        let hw = collect(
+            &Root::at(fixture("roots/vm-built-from-docker-image")),
+            &mut warnings,
+        );
+        assert_eq!(hw.container, None);
     }
 }
