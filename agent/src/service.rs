@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use census_common::{Batch, HealthSample, Inventory, PROTOCOL_VERSION, Report, ReportBody};
+use census_common::{Ack, Batch, HealthSample, Inventory, PROTOCOL_VERSION, Report, ReportBody};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -113,6 +113,65 @@ fn advance(next: Instant, every: Duration, now: Instant) -> Instant {
     }
 }
 
+/// Where the agent's inventory stands with the collector.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InventoryTracker {
+    /// Digest of the last inventory the collector acknowledged.
+    pub acked_digest: Option<String>,
+    /// Sequence number and digest of the inventory waiting in `pending`.
+    pub queued: Option<(u64, String)>,
+    /// The collector asked for a full inventory, and no inventory it acknowledged since has
+    /// answered the request.
+    pub requested: bool,
+}
+
+impl InventoryTracker {
+    pub fn new(acked_digest: Option<String>) -> Self {
+        InventoryTracker {
+            acked_digest,
+            ..InventoryTracker::default()
+        }
+    }
+
+    /// Whether a freshly collected inventory with this digest must be queued.
+    pub fn needed(&self, digest: &str) -> bool {
+        let queued = self.queued.as_ref().map(|(_, d)| d.as_str());
+        inventory_needed(digest, self.acked_digest.as_deref(), queued, self.requested)
+    }
+
+    /// An inventory was queued; it answers any request made so far.
+    pub fn queued(&mut self, seq: u64, digest: String) {
+        self.queued = Some((seq, digest));
+        self.requested = false;
+    }
+
+    /// Takes one acknowledgement, in the order the acks arrived; returns the digest it newly
+    /// acknowledged (to be persisted), if any.
+    ///
+    /// A request is answered by an inventory acknowledged *after* it was made: when one flush
+    /// sends several batches, the ack of an early batch may ask for the inventory (the
+    /// collector has none yet) while the inventory itself travels, and is acknowledged, in a
+    /// later batch of the same flush; that later ack answers the request, and no second copy is
+    /// sent. An ack that both acknowledges the inventory and asks for one means the collector
+    /// still wants one (it decides after storing the batch), so the request stands.
+    pub fn on_ack(&mut self, ack: &Ack) -> Option<String> {
+        let mut newly_acked = None;
+        if let Some((seq, digest)) = &self.queued
+            && ack.acked.contains(seq)
+        {
+            self.acked_digest = Some(digest.clone());
+            newly_acked = Some(digest.clone());
+            self.queued = None;
+            // Answers a request from an earlier ack.
+            self.requested = false;
+        }
+        if ack.send_inventory {
+            self.requested = true;
+        }
+        newly_acked
+    }
+}
+
 /// Whether a freshly collected inventory must be queued.
 pub fn inventory_needed(
     digest: &str,
@@ -129,12 +188,7 @@ struct Agent {
     transport: Transport,
     collector: Arc<Mutex<Collector>>,
     pending: Pending,
-    /// Digest of the last inventory the collector acknowledged.
-    acked_digest: Option<String>,
-    /// Sequence number and digest of the inventory waiting in `pending`.
-    queued_inventory: Option<(u64, String)>,
-    /// The collector asked for a full inventory.
-    inventory_requested: bool,
+    inventory: InventoryTracker,
     /// Reports queued and acknowledged since start, for `once`'s summary.
     queued: usize,
     acked: usize,
@@ -155,9 +209,7 @@ impl Agent {
             transport,
             collector: Arc::new(Mutex::new(Collector::new(Root::host()))),
             pending: Pending::new(),
-            acked_digest,
-            queued_inventory: None,
-            inventory_requested: false,
+            inventory: InventoryTracker::new(acked_digest),
             queued: 0,
             acked: 0,
         };
@@ -184,13 +236,7 @@ impl Agent {
     async fn inventory_step(&mut self) -> anyhow::Result<()> {
         let inventory: Inventory = self.collect(|c, id| c.inventory(id)).await?;
         let digest = inventory.content_digest();
-        let queued = self.queued_inventory.as_ref().map(|(_, d)| d.as_str());
-        if !inventory_needed(
-            &digest,
-            self.acked_digest.as_deref(),
-            queued,
-            self.inventory_requested,
-        ) {
+        if !self.inventory.needed(&digest) {
             debug!(digest = %digest, "inventory unchanged");
             return Ok(());
         }
@@ -200,8 +246,7 @@ impl Agent {
             seq,
             body: ReportBody::Inventory(inventory),
         });
-        self.queued_inventory = Some((seq, digest));
-        self.inventory_requested = false;
+        self.inventory.queued(seq, digest);
         self.queued += 1;
         Ok(())
     }
@@ -252,19 +297,14 @@ impl Agent {
                     "collector did not acknowledge every report; the rest go again next cycle"
                 );
             }
-            if let Some((seq, digest)) = &self.queued_inventory
-                && ack.acked.contains(seq)
+            if let Some(digest) = self.inventory.on_ack(&ack)
+                && let Err(e) = self.state.write_inventory_digest(&digest)
             {
-                if let Err(e) = self.state.write_inventory_digest(digest) {
-                    // Only costs a resend after a restart.
-                    warn!(error = %e, "could not remember the acknowledged inventory");
-                }
-                self.acked_digest = Some(digest.clone());
-                self.queued_inventory = None;
+                // Only costs a resend after a restart.
+                warn!(error = %e, "could not remember the acknowledged inventory");
             }
             if ack.send_inventory {
                 info!("collector asked for a full inventory");
-                self.inventory_requested = true;
             }
         }
         Ok(())
@@ -288,7 +328,7 @@ impl Agent {
     /// Flushes, and if the collector asked for the inventory, collects and sends it at once.
     async fn flush_and_answer(&mut self) -> Result<(), TransportError> {
         self.flush().await?;
-        if self.inventory_requested {
+        if self.inventory.requested {
             if let Err(e) = self.inventory_step().await {
                 error!(error = format!("{e:#}"), "could not queue inventory");
             }
@@ -467,6 +507,49 @@ mod tests {
         assert!(inventory_needed("d3", Some("d1"), Some("d2"), false));
         // The collector asked: send even if unchanged.
         assert!(inventory_needed("d1", Some("d1"), None, true));
+    }
+
+    fn ack(acked: impl IntoIterator<Item = u64>, send_inventory: bool) -> Ack {
+        Ack {
+            acked: acked.into_iter().collect(),
+            send_inventory,
+            last_seq: None,
+        }
+    }
+
+    #[test]
+    fn a_request_is_answered_by_an_inventory_acknowledged_later_in_the_same_flush() {
+        // 149 health samples and then the inventory: two batches of one flush. The first ack
+        // asks for the inventory (the collector has none yet); the second acknowledges it.
+        let mut t = InventoryTracker::new(None);
+        t.queued(150, "d1".to_owned());
+        assert_eq!(t.on_ack(&ack(1..=100, true)), None);
+        assert!(t.requested);
+        assert_eq!(t.on_ack(&ack(101..=150, false)), Some("d1".to_owned()));
+        // Answered: `flush_and_answer` sends no second, unchanged inventory.
+        assert!(!t.requested);
+        assert!(!t.needed("d1"));
+        assert_eq!(t.acked_digest.as_deref(), Some("d1"));
+        assert_eq!(t.queued, None);
+    }
+
+    #[test]
+    fn a_request_made_after_the_inventory_was_acknowledged_stands() {
+        // Acknowledged first, asked for later (a collector that lost its data).
+        let mut t = InventoryTracker::new(None);
+        t.queued(1, "d1".to_owned());
+        assert_eq!(t.on_ack(&ack([1], false)), Some("d1".to_owned()));
+        assert_eq!(t.on_ack(&ack([2], true)), None);
+        assert!(t.requested && t.needed("d1"));
+        // The same ack acknowledging the inventory and asking for one: the collector decided
+        // after storing the batch, so it still wants one.
+        let mut t = InventoryTracker::new(None);
+        t.queued(1, "d1".to_owned());
+        assert_eq!(t.on_ack(&ack([1], true)), Some("d1".to_owned()));
+        assert!(t.requested && t.needed("d1"));
+        // Queueing an inventory answers the request.
+        t.queued(2, "d1".to_owned());
+        assert!(!t.requested && !t.needed("d1"));
     }
 
     #[test]
