@@ -248,21 +248,19 @@ pub async fn health(
     let params = query_params(&uri, &["from", "to"])?;
     let from = parse_time("from", params.get("from"))?;
     let to = parse_time("to", params.get("to"))?;
+    let now = state.clock.now();
     let (from, to) = match (from, to) {
         (Some(from), Some(to)) => (from, to),
-        (Some(from), None) => (from, state.clock.now()),
+        (Some(from), None) => (from, now),
         (None, Some(to)) => (to - time::Duration::DAY, to),
-        (None, None) => {
-            let now = state.clock.now();
-            (now - time::Duration::DAY, now)
-        }
+        (None, None) => (now - time::Duration::DAY, now),
     };
     if from > to {
         return Err(ApiError::invalid_filter("from must not be after to"));
     }
     let items = state
         .store
-        .ci_health(id, from, to)
+        .ci_health(id, from, to, now)
         .await?
         .ok_or_else(|| no_such_ci(id))?;
     Ok(Json(HealthView { items }))

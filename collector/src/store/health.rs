@@ -24,12 +24,22 @@ use time::OffsetDateTime;
 use super::{Store, StoreError, to_ms};
 
 const HOUR_MS: i64 = 3_600_000;
+/// How far ahead of the collector's clock a sample's `collected_at` may be and still be its
+/// series time (see `store::ingest`); also how far past "now" a range query looks.
+pub(crate) const MAX_CLOCK_AHEAD_MS: i64 = 5 * 60_000;
 /// Raw rows one compaction job reads at most.
 const COMPACT_CHUNK: usize = 20_000;
 /// Hourly rows one pruning job deletes at most.
 const PRUNE_CHUNK: usize = 5_000;
-/// First byte of an hourly blob: zstd-compressed MessagePack array of samples.
+/// First byte of an hourly blob, format 1: zstd-compressed MessagePack array of samples, each
+/// filed under its `collected_at`. Written by the first development builds; still read.
 const HOURLY_FORMAT_ZSTD_MSGPACK: u8 = 1;
+/// Format 2: zstd-compressed MessagePack array of `[series ts in ms, sample]` pairs in series
+/// order; the series time can differ from the sample's `collected_at` (see `store::ingest`).
+const HOURLY_FORMAT_ZSTD_MSGPACK_TS: u8 = 2;
+
+/// A sample and its series time in unix milliseconds.
+type Point = (i64, HealthSample);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CompactionReport {
@@ -107,17 +117,22 @@ impl Store {
         Ok(total)
     }
 
-    /// The samples of CI `ci_id` collected in `from..=to`, oldest first; `None` when the CI does
-    /// not exist.
+    /// The samples of CI `ci_id` whose series time is in `from..=to`, oldest first; `None` when
+    /// the CI does not exist. `to` is cut to `now` plus [`MAX_CLOCK_AHEAD_MS`]: no sample is
+    /// filed later than that.
     pub async fn ci_health(
         &self,
         ci_id: i64,
         from: OffsetDateTime,
         to: OffsetDateTime,
+        now: OffsetDateTime,
     ) -> Result<Option<Vec<HealthSample>>, StoreError> {
-        let (from, to) = (to_ms(from), to_ms(to));
+        let (from, to, now) = (to_ms(from), to_ms(to), to_ms(now));
         self.reads
-            .run(move |conn| read_range(conn, ci_id, from, to))
+            .run(move |conn| {
+                Ok(read_range(conn, ci_id, from, to, now)?
+                    .map(|points| points.into_iter().map(|(_, s)| s).collect()))
+            })
             .await
     }
 }
@@ -144,23 +159,33 @@ fn decode_sample(blob: &[u8]) -> Result<HealthSample, StoreError> {
     rmp_serde::from_slice(blob).map_err(|e| StoreError::Corrupt(format!("health sample: {e}")))
 }
 
-fn encode_hourly(samples: &[HealthSample]) -> Result<Vec<u8>, StoreError> {
-    let packed = rmp_serde::to_vec_named(samples)
+fn encode_hourly(points: &[Point]) -> Result<Vec<u8>, StoreError> {
+    let packed = rmp_serde::to_vec_named(points)
         .map_err(|e| StoreError::Invalid(format!("health samples do not encode: {e}")))?;
-    let mut blob = vec![HOURLY_FORMAT_ZSTD_MSGPACK];
+    let mut blob = vec![HOURLY_FORMAT_ZSTD_MSGPACK_TS];
     blob.extend(
         zstd::encode_all(packed.as_slice(), 3).map_err(|e| StoreError::Corrupt(e.to_string()))?,
     );
     Ok(blob)
 }
 
-fn decode_hourly(blob: &[u8]) -> Result<Vec<HealthSample>, StoreError> {
+fn decode_hourly(blob: &[u8]) -> Result<Vec<Point>, StoreError> {
+    let unpack = |rest: &[u8]| {
+        zstd::decode_all(rest).map_err(|e| StoreError::Corrupt(format!("hourly health blob: {e}")))
+    };
+    let corrupt =
+        |e: rmp_serde::decode::Error| StoreError::Corrupt(format!("hourly health blob: {e}"));
     match blob.split_first() {
+        Some((&HOURLY_FORMAT_ZSTD_MSGPACK_TS, rest)) => {
+            rmp_serde::from_slice(&unpack(rest)?).map_err(corrupt)
+        }
         Some((&HOURLY_FORMAT_ZSTD_MSGPACK, rest)) => {
-            let packed = zstd::decode_all(rest)
-                .map_err(|e| StoreError::Corrupt(format!("hourly health blob: {e}")))?;
-            rmp_serde::from_slice(&packed)
-                .map_err(|e| StoreError::Corrupt(format!("hourly health blob: {e}")))
+            let samples: Vec<HealthSample> =
+                rmp_serde::from_slice(&unpack(rest)?).map_err(corrupt)?;
+            Ok(samples
+                .into_iter()
+                .map(|s| (to_ms(s.collected_at), s))
+                .collect())
         }
         _ => Err(StoreError::Corrupt(
             "hourly health blob of unknown format".into(),
@@ -179,7 +204,7 @@ fn compact_chunk_job(
     let oldest_kept_hour = now.saturating_sub(retention).div_euclid(HOUR_MS);
     let mut report = CompactionReport::default();
 
-    let mut groups: BTreeMap<(i64, i64), Vec<HealthSample>> = BTreeMap::new();
+    let mut groups: BTreeMap<(i64, i64), Vec<Point>> = BTreeMap::new();
     let mut last_id = None;
     let mut read = 0;
     let mut reached_current = false;
@@ -196,12 +221,16 @@ fn compact_chunk_job(
                 break;
             }
             last_id = Some(row.get::<_, i64>(0)?);
-            if hour < oldest_kept_hour {
+            // Hours before 1970 do not fit the hourly key; no retention keeps them anyway.
+            if hour < oldest_kept_hour.max(0) {
                 report.dropped += 1;
                 continue;
             }
             let sample = decode_sample(blob_of(row, 3)?)?;
-            groups.entry((hour, row.get(1)?)).or_default().push(sample);
+            groups
+                .entry((hour, row.get(1)?))
+                .or_default()
+                .push((ts, sample));
             report.moved += 1;
         }
     }
@@ -224,7 +253,8 @@ fn compact_chunk_job(
             merged.append(&mut samples);
             samples = merged;
         }
-        samples.sort_by_key(|s| s.collected_at);
+        // Stable: samples of the same time stay in arrival order, as a range query reads them.
+        samples.sort_by_key(|(ts, _)| *ts);
         upsert.execute(params![key, encode_hourly(&samples)?])?;
         report.hourly_rows += 1;
     }
@@ -257,7 +287,8 @@ fn read_range(
     ci_id: i64,
     from: i64,
     to: i64,
-) -> Result<Option<Vec<HealthSample>>, StoreError> {
+    now: i64,
+) -> Result<Option<Vec<Point>>, StoreError> {
     let tx = conn.unchecked_transaction()?;
     let exists = tx
         .prepare_cached("SELECT 1 FROM ci WHERE id = ?1")?
@@ -267,40 +298,48 @@ fn read_range(
     if !exists {
         return Ok(None);
     }
-    let in_range = |s: &HealthSample| {
-        let ts = to_ms(s.collected_at);
-        from <= ts && ts <= to
-    };
-    let mut samples = Vec::new();
+    let to = to.min(now.saturating_add(MAX_CLOCK_AHEAD_MS));
+    let in_range = |(ts, _): &Point| from <= *ts && *ts <= to;
+    let mut points = Vec::new();
 
-    // Only the hours that hold data: the first and last keys of the table bound the loop, so a
-    // range starting in 1970 costs no more than one covering the stored days.
     let (first, last): (Option<i64>, Option<i64>) = tx
         .prepare_cached("SELECT min(key), max(key) FROM health_hourly")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if let (Some(first), Some(last)) = (first, last) {
-        let start = from.div_euclid(HOUR_MS).max(first >> HOUR_SHIFT);
-        let end = to.div_euclid(HOUR_MS).min(last >> HOUR_SHIFT);
+    if let Some((start, end)) = hour_span(first, last, from, to) {
         let mut hourly = tx.prepare_cached("SELECT samples FROM health_hourly WHERE key = ?1")?;
         for hour in start..=end {
             let blob: Option<Vec<u8>> = hourly
                 .query_row([hourly_key(hour, ci_id)?], |r| r.get(0))
                 .optional()?;
             if let Some(blob) = blob {
-                samples.extend(decode_hourly(&blob)?.into_iter().filter(in_range));
+                points.extend(decode_hourly(&blob)?.into_iter().filter(in_range));
             }
         }
     }
 
     let mut raw = tx.prepare_cached(
-        "SELECT sample FROM health_raw WHERE ci_id = ?1 AND ts BETWEEN ?2 AND ?3",
+        "SELECT ts, sample FROM health_raw WHERE ci_id = ?1 AND ts BETWEEN ?2 AND ?3 ORDER BY id",
     )?;
     let mut rows = raw.query(params![ci_id, from, to])?;
     while let Some(row) = rows.next()? {
-        samples.push(decode_sample(blob_of(row, 0)?)?);
+        points.push((row.get(0)?, decode_sample(blob_of(row, 1)?)?));
     }
-    samples.sort_by_key(|s| s.collected_at);
-    Ok(Some(samples))
+    // Stable: the same time keeps hourly before raw, raw in arrival order, which is the order
+    // compaction merges them in.
+    points.sort_by_key(|(ts, _)| *ts);
+    Ok(Some(points))
+}
+
+/// The hours a query for `from..=to` (already cut at now plus the clock allowance) looks up in
+/// `health_hourly`, whose smallest and largest keys are `first` and `last`: only hours that
+/// can hold data, so a range starting in 1970 costs no more than one covering the stored days,
+/// and a stray row far in the future (written before series times were checked) is never
+/// walked towards.
+fn hour_span(first: Option<i64>, last: Option<i64>, from: i64, to: i64) -> Option<(i64, i64)> {
+    let (first, last) = (first?, last?);
+    let start = from.div_euclid(HOUR_MS).max(first >> HOUR_SHIFT).max(0);
+    let end = to.div_euclid(HOUR_MS).min(last >> HOUR_SHIFT);
+    (start <= end).then_some((start, end))
 }
 
 #[cfg(test)]
@@ -335,13 +374,16 @@ mod tests {
         let reports: Vec<_> = (0..9)
             .map(|i| health(AGENT, 10 + i, start + Duration::minutes(20 * i as i64)))
             .collect();
-        store.ingest(batch(AGENT, reports)).await.unwrap();
+        let mut reports = batch(AGENT, reports);
+        reports.received_at = datetime!(2025-03-01 12:40 UTC);
+        store.ingest(reports).await.unwrap();
         let ci_id = 1;
         async fn all(store: &Store) -> Result<Option<Vec<HealthSample>>, StoreError> {
             store
                 .ci_health(
                     1,
                     datetime!(2025-03-01 00:00 UTC),
+                    datetime!(2025-03-02 00:00 UTC),
                     datetime!(2025-03-02 00:00 UTC),
                 )
                 .await
@@ -366,6 +408,7 @@ mod tests {
                 ci_id,
                 datetime!(2025-03-01 10:30 UTC),
                 datetime!(2025-03-01 12:00 UTC),
+                clock.now(),
             )
             .await
             .unwrap()
@@ -467,6 +510,7 @@ mod tests {
                     1,
                     datetime!(2025-03-01 00:00 UTC),
                     datetime!(2025-03-01 23:59 UTC),
+                    datetime!(2025-03-01 23:59 UTC),
                 )
                 .await
                 .unwrap()
@@ -517,11 +561,75 @@ mod tests {
         store.close().await;
     }
 
+    #[test]
+    fn the_hour_walk_is_bounded_by_the_stored_keys_and_the_query() {
+        let key = |hour: i64| Some(hourly_key(hour, 7).unwrap());
+        // Stored hours 100..=200; a query from 1970 to hour 150 walks 100..=150 only.
+        assert_eq!(
+            hour_span(key(100), key(200), 0, 150 * HOUR_MS),
+            Some((100, 150))
+        );
+        assert_eq!(
+            hour_span(key(100), key(200), 120 * HOUR_MS + 5, 130 * HOUR_MS),
+            Some((120, 130))
+        );
+        assert_eq!(
+            hour_span(key(100), key(200), 300 * HOUR_MS, 400 * HOUR_MS),
+            None
+        );
+        assert_eq!(hour_span(None, None, 0, HOUR_MS), None);
+        assert_eq!(
+            hour_span(key(0), key(5), -10 * HOUR_MS, HOUR_MS),
+            Some((0, 1))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_query_never_reaches_past_now_and_the_clock_allowance() {
+        let (store, _dir) = temp_store();
+        let now = datetime!(2025-03-01 12:30 UTC);
+        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
+        store
+            .ingest(batch(
+                AGENT,
+                vec![health(AGENT, 2, now - Duration::hours(2))],
+            ))
+            .await
+            .unwrap();
+        store.compact_health(now, Duration::days(7)).await.unwrap();
+        // An hourly row in year 2100, as a build that trusted collected_at could have written.
+        let stray = datetime!(2100-01-01 00:00 UTC);
+        let blob = encode_hourly(&[(to_ms(stray), HealthSample::empty(AGENT, stray))]).unwrap();
+        Connection::open(store.path())
+            .unwrap()
+            .execute(
+                "INSERT INTO health_hourly (key, samples) VALUES (?1, ?2)",
+                params![
+                    hourly_key(to_ms(stray).div_euclid(HOUR_MS), 1).unwrap(),
+                    blob
+                ],
+            )
+            .unwrap();
+        // Up to 2200: the walk stops at now + 5 minutes instead of looking up 660,000 hours.
+        let found = store
+            .ci_health(
+                1,
+                now - Duration::days(1),
+                datetime!(2200-01-01 00:00 UTC),
+                now,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cpu(&found), vec![2.0]);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn health_of_an_unknown_ci_is_none() {
         let (store, _dir) = temp_store();
         let t = datetime!(2025-03-01 10:00 UTC);
-        assert_eq!(store.ci_health(42, t, t).await.unwrap(), None);
+        assert_eq!(store.ci_health(42, t, t, t).await.unwrap(), None);
         store.close().await;
     }
 }

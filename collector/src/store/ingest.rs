@@ -14,6 +14,13 @@
 //! that CI, so they join the time series (compaction files them into their hours, merging with
 //! hours already compacted). At most [`PENDING_PER_AGENT`] samples wait per agent, the newest
 //! by series time; older ones are dropped, and retention prunes pending samples too.
+//!
+//! A sample's series time (the `ts` it is filed and queried under) is its `collected_at`,
+//! unless that is more than [`MAX_CLOCK_AHEAD_MS`] (5 minutes)
+//! ahead of the collector's clock when the batch arrived: then the machine's clock is wrong, the
+//! series time is the arrival time, and one warning per batch names the agent and the skew. The
+//! stored sample keeps its own `collected_at`. Without this, one sample dated in year 9999 would
+//! make a permanent hourly row far in the future.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +28,7 @@ use census_common::{HealthSample, Inventory, ReportBody};
 use rusqlite::{Connection, OptionalExtension, params};
 use time::UtcOffset;
 
+use super::health::MAX_CLOCK_AHEAD_MS;
 use super::model::{IngestBatch, IngestOutcome};
 use super::{Store, StoreError, to_ms};
 use crate::cmdb::{
@@ -104,11 +112,22 @@ pub(crate) fn apply_batch(
         adopt_pending_health(conn, &agent_id, ci_id)?;
     }
     let mut pending = false;
+    let mut most_ahead_ms = 0;
     for sample in samples {
-        pending |= apply_health(conn, &mut state, &agent_id, sample)?;
+        let filed = apply_health(conn, &mut state, &agent_id, sample, now)?;
+        pending |= filed.pending;
+        most_ahead_ms = most_ahead_ms.max(filed.ahead_ms);
     }
     if pending {
         trim_pending_health(conn, &agent_id)?;
+    }
+    if most_ahead_ms > 0 {
+        tracing::warn!(
+            agent = %agent_id,
+            ahead = %time::Duration::milliseconds(most_ahead_ms),
+            "health samples dated ahead of the collector's clock (the machine's clock is wrong); \
+             filed under their arrival time"
+        );
     }
 
     conn.prepare_cached(
@@ -354,16 +373,30 @@ fn apply_software(
     Ok(())
 }
 
-/// Files a sample under the agent's computer CI, or in `health_pending` while it has none;
-/// answers whether it went to `health_pending`.
+/// Where [`apply_health`] put a sample.
+struct Filed {
+    /// In `health_pending`, the agent having no computer CI.
+    pending: bool,
+    /// How far `collected_at` was ahead of the arrival time when it was too far to be trusted
+    /// (the series time is then the arrival time); 0 otherwise.
+    ahead_ms: i64,
+}
+
+/// Files a sample under the agent's computer CI, or in `health_pending` while it has none.
 fn apply_health(
     conn: &Connection,
     state: &mut AgentState,
     agent_id: &str,
     mut sample: HealthSample,
-) -> Result<bool, StoreError> {
+    received_at: i64,
+) -> Result<Filed, StoreError> {
     sample.collected_at = sample.collected_at.to_offset(UtcOffset::UTC);
-    let ts = to_ms(sample.collected_at);
+    let collected = to_ms(sample.collected_at);
+    let (ts, ahead_ms) = if collected > received_at.saturating_add(MAX_CLOCK_AHEAD_MS) {
+        (received_at, collected - received_at)
+    } else {
+        (collected, 0)
+    };
     let blob = rmp_serde::to_vec_named(&sample)
         .map_err(|e| StoreError::Invalid(format!("health sample does not encode: {e}")))?;
     let pending = match state.ci_id {
@@ -382,7 +415,7 @@ fn apply_health(
     };
     state.latest_health = Some(blob);
     state.latest_health_at = Some(ts);
-    Ok(pending)
+    Ok(Filed { pending, ahead_ms })
 }
 
 /// Keeps the newest [`PENDING_PER_AGENT`] pending samples of the agent.
@@ -594,6 +627,46 @@ pub(crate) mod tests {
             ),
             1
         );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_sample_dated_far_ahead_is_filed_under_its_arrival_time() {
+        let (store, _dir) = temp_store();
+        let mut reports = vec![
+            Report {
+                seq: 1,
+                body: ReportBody::Inventory(inventory(AGENT, &[], &[])),
+            },
+            health(AGENT, 2, datetime!(9999-12-31 23:59 UTC)),
+            // Within the allowance: a little skew is trusted.
+            health(AGENT, 3, T0 + time::Duration::minutes(5)),
+        ];
+        reports.push(health(AGENT, 4, T0 - time::Duration::minutes(1)));
+        store.ingest(batch(AGENT, reports)).await.unwrap();
+        let series = |sql: &str| count(&store, sql);
+        assert_eq!(
+            series("SELECT ts FROM health_raw WHERE id = 1"),
+            to_ms(T0),
+            "the arrival time, not year 9999"
+        );
+        assert_eq!(
+            series("SELECT ts FROM health_raw WHERE id = 2"),
+            to_ms(T0 + time::Duration::minutes(5))
+        );
+        assert_eq!(
+            series("SELECT max(ts) FROM health_raw"),
+            to_ms(T0) + 300_000
+        );
+        // The stored sample keeps its own collected_at.
+        let blob: Vec<u8> = Connection::open(store.path())
+            .unwrap()
+            .query_row("SELECT sample FROM health_raw WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let sample: HealthSample = rmp_serde::from_slice(&blob).unwrap();
+        assert_eq!(sample.collected_at, datetime!(9999-12-31 23:59 UTC));
         store.close().await;
     }
 
