@@ -361,6 +361,16 @@ async fn failures_answer_the_error_body() {
             "invalid_filter",
         ),
         (
+            "/api/v1/cis/1/health?limit=10081",
+            StatusCode::BAD_REQUEST,
+            "invalid_filter",
+        ),
+        (
+            "/api/v1/cis/1/health?cursor=k1.1",
+            StatusCode::BAD_REQUEST,
+            "invalid_cursor",
+        ),
+        (
             "/api/v1/cis/1/software?limit=5000",
             StatusCode::BAD_REQUEST,
             "invalid_filter",
@@ -622,6 +632,45 @@ async fn health_is_served_by_time_range() {
 
     let ci = c.get_ok(&format!("/api/v1/cis/{id}")).await;
     assert_eq!(ci["health"]["cpu_percent"], 4.0);
+}
+
+#[tokio::test]
+async fn health_pages_oldest_first_with_a_cursor() {
+    let c = TestCollector::start();
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let at = |minutes_ago: i64| now - time::Duration::minutes(minutes_ago);
+    // Samples 2 and 3 have the same time and fall on both sides of the first page boundary.
+    let times = [at(50), at(40), at(40), at(30), at(20)];
+    let mut reports = vec![inventory_report(
+        1,
+        inventory(AGENT, "web-1", &[], &[], &[]),
+    )];
+    for (i, t) in times.iter().enumerate() {
+        reports.push(health_report(AGENT, 2 + i as u64, *t, i as f64));
+    }
+    c.ingest(&batch(AGENT, reports)).await;
+    let id = computer_id(&c, "web-1").await;
+
+    let whole = c.get_ok(&format!("/api/v1/cis/{id}/health")).await;
+    assert_eq!(whole["items"].as_array().unwrap().len(), 5);
+    assert!(whole.as_object().unwrap().contains_key("next_cursor"));
+    assert_eq!(whole["next_cursor"], Value::Null);
+
+    let mut seen = Vec::new();
+    let mut pages = Vec::new();
+    let mut path = format!("/api/v1/cis/{id}/health?limit=2");
+    loop {
+        let page = c.get_ok(&path).await;
+        let items = page["items"].as_array().unwrap();
+        pages.push(items.len());
+        seen.extend(items.iter().map(|s| s["cpu_percent"].as_f64().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/cis/{id}/health?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, vec![2, 2, 1]);
+    assert_eq!(seen, vec![0.0, 1.0, 2.0, 3.0, 4.0]);
 }
 
 #[tokio::test]

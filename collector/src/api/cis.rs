@@ -5,8 +5,12 @@
 //!   (default 100, at most 1000) and `cursor`, ordered by id.
 //! - `GET /api/v1/cis/{id}`: the CI with its latest health sample and relationships.
 //! - `GET /api/v1/cis/{id}/software`: the CI's packages by name, paged by `limit` and `cursor`.
-//! - `GET /api/v1/cis/{id}/health?from=&to=`: samples in the window (RFC 3339, default the
-//!   last 24 hours), oldest first.
+//! - `GET /api/v1/cis/{id}/health?from=&to=&limit=&cursor=`: the samples whose series time is in
+//!   the window (RFC 3339; default the 24 hours up to `to`, `to` defaulting to now), oldest
+//!   first, paged by `limit` (default 1440, a day at one sample a minute; at most 10080, a week)
+//!   and `cursor`. A sample's series time is its `collected_at` unless that was more than 5
+//!   minutes ahead of the collector's clock when it arrived; then it is the arrival time, and
+//!   the sample keeps its own `collected_at`. The window never reaches past now plus 5 minutes.
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -18,8 +22,16 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{ApiError, AppState, cursor, parse_limit, query_params, rfc3339_utc};
-use crate::store::{CiDetail, CiFilter, CiRecord, InstalledSoftware, RelationshipRecord};
+use super::{
+    ApiError, AppState, cursor, parse_limit, parse_limit_within, query_params, rfc3339_utc,
+};
+use crate::store::{
+    CiDetail, CiFilter, CiRecord, HealthCursor, HealthQuery, InstalledSoftware, RelationshipRecord,
+};
+
+/// `limit` of the health route: a day of samples at one a minute by default, a week at most.
+pub const HEALTH_DEFAULT_LIMIT: u32 = 1440;
+pub const HEALTH_MAX_LIMIT: u32 = 10_080;
 
 const STATUSES: &[&str] = &["active", "stale", "retired"];
 
@@ -123,11 +135,6 @@ impl From<InstalledSoftware> for SoftwareView {
             source: s.source,
         }
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct HealthView {
-    pub items: Vec<HealthSample>,
 }
 
 pub async fn list(
@@ -243,11 +250,23 @@ pub async fn health(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
-) -> Result<Json<HealthView>, ApiError> {
+) -> Result<Json<ListView<HealthSample>>, ApiError> {
     let id = ci_id(path)?;
-    let params = query_params(&uri, &["from", "to"])?;
+    let params = query_params(&uri, &["from", "to", "limit", "cursor"])?;
     let from = parse_time("from", params.get("from"))?;
     let to = parse_time("to", params.get("to"))?;
+    let limit = parse_limit_within(params.get("limit"), HEALTH_DEFAULT_LIMIT, HEALTH_MAX_LIMIT)?;
+    let after = match params.get("cursor") {
+        Some(c) => {
+            let keys = cursor::decode(c, 2)?;
+            // `decode` answers only non-negative keys.
+            Some(HealthCursor {
+                ts: keys[0],
+                seen_at_ts: keys[1].unsigned_abs(),
+            })
+        }
+        None => None,
+    };
     let now = state.clock.now();
     let (from, to) = match (from, to) {
         (Some(from), Some(to)) => (from, to),
@@ -258,10 +277,21 @@ pub async fn health(
     if from > to {
         return Err(ApiError::invalid_filter("from must not be after to"));
     }
-    let items = state
+    let query = HealthQuery {
+        from,
+        to,
+        after,
+        limit,
+    };
+    let page = state
         .store
-        .ci_health(id, from, to, now)
+        .ci_health(id, query, now)
         .await?
         .ok_or_else(|| no_such_ci(id))?;
-    Ok(Json(HealthView { items }))
+    Ok(Json(ListView {
+        items: page.items,
+        next_cursor: page
+            .next
+            .map(|c| cursor::encode(&[c.ts, i64::try_from(c.seen_at_ts).unwrap_or(i64::MAX)])),
+    }))
 }

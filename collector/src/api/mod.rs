@@ -88,15 +88,24 @@ pub(crate) const DEFAULT_LIMIT: u32 = 100;
 pub(crate) const MAX_LIMIT: u32 = 1000;
 
 pub(crate) fn parse_limit(value: Option<&String>) -> Result<u32, ApiError> {
+    parse_limit_within(value, DEFAULT_LIMIT, MAX_LIMIT)
+}
+
+/// `limit` of a list whose default and maximum differ from the usual ones.
+pub(crate) fn parse_limit_within(
+    value: Option<&String>,
+    default: u32,
+    max: u32,
+) -> Result<u32, ApiError> {
     match value {
-        None => Ok(DEFAULT_LIMIT),
+        None => Ok(default),
         Some(text) => text
             .parse::<u32>()
             .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| {
                 ApiError::invalid_filter(format!(
-                    "limit must be an integer from 1 to {MAX_LIMIT}, not {text:?}"
+                    "limit must be an integer from 1 to {max}, not {text:?}"
                 ))
             }),
     }

@@ -21,6 +21,7 @@ use census_common::HealthSample;
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
+use super::model::{HealthCursor, HealthQuery, Page};
 use super::{Store, StoreError, to_ms};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -117,22 +118,18 @@ impl Store {
         Ok(total)
     }
 
-    /// The samples of CI `ci_id` whose series time is in `from..=to`, oldest first; `None` when
-    /// the CI does not exist. `to` is cut to `now` plus [`MAX_CLOCK_AHEAD_MS`]: no sample is
-    /// filed later than that.
+    /// A page of the samples of CI `ci_id` whose series time is in the query's window, oldest
+    /// first, resuming after `query.after`; `None` when the CI does not exist. The window's end
+    /// is cut to `now` plus [`MAX_CLOCK_AHEAD_MS`]: no sample is filed later than that.
     pub async fn ci_health(
         &self,
         ci_id: i64,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
+        query: HealthQuery,
         now: OffsetDateTime,
-    ) -> Result<Option<Vec<HealthSample>>, StoreError> {
-        let (from, to, now) = (to_ms(from), to_ms(to), to_ms(now));
+    ) -> Result<Option<Page<HealthSample, HealthCursor>>, StoreError> {
+        let now = to_ms(now);
         self.reads
-            .run(move |conn| {
-                Ok(read_range(conn, ci_id, from, to, now)?
-                    .map(|points| points.into_iter().map(|(_, s)| s).collect()))
-            })
+            .run(move |conn| read_page(conn, ci_id, &query, now))
             .await
     }
 }
@@ -282,13 +279,12 @@ fn prune_job(
         ])?)
 }
 
-fn read_range(
+fn read_page(
     conn: &Connection,
     ci_id: i64,
-    from: i64,
-    to: i64,
+    query: &HealthQuery,
     now: i64,
-) -> Result<Option<Vec<Point>>, StoreError> {
+) -> Result<Option<Page<HealthSample, HealthCursor>>, StoreError> {
     let tx = conn.unchecked_transaction()?;
     let exists = tx
         .prepare_cached("SELECT 1 FROM ci WHERE id = ?1")?
@@ -298,36 +294,122 @@ fn read_range(
     if !exists {
         return Ok(None);
     }
-    let to = to.min(now.saturating_add(MAX_CLOCK_AHEAD_MS));
+    let limit = usize::try_from(query.limit.max(1)).unwrap_or(usize::MAX);
+    let to = to_ms(query.to).min(now.saturating_add(MAX_CLOCK_AHEAD_MS));
+    let mut from = to_ms(query.from).max(0);
+    // Resume at the cursor's time, skipping the samples of that time already returned.
+    let mut resume: Option<(i64, u64)> = None;
+    if let Some(after) = query.after
+        && after.ts >= from
+    {
+        from = after.ts;
+        resume = Some((after.ts, after.seen_at_ts));
+    }
+    let mut to_skip = resume.map_or(0, |(_, n)| n);
     let in_range = |(ts, _): &Point| from <= *ts && *ts <= to;
-    let mut points = Vec::new();
 
-    let (first, last): (Option<i64>, Option<i64>) = tx
-        .prepare_cached("SELECT min(key), max(key) FROM health_hourly")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if let Some((start, end)) = hour_span(first, last, from, to) {
+    let mut out: Vec<Point> = Vec::new();
+    if from <= to {
+        let (first, last): (Option<i64>, Option<i64>) = tx
+            .prepare_cached("SELECT min(key), max(key) FROM health_hourly")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let span = hour_span(first, last, from, to);
+        // The first hour that may have raw rows in the window; the raw table is scanned once,
+        // when the walk reaches it.
+        let raw_start = Some(from.div_euclid(HOUR_MS));
+        let mut raw: Option<BTreeMap<i64, Vec<Point>>> = None;
+        let next_hour = |after: Option<i64>, raw: &Option<BTreeMap<i64, Vec<Point>>>| {
+            let hourly = span.and_then(|(start, end)| {
+                let next = after.map_or(start, |h| (h + 1).max(start));
+                (next <= end).then_some(next)
+            });
+            let raw = match raw {
+                Some(buckets) => buckets.keys().next().copied(),
+                None => raw_start,
+            };
+            match (hourly, raw) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        };
         let mut hourly = tx.prepare_cached("SELECT samples FROM health_hourly WHERE key = ?1")?;
-        for hour in start..=end {
-            let blob: Option<Vec<u8>> = hourly
-                .query_row([hourly_key(hour, ci_id)?], |r| r.get(0))
-                .optional()?;
-            if let Some(blob) = blob {
+        let mut hour = next_hour(None, &raw);
+        while let Some(h) = hour {
+            if raw.is_none() && raw_start.is_some_and(|start| h >= start) {
+                raw = Some(scan_raw(&tx, ci_id, from, to)?);
+            }
+            let mut points = Vec::new();
+            if span.is_some_and(|(start, end)| (start..=end).contains(&h))
+                && let Some(blob) = hourly
+                    .query_row([hourly_key(h, ci_id)?], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()?
+            {
                 points.extend(decode_hourly(&blob)?.into_iter().filter(in_range));
             }
+            if let Some(bucket) = raw.as_mut().and_then(|buckets| buckets.remove(&h)) {
+                points.extend(bucket);
+            }
+            // Stable: the same time keeps hourly before raw, raw in arrival order, which is the
+            // order compaction merges them in, so a cursor's skip count stays true.
+            points.sort_by_key(|(ts, _)| *ts);
+            for point in points {
+                if to_skip > 0 && resume.is_some_and(|(ts, _)| ts == point.0) {
+                    to_skip -= 1;
+                    continue;
+                }
+                out.push(point);
+            }
+            if out.len() > limit {
+                break;
+            }
+            hour = next_hour(Some(h), &raw);
         }
     }
 
-    let mut raw = tx.prepare_cached(
+    let next = if out.len() > limit {
+        out.truncate(limit);
+        let last = out[limit - 1].0;
+        let mut seen = out.iter().rev().take_while(|(ts, _)| *ts == last).count() as u64;
+        if let Some((ts, before)) = resume
+            && ts == last
+        {
+            seen += before;
+        }
+        Some(HealthCursor {
+            ts: last,
+            seen_at_ts: seen,
+        })
+    } else {
+        None
+    };
+    Ok(Some(Page {
+        items: out.into_iter().map(|(_, sample)| sample).collect(),
+        next,
+    }))
+}
+
+/// The raw rows of `ci_id` in `from..=to`, by hour, each hour in arrival order. Reads the whole
+/// raw table: it has no index on `ci_id` (see the module doc).
+fn scan_raw(
+    conn: &Connection,
+    ci_id: i64,
+    from: i64,
+    to: i64,
+) -> Result<BTreeMap<i64, Vec<Point>>, StoreError> {
+    let mut buckets: BTreeMap<i64, Vec<Point>> = BTreeMap::new();
+    let mut raw = conn.prepare_cached(
         "SELECT ts, sample FROM health_raw WHERE ci_id = ?1 AND ts BETWEEN ?2 AND ?3 ORDER BY id",
     )?;
     let mut rows = raw.query(params![ci_id, from, to])?;
     while let Some(row) = rows.next()? {
-        points.push((row.get(0)?, decode_sample(blob_of(row, 1)?)?));
+        let ts: i64 = row.get(0)?;
+        let sample = decode_sample(blob_of(row, 1)?)?;
+        buckets
+            .entry(ts.div_euclid(HOUR_MS))
+            .or_default()
+            .push((ts, sample));
     }
-    // Stable: the same time keeps hourly before raw, raw in arrival order, which is the order
-    // compaction merges them in.
-    points.sort_by_key(|(ts, _)| *ts);
-    Ok(Some(points))
+    Ok(buckets)
 }
 
 /// The hours a query for `from..=to` (already cut at now plus the clock allowance) looks up in
@@ -358,6 +440,26 @@ mod tests {
             .unwrap()
     }
 
+    /// The whole window in one page.
+    async fn range(
+        store: &Store,
+        ci_id: i64,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<Vec<HealthSample>>, StoreError> {
+        let query = HealthQuery {
+            from,
+            to,
+            after: None,
+            limit: 100_000,
+        };
+        Ok(store.ci_health(ci_id, query, now).await?.map(|page| {
+            assert_eq!(page.next, None);
+            page.items
+        }))
+    }
+
     fn cpu(samples: &[HealthSample]) -> Vec<f64> {
         samples.iter().map(|s| s.cpu_percent.unwrap()).collect()
     }
@@ -379,14 +481,14 @@ mod tests {
         store.ingest(reports).await.unwrap();
         let ci_id = 1;
         async fn all(store: &Store) -> Result<Option<Vec<HealthSample>>, StoreError> {
-            store
-                .ci_health(
-                    1,
-                    datetime!(2025-03-01 00:00 UTC),
-                    datetime!(2025-03-02 00:00 UTC),
-                    datetime!(2025-03-02 00:00 UTC),
-                )
-                .await
+            range(
+                store,
+                1,
+                datetime!(2025-03-01 00:00 UTC),
+                datetime!(2025-03-02 00:00 UTC),
+                datetime!(2025-03-02 00:00 UTC),
+            )
+            .await
         }
         assert_eq!(cpu(&all(&store).await.unwrap().unwrap()).len(), 9);
 
@@ -403,16 +505,16 @@ mod tests {
         // Reading across hourly and raw rows gives the same samples, oldest first.
         let back = all(&store).await.unwrap().unwrap();
         assert_eq!(cpu(&back), (10..19).map(|v| v as f64).collect::<Vec<_>>());
-        let window = store
-            .ci_health(
-                ci_id,
-                datetime!(2025-03-01 10:30 UTC),
-                datetime!(2025-03-01 12:00 UTC),
-                clock.now(),
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let window = range(
+            &store,
+            ci_id,
+            datetime!(2025-03-01 10:30 UTC),
+            datetime!(2025-03-01 12:00 UTC),
+            clock.now(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(cpu(&window), vec![12.0, 13.0, 14.0, 15.0, 16.0]);
 
         // A late sample for 10:50 merges into the compacted hour.
@@ -505,16 +607,16 @@ mod tests {
         store.ingest(first).await.unwrap();
         assert_eq!(count(&store, "health_pending"), 0);
         async fn day(store: &Store) -> Vec<HealthSample> {
-            store
-                .ci_health(
-                    1,
-                    datetime!(2025-03-01 00:00 UTC),
-                    datetime!(2025-03-01 23:59 UTC),
-                    datetime!(2025-03-01 23:59 UTC),
-                )
-                .await
-                .unwrap()
-                .unwrap()
+            range(
+                store,
+                1,
+                datetime!(2025-03-01 00:00 UTC),
+                datetime!(2025-03-01 23:59 UTC),
+                datetime!(2025-03-01 23:59 UTC),
+            )
+            .await
+            .unwrap()
+            .unwrap()
         }
         assert_eq!(cpu(&day(&store).await), vec![1.0, 2.0, 4.0]);
 
@@ -558,6 +660,80 @@ mod tests {
             .unwrap();
         assert_eq!(report.dropped, 1);
         assert_eq!(count(&store, "health_pending"), 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn pages_resume_exactly_across_equal_times_and_compaction() {
+        let (store, _dir) = temp_store();
+        let at = |h: u8, m: u8| {
+            datetime!(2025-03-01 00:00 UTC)
+                + Duration::hours(h.into())
+                + Duration::minutes(m.into())
+        };
+        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
+        let times = [
+            at(10, 10),
+            at(10, 30),
+            at(10, 30),
+            at(11, 0),
+            at(11, 0),
+            at(11, 0),
+            at(12, 10),
+        ];
+        let reports = (0..times.len())
+            .map(|i| health(AGENT, 2 + i as u64, times[i]))
+            .collect();
+        let mut first = batch(AGENT, reports);
+        first.received_at = at(12, 15);
+        store.ingest(first).await.unwrap();
+        // cpu_percent is the seq: 2..=8 in series order.
+        let now = at(12, 20);
+        let page = |after| {
+            let store = &store;
+            async move {
+                let query = HealthQuery {
+                    from: at(0, 0),
+                    to: at(23, 0),
+                    after,
+                    limit: 2,
+                };
+                store.ci_health(1, query, now).await.unwrap().unwrap()
+            }
+        };
+        let p1 = page(None).await;
+        assert_eq!(cpu(&p1.items), vec![2.0, 3.0]);
+        assert_eq!(
+            p1.next,
+            Some(HealthCursor {
+                ts: to_ms(at(10, 30)),
+                seen_at_ts: 1
+            })
+        );
+        // Hours 10 and 11 move into hourly blobs between two pages.
+        store
+            .compact_health(at(12, 30), Duration::days(7))
+            .await
+            .unwrap();
+        let p2 = page(p1.next).await;
+        assert_eq!(cpu(&p2.items), vec![4.0, 5.0]);
+        // A late sample of 11:00 arrives: raw, after the three compacted ones of that time.
+        store
+            .ingest(batch(AGENT, vec![health(AGENT, 20, at(11, 0))]))
+            .await
+            .unwrap();
+        let p3 = page(p2.next).await;
+        assert_eq!(cpu(&p3.items), vec![6.0, 7.0]);
+        assert_eq!(
+            p3.next,
+            Some(HealthCursor {
+                ts: to_ms(at(11, 0)),
+                seen_at_ts: 3
+            })
+        );
+        let p4 = page(p3.next).await;
+        assert_eq!(cpu(&p4.items), vec![20.0, 8.0]);
+        assert_eq!(p4.next, None);
         store.close().await;
     }
 
@@ -611,16 +787,16 @@ mod tests {
             )
             .unwrap();
         // Up to 2200: the walk stops at now + 5 minutes instead of looking up 660,000 hours.
-        let found = store
-            .ci_health(
-                1,
-                now - Duration::days(1),
-                datetime!(2200-01-01 00:00 UTC),
-                now,
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let found = range(
+            &store,
+            1,
+            now - Duration::days(1),
+            datetime!(2200-01-01 00:00 UTC),
+            now,
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(cpu(&found), vec![2.0]);
         store.close().await;
     }
@@ -629,7 +805,7 @@ mod tests {
     async fn health_of_an_unknown_ci_is_none() {
         let (store, _dir) = temp_store();
         let t = datetime!(2025-03-01 10:00 UTC);
-        assert_eq!(store.ci_health(42, t, t, t).await.unwrap(), None);
+        assert_eq!(range(&store, 42, t, t, t).await.unwrap(), None);
         store.close().await;
     }
 }

@@ -73,6 +73,26 @@ pub struct CiFilter {
     pub limit: u32,
 }
 
+/// A window of a CI's health series, read a page at a time, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthQuery {
+    /// Samples whose series time is in `from..=to`.
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+    /// Where the previous page ended (the cursor).
+    pub after: Option<HealthCursor>,
+    pub limit: u32,
+}
+
+/// The position after a page of health samples: the series time (unix ms) of its last sample,
+/// and how many samples of exactly that time were returned so far. Samples of one time are
+/// always read in the same order (arrival order), so skipping that many resumes exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCursor {
+    pub ts: i64,
+    pub seen_at_ts: u64,
+}
+
 /// A page of a list, and where the next one starts if there is one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T, K> {
