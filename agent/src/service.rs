@@ -8,6 +8,31 @@
 //! the collector asks for it (`send_inventory` in its ack). Reports the collector did not
 //! acknowledge stay queued and go out again with the next cycle.
 //!
+//! **When the collector is ahead.** Every ack may carry `last_seq`, the highest number the
+//! collector has stored for this agent. If it is at or above the agent's next number, the
+//! collector holds numbers this state directory never handed out: the directory went back in
+//! time (a VM snapshot reverted, a backup restored, a machine cloned from an image). Before
+//! anything else the agent makes `last_seq + 1` its next number, durably, and logs a warning.
+//! Then it deals with the reports it numbered at or below `last_seq`, which the collector
+//! acknowledged as repeats. Those were in fact *not* stored, and this can be told for sure:
+//! - The collector stores a report only when its seq is above the collector's `last_seq` at
+//!   the time, and the ack's `last_seq` is at least the agent's next number, so above every
+//!   number in the batch. Had any report of the batch been stored, `last_seq` would be one of
+//!   the batch's numbers (lower), so nothing of this batch was stored by this send.
+//! - Every pending report was numbered by this process (the queue does not outlive it), so its
+//!   only other chances to be stored were earlier sends in this process. A send that got a
+//!   definite answer (an ack leaving it out, a 4xx) stored nothing. A send without one (no
+//!   answer, a 5xx) may have stored it, before a copy of the old directory took the numbers
+//!   above it: [`Pending`] marks those reports as uncertain.
+//!
+//! So every pending report at or below `last_seq` is given a new number above it and sent
+//! again at once, except a health sample marked uncertain, which is dropped with a warning
+//! (under a new number it could be stored twice). An uncertain inventory is sent again anyway:
+//! a second copy of the same state does no harm. Without `last_seq` (an older collector) none
+//! of this happens. Two *live* copies of one state directory (a cloned machine still running
+//! alongside its origin) cannot be told apart this way: while they hand out the same numbers
+//! the collector sees repeats, and `last_seq` is never ahead of both.
+//!
 //! Collection runs on a blocking thread, off the async executor; the [`Collector`] and its
 //! sysinfo handles live as long as the loop. SIGINT and SIGTERM end `run` between or during
 //! cycles; nothing half-written is left behind, since state files are replaced atomically.
@@ -139,6 +164,15 @@ impl InventoryTracker {
         inventory_needed(digest, self.acked_digest.as_deref(), queued, self.requested)
     }
 
+    /// The queued inventory (if it is `old`) now has the number `new`.
+    pub fn renumbered(&mut self, old: u64, new: u64) {
+        if let Some((seq, _)) = &mut self.queued
+            && *seq == old
+        {
+            *seq = new;
+        }
+    }
+
     /// An inventory was queued; it answers any request made so far.
     pub fn queued(&mut self, seq: u64, digest: String) {
         self.queued = Some((seq, digest));
@@ -180,6 +214,26 @@ pub fn inventory_needed(
     requested: bool,
 ) -> bool {
     requested || (acked != Some(digest) && queued != Some(digest))
+}
+
+/// How a flush pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Done,
+    /// The collector was ahead of the sequence; pending reports were renumbered.
+    Renumbered,
+}
+
+/// The ack's `last_seq` against this agent's sequence.
+enum SeqCheck {
+    /// The usual case: the agent's next number is above the collector's last (or the collector
+    /// did not say).
+    Behind,
+    /// The collector was ahead; the sequence now continues above it and pending reports were
+    /// renumbered.
+    Jumped,
+    /// The collector was ahead, and the new sequence could not be made durable.
+    Unsaved,
 }
 
 struct Agent {
@@ -265,7 +319,16 @@ impl Agent {
 
     /// Sends what is pending, oldest first, each report at most once per flush: what the
     /// collector does not acknowledge waits for the next cycle rather than being hammered in.
+    /// One exception: reports renumbered because the collector was ahead of this agent's
+    /// sequence (see the module doc) go out once more at once, under numbers never sent before.
     async fn flush(&mut self) -> Result<(), TransportError> {
+        if self.flush_pass().await? == Pass::Renumbered {
+            self.flush_pass().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_pass(&mut self) -> Result<Pass, TransportError> {
         let seqs = self.pending.seqs();
         for chunk in seqs.chunks(MAX_BATCH) {
             let reports: Vec<Report> = chunk
@@ -281,7 +344,22 @@ impl Agent {
                 agent_id: self.agent_id.clone(),
                 reports,
             };
-            let ack = self.transport.send(&batch).await?;
+            let ack = match self.transport.send(&batch).await {
+                Ok(ack) => ack,
+                Err(e) => {
+                    if e.may_have_been_stored() {
+                        self.pending.mark_uncertain(chunk);
+                    }
+                    return Err(e);
+                }
+            };
+            let jumped = match self.check_last_seq(&ack) {
+                SeqCheck::Behind => false,
+                SeqCheck::Jumped => true,
+                // The ack's "acknowledged" may be false repeats: none of it counts, and the
+                // reports stay queued for the next cycle, which tries the jump again.
+                SeqCheck::Unsaved => return Ok(Pass::Done),
+            };
             let removed = self.pending.ack(&ack.acked);
             self.acked += removed;
             debug!(
@@ -290,7 +368,7 @@ impl Agent {
                 pending = self.pending.len(),
                 "batch sent"
             );
-            if removed < batch.reports.len() {
+            if removed < batch.reports.len() && !jumped {
                 warn!(
                     sent = batch.reports.len(),
                     acked = removed,
@@ -306,8 +384,65 @@ impl Agent {
             if ack.send_inventory {
                 info!("collector asked for a full inventory");
             }
+            if jumped {
+                // Every pending number was below the collector's; the next pass sends the
+                // renumbered reports.
+                return Ok(Pass::Renumbered);
+            }
         }
-        Ok(())
+        Ok(Pass::Done)
+    }
+
+    /// Compares the ack's `last_seq` with this agent's sequence and, when the collector is
+    /// ahead, continues the sequence above it and renumbers what is pending (module doc).
+    fn check_last_seq(&mut self, ack: &Ack) -> SeqCheck {
+        let Some(last_seq) = ack.last_seq else {
+            return SeqCheck::Behind;
+        };
+        let reserve = self.pending.renumberable_through(last_seq) as u64;
+        let jump = match self.state.continue_after(last_seq, reserve) {
+            Ok(None) => return SeqCheck::Behind,
+            Ok(Some(jump)) => jump,
+            Err(e) => {
+                error!(
+                    error = %e,
+                    collector_last_seq = last_seq,
+                    "the collector is ahead of this agent's sequence and the new sequence could \
+                     not be saved; nothing is counted as delivered"
+                );
+                return SeqCheck::Unsaved;
+            }
+        };
+        warn!(
+            collector_last_seq = last_seq,
+            agent_next_seq = jump.was,
+            continuing_at = jump.first,
+            "the collector has stored sequence numbers this agent had not handed out yet: its \
+             state directory went back in time (a VM snapshot reverted, a backup restored, a \
+             machine cloned from an image); the sequence continues above the collector's"
+        );
+        let done = self.pending.renumber_through(last_seq, jump.first);
+        for (old, new) in &done.moved {
+            self.inventory.renumbered(*old, *new);
+        }
+        if !done.moved.is_empty() {
+            warn!(
+                reports = done.moved.len(),
+                old_seqs = ?done.moved.iter().map(|(old, _)| *old).collect::<Vec<_>>(),
+                new_seqs = ?done.moved.iter().map(|(_, new)| *new).collect::<Vec<_>>(),
+                "reports the collector took for repeats were never stored; sending them again \
+                 under new numbers"
+            );
+        }
+        for seq in done.dropped {
+            warn!(
+                seq,
+                "dropping a health sample the collector took for a repeat: an earlier send of it \
+                 ended without an answer, so it may be stored already, and under a new number it \
+                 could be stored twice"
+            );
+        }
+        SeqCheck::Jumped
     }
 
     /// One cycle of what is due, then the flush; never fails the loop.

@@ -12,6 +12,14 @@
 //! sequence number is made durable *before* a number is handed out, so a crash may skip numbers
 //! but never reuses one. A damaged `agent_id` or `seq` is an error naming the file, never a
 //! silent new identity or a restarted sequence.
+//!
+//! **When the directory goes back in time.** Nothing here can notice that the whole directory
+//! was put back to an older copy (a VM snapshot reverted, a backup restored, a machine cloned
+//! from an image): `seq` then names numbers the collector has already stored, and the
+//! collector would take every new report for a repeat. The collector's ack says the highest
+//! number it stored (`last_seq`); [`StateDir::continue_after`] moves `seq` above it, durably,
+//! before any number past it is used (the service decides what to do with the reports that
+//! were numbered too low; see `service.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -53,6 +61,15 @@ pub enum StateError {
     },
     #[error("another census-agent is already using state directory {}", path.display())]
     Locked { path: PathBuf },
+}
+
+/// A jump of the sequence past the collector's `last_seq`: see [`StateDir::continue_after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqJump {
+    /// The next number the directory held before the jump.
+    pub was: u64,
+    /// The first number reserved for the caller (`last_seq + 1`).
+    pub first: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -170,25 +187,53 @@ impl StateDir {
 
     /// Hands out the next sequence number. The number after it is durable before this returns.
     pub fn next_seq(&self) -> Result<u64, StateError> {
-        let path = self.path.join(SEQ);
-        let seq = match read_optional(&path, "sequence number")? {
-            None => 1,
-            Some(text) => text
-                .trim()
-                .parse::<u64>()
-                .map_err(|e| StateError::Corrupt {
-                    what: "sequence number",
-                    path: path.clone(),
-                    detail: format!("`{}`: {e}", text.trim().escape_debug()),
-                })?,
-        };
-        let next = seq.checked_add(1).ok_or_else(|| StateError::Corrupt {
-            what: "sequence number",
-            path,
-            detail: "the sequence is exhausted".to_owned(),
-        })?;
+        let seq = self.peek_seq()?;
+        let next = seq.checked_add(1).ok_or_else(|| self.exhausted())?;
         self.write(SEQ, "sequence number", format!("{next}\n").as_bytes())?;
         Ok(seq)
+    }
+
+    /// The number [`StateDir::next_seq`] would hand out next, without handing it out.
+    pub fn peek_seq(&self) -> Result<u64, StateError> {
+        let path = self.path.join(SEQ);
+        match read_optional(&path, "sequence number")? {
+            None => Ok(1),
+            Some(text) => text.trim().parse::<u64>().map_err(|e| StateError::Corrupt {
+                what: "sequence number",
+                path,
+                detail: format!("`{}`: {e}", text.trim().escape_debug()),
+            }),
+        }
+    }
+
+    /// Continues the sequence above the collector's `last_seq` if it is not above it already.
+    ///
+    /// When the next number is at most `last_seq`, the collector has stored numbers this
+    /// directory never handed out, so the directory went back in time. Then the next number
+    /// becomes `last_seq + 1 + reserve`, durably, before this returns, and the `reserve`
+    /// numbers from `last_seq + 1` are the caller's to use (for reports it numbers again).
+    /// Returns `None`, writing nothing, when the sequence is already ahead.
+    pub fn continue_after(
+        &self,
+        last_seq: u64,
+        reserve: u64,
+    ) -> Result<Option<SeqJump>, StateError> {
+        let was = self.peek_seq()?;
+        if was > last_seq {
+            return Ok(None);
+        }
+        let first = last_seq.checked_add(1).ok_or_else(|| self.exhausted())?;
+        let next = first.checked_add(reserve).ok_or_else(|| self.exhausted())?;
+        self.write(SEQ, "sequence number", format!("{next}\n").as_bytes())?;
+        Ok(Some(SeqJump { was, first }))
+    }
+
+    fn exhausted(&self) -> StateError {
+        StateError::Corrupt {
+            what: "sequence number",
+            path: self.path.join(SEQ),
+            detail: "the sequence is exhausted".to_owned(),
+        }
     }
 
     /// Digest of the last inventory the collector acknowledged. A damaged file only costs one
@@ -342,6 +387,37 @@ mod tests {
         assert_eq!(state.next_seq().unwrap(), 2);
         let restarted = StateDir::new(dir.path());
         assert_eq!(restarted.next_seq().unwrap(), 3);
+    }
+
+    #[test]
+    fn sequence_continues_above_a_collector_that_is_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert_eq!(state.next_seq().unwrap(), 1);
+        assert_eq!(state.next_seq().unwrap(), 2);
+        // The collector has stored up to 2 (our own): nothing to do, nothing written.
+        assert_eq!(state.continue_after(2, 5).unwrap(), None);
+        assert_eq!(fs::read_to_string(dir.path().join("seq")).unwrap(), "3\n");
+        // The collector has stored up to 50: the directory went back in time. Two numbers
+        // (51, 52) are reserved and the file names 53 before anything is used.
+        assert_eq!(
+            state.continue_after(50, 2).unwrap(),
+            Some(SeqJump { was: 3, first: 51 })
+        );
+        assert_eq!(fs::read_to_string(dir.path().join("seq")).unwrap(), "53\n");
+        assert_eq!(StateDir::new(dir.path()).next_seq().unwrap(), 53);
+        // Equal counts as behind: 53 was stored, so 53 must not be used again.
+        assert_eq!(
+            state.continue_after(54, 0).unwrap(),
+            Some(SeqJump { was: 54, first: 55 })
+        );
+        assert_eq!(state.peek_seq().unwrap(), 55);
+        // No number is left above u64::MAX: an error, and the file is unchanged.
+        assert!(matches!(
+            state.continue_after(u64::MAX, 0),
+            Err(StateError::Corrupt { .. })
+        ));
+        assert_eq!(state.peek_seq().unwrap(), 55);
     }
 
     #[test]

@@ -28,6 +28,21 @@ pub enum TransportError {
     Client(String),
 }
 
+impl TransportError {
+    /// Whether the collector may have stored the batch although no ack said so: the request
+    /// may have reached it (no answer, or an answer that could not be read), or a proxy
+    /// answered 5xx on its behalf, possibly after it committed. A 4xx is the collector (or a
+    /// proxy) refusing the request, so nothing was stored; a client that could not be set up
+    /// sent nothing.
+    pub fn may_have_been_stored(&self) -> bool {
+        match self {
+            TransportError::Unreachable { .. } | TransportError::BadAck { .. } => true,
+            TransportError::Rejected { status, .. } => *status >= 500,
+            TransportError::Client(_) => false,
+        }
+    }
+}
+
 pub struct Transport {
     client: reqwest::Client,
     url: String,

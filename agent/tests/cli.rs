@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use census_common::{ErrorBody, ErrorCode, ReportBody};
+use std::sync::{Arc, Mutex};
+
+use census_common::{Ack, ErrorBody, ErrorCode, Report, ReportBody};
 use serde_json::Value;
 use util::{Answer, FakeCollector, TestAgent, ack_all, closed_port, stderr, stdout};
 
@@ -256,6 +258,97 @@ fn once_sends_the_inventory_again_when_the_collector_asks() {
         .map(|r| (r.seq, r.body.kind()))
         .collect();
     assert_eq!(kinds, vec![(3, "inventory")]);
+}
+
+/// A collector that works like the real one: it stores a report only when its seq is above
+/// the agent's last stored seq, acknowledges every report of a batch (repeats too), and says
+/// its `last_seq`. It starts with a history: numbers up to `last_seq` already stored.
+fn collector_with_history(last_seq: u64) -> (FakeCollector, Arc<Mutex<Vec<Report>>>) {
+    let stored = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&stored);
+    let last = Mutex::new(last_seq);
+    let collector = FakeCollector::start(move |batch, _| {
+        let mut last = last.lock().unwrap();
+        for report in &batch.reports {
+            if report.seq > *last {
+                *last = report.seq;
+                kept.lock().unwrap().push(report.clone());
+            }
+        }
+        Answer::Ack(Ack {
+            acked: batch.reports.iter().map(|r| r.seq).collect(),
+            send_inventory: false,
+            last_seq: Some(*last),
+        })
+    });
+    (collector, stored)
+}
+
+#[test]
+fn a_state_dir_that_went_back_in_time_continues_above_the_collector_and_resends() {
+    // The collector stored up to 50 from this agent before its state directory was put back
+    // (here: a fresh one, whose sequence starts at 1, with the same agent id).
+    let (collector, stored) = collector_with_history(50);
+    let agent = TestAgent::new();
+    std::fs::create_dir_all(agent.state_dir()).unwrap();
+    let id = "0b6f4c6e-2d55-4c1e-9b8a-3f1e2d4c5b6a";
+    std::fs::write(agent.state_dir().join("agent_id"), format!("{id}\n")).unwrap();
+
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("went back in time"), "{err}");
+    assert!(
+        err.contains("sending them again under new numbers"),
+        "{err}"
+    );
+
+    // First send: 1 and 2, acknowledged as repeats but not stored.
+    let first = collector.next(LIMIT);
+    let kinds = |r: &util::Received| {
+        r.batch
+            .reports
+            .iter()
+            .map(|r| (r.seq, r.body.kind()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(&first), vec![(1, "inventory"), (2, "health")]);
+    // At once, the same reports under numbers above the collector's.
+    let second = collector.next(LIMIT);
+    assert_eq!(kinds(&second), vec![(51, "inventory"), (52, "health")]);
+    assert_eq!(first.batch.reports[0].body, second.batch.reports[0].body);
+    assert_eq!(first.batch.reports[1].body, second.batch.reports[1].body);
+    assert!(collector.try_next().is_none());
+    let stored: Vec<u64> = stored.lock().unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(stored, vec![51, 52]);
+    // The jump is durable, and the inventory counts as delivered only now.
+    assert_eq!(agent.state_file("seq").as_deref(), Some("53\n"));
+    let ReportBody::Inventory(inventory) = &second.batch.reports[0].body else {
+        unreachable!()
+    };
+    assert_eq!(
+        agent.state_file("inventory.digest").unwrap().trim(),
+        inventory.content_digest()
+    );
+
+    // The next run goes on from there, with no warning.
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("went back in time"));
+    assert_eq!(kinds(&collector.next(LIMIT)), vec![(53, "health")]);
+}
+
+#[test]
+fn a_collector_that_is_not_ahead_changes_nothing() {
+    let (collector, stored) = collector_with_history(0);
+    let agent = TestAgent::new();
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("went back in time"));
+    assert_eq!(collector.next(LIMIT).batch.reports.len(), 2);
+    assert!(collector.try_next().is_none());
+    assert_eq!(stored.lock().unwrap().len(), 2);
+    assert_eq!(agent.state_file("seq").as_deref(), Some("3\n"));
 }
 
 #[test]
