@@ -172,6 +172,24 @@ mod tests {
     }
 
     #[test]
+    fn only_a_send_without_a_definite_answer_may_have_stored_the_batch() {
+        let url = "http://c/agent/v1/reports".to_owned();
+        let unreachable = TransportError::Unreachable {
+            url: url.clone(),
+            message: "operation timed out".to_owned(),
+        };
+        let bad_ack = TransportError::BadAck {
+            url: url.clone(),
+            message: "EOF".to_owned(),
+        };
+        assert!(unreachable.may_have_been_stored());
+        assert!(bad_ack.may_have_been_stored());
+        assert!(rejected(&url, 504, b"Gateway Timeout").may_have_been_stored());
+        assert!(!rejected(&url, 413, b"{}").may_have_been_stored());
+        assert!(!TransportError::Client("no TLS".to_owned()).may_have_been_stored());
+    }
+
+    #[test]
     fn error_body_code_and_message_are_kept() {
         let body =
             serde_json::to_vec(&ErrorBody::new(ErrorCode::UnsupportedProtocol, "speak 1")).unwrap();
