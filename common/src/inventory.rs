@@ -166,7 +166,8 @@ impl Inventory {
         copy.warnings.clear();
         // The kernel's boot time can move by a second between reads (clock adjustments), which
         // must not count as a change; a reboot moves it by far more. So the digest sees it to
-        // the 10 minutes. A jitter across a boundary costs one extra send, nothing more.
+        // the 10 minutes. The agent also keeps its first reading while later ones stay within
+        // a few seconds of it, so a boot time next to a boundary does not flip the digest.
         copy.os.boot_time = copy.os.boot_time.and_then(|t| {
             let bucket = t.unix_timestamp().div_euclid(BOOT_TIME_DIGEST_SECS);
             OffsetDateTime::from_unix_timestamp(bucket * BOOT_TIME_DIGEST_SECS).ok()
