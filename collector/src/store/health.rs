@@ -10,10 +10,19 @@
 //! deleted as one id range. Rows older than the retention window are dropped instead of moved.
 //! A sample of the current hour that arrived before older ones waits for the next hour.
 //!
-//! `health_raw` has no index on `ci_id` on purpose (appends stay appends), so a range query scans
-//! it whole; compaction keeps it to the current hour and the last one, about 60 to 120 rows per
-//! computer. The hourly part of a query is one primary-key lookup per hour of the range, bounded
-//! by the hours actually stored.
+//! A range query reads a page oldest first, hour by hour, and stops when the page is full. The
+//! hourly part is one primary-key lookup per hour, only for hours between the table's first and
+//! last keys and never past now plus the clock allowance ([`MAX_CLOCK_AHEAD_MS`]).
+//!
+//! The raw part is the expensive one. `health_raw` has no index on `ci_id` on purpose (appends
+//! stay appends), so reading it scans the uncompacted tail of the whole fleet, every computer's
+//! rows: the current hour, the last completed hour until compaction has run, and late samples
+//! waiting behind them (20,000 computers at one sample a minute: over a million rows). A query
+//! skips the scan when its window, or the part of it its page reaches, ends before the oldest
+//! raw sample, whose time `health_meta.raw_min_ts` keeps (every insert into `health_raw` lowers
+//! it in the same transaction; compaction sets it exactly after moving rows). Queries that reach
+//! the current hour, the default "last 24 hours" among them, still scan the tail. The planned fix
+//! is the in-memory index of the tail measured as layout H in `tests/HEALTH_LAYOUT.md`.
 
 use std::collections::BTreeMap;
 
@@ -120,7 +129,7 @@ impl Store {
 
     /// A page of the samples of CI `ci_id` whose series time is in the query's window, oldest
     /// first, resuming after `query.after`; `None` when the CI does not exist. The window's end
-    /// is cut to `now` plus [`MAX_CLOCK_AHEAD_MS`]: no sample is filed later than that.
+    /// is cut to `now` plus `MAX_CLOCK_AHEAD_MS` (5 minutes): no sample is filed later than that.
     pub async fn ci_health(
         &self,
         ci_id: i64,
@@ -129,7 +138,7 @@ impl Store {
     ) -> Result<Option<Page<HealthSample, HealthCursor>>, StoreError> {
         let now = to_ms(now);
         self.reads
-            .run(move |conn| read_page(conn, ci_id, &query, now))
+            .run(move |conn| Ok(read_page(conn, ci_id, &query, now)?.0))
             .await
     }
 }
@@ -257,7 +266,17 @@ fn compact_chunk_job(
     }
     conn.prepare_cached("DELETE FROM health_raw WHERE id <= ?1")?
         .execute([last_id])?;
-    Ok((report, !reached_current && read == chunk))
+    let more = !reached_current && read == chunk;
+    if !more {
+        // Rows left: the current hour and late samples behind it, a small tail right after an
+        // hour completed (when compaction moves rows). Until this runs, the old floor stays a
+        // true lower bound: deleting rows only raises the minimum.
+        conn.prepare_cached(
+            "UPDATE health_meta SET raw_min_ts = (SELECT min(ts) FROM health_raw) WHERE id = 1",
+        )?
+        .execute([])?;
+    }
+    Ok((report, more))
 }
 
 /// Deletes up to `chunk` hourly rows of hours wholly past retention.
@@ -279,12 +298,22 @@ fn prune_job(
         ])?)
 }
 
+/// What a page read cost, for tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct ReadCost {
+    hourly_lookups: usize,
+    raw_scanned: bool,
+}
+
+type HealthPage = Option<Page<HealthSample, HealthCursor>>;
+
 fn read_page(
     conn: &Connection,
     ci_id: i64,
     query: &HealthQuery,
     now: i64,
-) -> Result<Option<Page<HealthSample, HealthCursor>>, StoreError> {
+) -> Result<(HealthPage, ReadCost), StoreError> {
+    let mut cost = ReadCost::default();
     let tx = conn.unchecked_transaction()?;
     let exists = tx
         .prepare_cached("SELECT 1 FROM ci WHERE id = ?1")?
@@ -292,7 +321,7 @@ fn read_page(
         .optional()?
         .is_some();
     if !exists {
-        return Ok(None);
+        return Ok((None, cost));
     }
     let limit = usize::try_from(query.limit.max(1)).unwrap_or(usize::MAX);
     let to = to_ms(query.to).min(now.saturating_add(MAX_CLOCK_AHEAD_MS));
@@ -314,9 +343,17 @@ fn read_page(
             .prepare_cached("SELECT min(key), max(key) FROM health_hourly")?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let span = hour_span(first, last, from, to);
-        // The first hour that may have raw rows in the window; the raw table is scanned once,
-        // when the walk reaches it.
-        let raw_start = Some(from.div_euclid(HOUR_MS));
+        // The first hour that may have raw rows in the window: no raw row is older than the
+        // floor. The raw table is scanned once, when the walk reaches that hour, so a window (or
+        // a page of it) that ends before the floor is answered by the hourly blobs alone.
+        let floor: Option<i64> = tx
+            .prepare_cached("SELECT raw_min_ts FROM health_meta WHERE id = 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let raw_start = floor
+            .filter(|floor| *floor <= to)
+            .map(|floor| floor.max(from).div_euclid(HOUR_MS));
         let mut raw: Option<BTreeMap<i64, Vec<Point>>> = None;
         let next_hour = |after: Option<i64>, raw: &Option<BTreeMap<i64, Vec<Point>>>| {
             let hourly = span.and_then(|(start, end)| {
@@ -337,14 +374,17 @@ fn read_page(
         while let Some(h) = hour {
             if raw.is_none() && raw_start.is_some_and(|start| h >= start) {
                 raw = Some(scan_raw(&tx, ci_id, from, to)?);
+                cost.raw_scanned = true;
             }
             let mut points = Vec::new();
-            if span.is_some_and(|(start, end)| (start..=end).contains(&h))
-                && let Some(blob) = hourly
+            if span.is_some_and(|(start, end)| (start..=end).contains(&h)) {
+                cost.hourly_lookups += 1;
+                if let Some(blob) = hourly
                     .query_row([hourly_key(h, ci_id)?], |r| r.get::<_, Vec<u8>>(0))
                     .optional()?
-            {
-                points.extend(decode_hourly(&blob)?.into_iter().filter(in_range));
+                {
+                    points.extend(decode_hourly(&blob)?.into_iter().filter(in_range));
+                }
             }
             if let Some(bucket) = raw.as_mut().and_then(|buckets| buckets.remove(&h)) {
                 points.extend(bucket);
@@ -382,10 +422,11 @@ fn read_page(
     } else {
         None
     };
-    Ok(Some(Page {
+    let page = Page {
         items: out.into_iter().map(|(_, sample)| sample).collect(),
         next,
-    }))
+    };
+    Ok((Some(page), cost))
 }
 
 /// The raw rows of `ci_id` in `from..=to`, by hour, each hour in arrival order. Reads the whole
@@ -737,6 +778,81 @@ mod tests {
         store.close().await;
     }
 
+    fn floor(store: &Store) -> Option<i64> {
+        Connection::open(store.path())
+            .unwrap()
+            .query_row("SELECT raw_min_ts FROM health_meta", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn windows_before_the_oldest_raw_sample_skip_the_raw_scan() {
+        let (store, _dir) = temp_store();
+        let at = |h: u8, m: u8| {
+            datetime!(2025-03-01 00:00 UTC)
+                + Duration::hours(h.into())
+                + Duration::minutes(m.into())
+        };
+        assert_eq!(floor(&store), None);
+        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
+        let reports = [at(10, 10), at(10, 20), at(10, 30), at(12, 10)]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| health(AGENT, 2 + i as u64, *t))
+            .collect();
+        let mut first = batch(AGENT, reports);
+        first.received_at = at(12, 15);
+        store.ingest(first).await.unwrap();
+        assert_eq!(floor(&store), Some(to_ms(at(10, 10))));
+        store
+            .compact_health(at(12, 30), Duration::days(7))
+            .await
+            .unwrap();
+        assert_eq!(floor(&store), Some(to_ms(at(12, 10))));
+
+        let read = |from, to, limit| {
+            let query = HealthQuery {
+                from,
+                to,
+                after: None,
+                limit,
+            };
+            let conn = Connection::open(store.path()).unwrap();
+            let (page, cost) = read_page(&conn, 1, &query, to_ms(at(12, 30))).unwrap();
+            (cpu(&page.unwrap().items), cost.raw_scanned)
+        };
+        // Ends before the oldest raw sample: hourly blobs only.
+        assert_eq!(
+            read(at(10, 0), at(12, 0), 100),
+            (vec![2.0, 3.0, 4.0], false)
+        );
+        // A page that fills before it reaches the raw samples' hour does not scan either.
+        assert_eq!(read(at(10, 0), at(13, 0), 2), (vec![2.0, 3.0], false));
+        // Reaching them scans once.
+        assert_eq!(
+            read(at(10, 0), at(13, 0), 100),
+            (vec![2.0, 3.0, 4.0, 5.0], true)
+        );
+
+        // A late sample lowers the floor in its own transaction, and is found.
+        store
+            .ingest(batch(AGENT, vec![health(AGENT, 10, at(10, 50))]))
+            .await
+            .unwrap();
+        assert_eq!(floor(&store), Some(to_ms(at(10, 50))));
+        assert_eq!(
+            read(at(10, 0), at(12, 0), 100),
+            (vec![2.0, 3.0, 4.0, 10.0], true)
+        );
+        store
+            .compact_health(at(13, 30), Duration::days(7))
+            .await
+            .unwrap();
+        assert_eq!(floor(&store), None);
+        assert!(!read(at(10, 0), at(13, 0), 100).1);
+        store.close().await;
+    }
+
     #[test]
     fn the_hour_walk_is_bounded_by_the_stored_keys_and_the_query() {
         let key = |hour: i64| Some(hourly_key(hour, 7).unwrap());
@@ -787,6 +903,20 @@ mod tests {
             )
             .unwrap();
         // Up to 2200: the walk stops at now + 5 minutes instead of looking up 660,000 hours.
+        let query = HealthQuery {
+            from: now - Duration::days(1),
+            to: datetime!(2200-01-01 00:00 UTC),
+            after: None,
+            limit: 100,
+        };
+        let (_, cost) = read_page(
+            &Connection::open(store.path()).unwrap(),
+            1,
+            &query,
+            to_ms(now),
+        )
+        .unwrap();
+        assert!(cost.hourly_lookups <= 3, "{cost:?}");
         let found = range(
             &store,
             1,

@@ -108,8 +108,10 @@ pub(crate) fn apply_batch(
     for inv in inventories {
         apply_inventory(conn, &mut state, &agent_id, inv, now)?;
     }
+    // The smallest ts this batch adds to health_raw.
+    let mut raw_min: Option<i64> = None;
     if !had_ci && let Some(ci_id) = state.ci_id {
-        adopt_pending_health(conn, &agent_id, ci_id)?;
+        raw_min = adopt_pending_health(conn, &agent_id, ci_id)?;
     }
     let mut pending = false;
     let mut most_ahead_ms = 0;
@@ -117,9 +119,15 @@ pub(crate) fn apply_batch(
         let filed = apply_health(conn, &mut state, &agent_id, sample, now)?;
         pending |= filed.pending;
         most_ahead_ms = most_ahead_ms.max(filed.ahead_ms);
+        if !filed.pending {
+            raw_min = Some(raw_min.map_or(filed.ts, |m| m.min(filed.ts)));
+        }
     }
     if pending {
         trim_pending_health(conn, &agent_id)?;
+    }
+    if let Some(ts) = raw_min {
+        lower_raw_floor(conn, ts)?;
     }
     if most_ahead_ms > 0 {
         tracing::warn!(
@@ -380,6 +388,8 @@ struct Filed {
     /// How far `collected_at` was ahead of the arrival time when it was too far to be trusted
     /// (the series time is then the arrival time); 0 otherwise.
     ahead_ms: i64,
+    /// The series time.
+    ts: i64,
 }
 
 /// Files a sample under the agent's computer CI, or in `health_pending` while it has none.
@@ -415,7 +425,11 @@ fn apply_health(
     };
     state.latest_health = Some(blob);
     state.latest_health_at = Some(ts);
-    Ok(Filed { pending, ahead_ms })
+    Ok(Filed {
+        pending,
+        ahead_ms,
+        ts,
+    })
 }
 
 /// Keeps the newest [`PENDING_PER_AGENT`] pending samples of the agent.
@@ -429,19 +443,40 @@ fn trim_pending_health(conn: &Connection, agent_id: &str) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Moves the agent's pending samples into the time series of its new computer CI.
-fn adopt_pending_health(conn: &Connection, agent_id: &str, ci_id: i64) -> Result<(), StoreError> {
+/// Moves the agent's pending samples into the time series of its new computer CI; answers the
+/// smallest series time moved.
+fn adopt_pending_health(
+    conn: &Connection,
+    agent_id: &str,
+    ci_id: i64,
+) -> Result<Option<i64>, StoreError> {
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT min(ts) FROM health_pending WHERE agent_id = ?1")?
+        .query_row([agent_id], |r| r.get(0))?;
+    if oldest.is_none() {
+        return Ok(None);
+    }
     let moved = conn
         .prepare_cached(
             "INSERT INTO health_raw (ci_id, ts, sample)
              SELECT ?2, ts, sample FROM health_pending WHERE agent_id = ?1 ORDER BY id",
         )?
         .execute(params![agent_id, ci_id])?;
-    if moved > 0 {
-        conn.prepare_cached("DELETE FROM health_pending WHERE agent_id = ?1")?
-            .execute([agent_id])?;
-        tracing::debug!(agent = %agent_id, ci_id, moved, "pending health samples joined the series");
-    }
+    conn.prepare_cached("DELETE FROM health_pending WHERE agent_id = ?1")?
+        .execute([agent_id])?;
+    tracing::debug!(agent = %agent_id, ci_id, moved, "pending health samples joined the series");
+    Ok(oldest)
+}
+
+/// Keeps `health_meta.raw_min_ts` at most the smallest ts in `health_raw` after inserting rows
+/// as old as `ts`. Writes only when it lowers the floor (a late sample), so the usual sample
+/// costs a read of one cached page.
+fn lower_raw_floor(conn: &Connection, ts: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE health_meta SET raw_min_ts = ?1
+         WHERE id = 1 AND (raw_min_ts IS NULL OR raw_min_ts > ?1)",
+    )?
+    .execute([ts])?;
     Ok(())
 }
 

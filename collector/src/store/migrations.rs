@@ -99,7 +99,7 @@ CREATE TABLE health_hourly (
     samples BLOB    NOT NULL
 );
 "#,
-    // 2: health samples that arrive before their agent has a computer CI.
+    // 2: health samples that arrive before their agent has a computer CI; the raw-table floor.
     r#"
 -- Moved into health_raw, in the transaction that creates the agent's computer CI. At most
 -- PENDING_PER_AGENT (the newest by ts) are kept per agent.
@@ -110,6 +110,15 @@ CREATE TABLE health_pending (
     sample   BLOB    NOT NULL
 );
 CREATE INDEX health_pending_agent ON health_pending(agent_id, ts);
+
+-- One row. raw_min_ts is at most the smallest ts in health_raw (NULL only when health_raw is
+-- empty): every insert into health_raw lowers it in the same transaction, compaction sets it
+-- exactly after moving rows. A range query whose window ends before it skips the raw scan.
+CREATE TABLE health_meta (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    raw_min_ts INTEGER
+);
+INSERT INTO health_meta (id, raw_min_ts) VALUES (1, (SELECT min(ts) FROM health_raw));
 "#,
 ];
 
@@ -186,6 +195,7 @@ mod tests {
             "agent",
             "ci",
             "health_hourly",
+            "health_meta",
             "health_pending",
             "health_raw",
             "installation",

@@ -35,8 +35,11 @@
 //!   compaction ([`Store::compact_health`]) moves rows of completed hours into `health_hourly`,
 //!   one zstd-compressed MessagePack blob per (hour, CI) in a rowid table keyed
 //!   `hour << 32 | ci_id`, and deletes the moved raw rows as an id prefix. Retention deletes
-//!   hourly rows of old hours, a key prefix. A range query reads one hourly row per hour plus a
-//!   scan of the small raw table. The layouts were measured in `tests/HEALTH_LAYOUT.md`.
+//!   hourly rows of old hours, a key prefix. A range query reads one hourly row per hour plus,
+//!   unless its window ends before the oldest raw sample (`health_meta.raw_min_ts`), a scan of
+//!   the whole uncompacted tail of the fleet; see `store::health` for the cost and the planned fix.
+//!   The layouts were measured in `tests/HEALTH_LAYOUT.md`.
+//! - `health_meta`: one row; `raw_min_ts` is at most the smallest `ts` in `health_raw`.
 //! - `health_pending(agent_id, ts, sample)`: samples of an agent that has no computer CI yet,
 //!   at most the newest 1440 per agent; the transaction that creates the agent's computer CI
 //!   moves them into `health_raw`. Retention prunes them like the series.
