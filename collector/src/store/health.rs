@@ -8,7 +8,10 @@
 //! of the current hour: everything before it moves into `health_hourly`, merged with the hour's
 //! existing blob if a late sample arrives for an hour already compacted, and the moved rows are
 //! deleted as one id range. Rows older than the retention window are dropped instead of moved.
-//! A sample of the current hour that arrived before older ones waits for the next hour.
+//! Samples of the current hour always stay raw. A sample of an older hour that arrived after a
+//! row of the current hour (a late sample, or pending samples moved when their agent got its
+//! computer CI) waits behind that row, and is merged into its hour's blob by the first
+//! compaction after the current hour has ended.
 //!
 //! A range query reads a page oldest first, hour by hour, and stops when the page is full. The
 //! hourly part is one primary-key lookup per hour, only for hours between the table's first and

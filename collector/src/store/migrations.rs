@@ -234,13 +234,31 @@ mod tests {
     #[test]
     fn database_left_by_each_older_release_upgrades() {
         // For every prefix of the migration list, build the database as that release left it,
-        // with a row in it, then open it with this build.
+        // with rows in it (from version 1 on: a CI and a raw health sample), then open it with
+        // this build: the rows survive, and what later migrations derive from them is right.
         for done in 0..MIGRATIONS.len() {
             let mut conn = Connection::open_in_memory().unwrap();
             migrate_to(&mut conn, Path::new("old.db"), &MIGRATIONS[..done]).unwrap();
             assert_eq!(version(&conn), done as u32);
+            if done >= 1 {
+                conn.execute_batch(
+                    "INSERT INTO ci (class, name, first_seen, last_seen)
+                         VALUES ('computer', 'a', 0, 0);
+                     INSERT INTO health_raw (ci_id, ts, sample) VALUES (1, 7200000, x'80');",
+                )
+                .unwrap();
+            }
             migrate(&mut conn, Path::new("old.db")).unwrap();
             assert_eq!(version(&conn), current_version());
+            let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+            let expected = i64::from(done >= 1);
+            assert_eq!(count("SELECT count(*) FROM ci"), expected, "from {done}");
+            assert_eq!(count("SELECT count(*) FROM health_raw"), expected);
+            // Migration 2 starts the raw floor at the oldest raw sample already stored.
+            let floor: Option<i64> = conn
+                .query_row("SELECT raw_min_ts FROM health_meta", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(floor, (done >= 1).then_some(7_200_000), "from {done}");
         }
     }
 

@@ -7,7 +7,11 @@
 //!   transaction, runs each job inside its own `SAVEPOINT` and commits once. Many requests share
 //!   one fsync.
 //! - Isolation: a job that fails (or panics) is rolled back to its savepoint alone and gets its
-//!   own error; the other jobs of the transaction commit.
+//!   own error; the other jobs of the transaction commit. Catching the panic needs panics that
+//!   unwind, in release builds too: the workspace's profiles do not set `panic = "abort"`, and
+//!   this crate refuses to compile if a build does (the `compile_error!` below), since with
+//!   abort one panicking job would end the whole collector. The read pool (`read.rs`) relies
+//!   on the same.
 //! - A job's answer is sent only after `COMMIT` returned. With `synchronous=FULL` on this
 //!   connection, an `Ok` answer means the job's writes survive a crash or power loss. If the
 //!   commit fails, every job of the transaction gets the commit error and none of their writes
@@ -24,6 +28,12 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+
+#[cfg(not(panic = "unwind"))]
+compile_error!(
+    "census-collector needs panic = \"unwind\": the writer and the read pool catch a panicking \
+     job so it fails alone; do not set panic = \"abort\" in a profile"
+);
 
 /// How many jobs wait in the queue before senders have to wait (backpressure).
 const QUEUE_DEPTH: usize = 1024;
