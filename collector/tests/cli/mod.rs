@@ -102,6 +102,32 @@ fn print_config_shows_every_default_and_the_flags() {
 }
 
 #[test]
+fn the_packaged_config_shows_every_key_at_its_default() {
+    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/collector.toml");
+    let text = std::fs::read_to_string(packaged).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = collector()
+        .arg("--config")
+        .arg(empty_config(&dir))
+        .arg("print-config")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let defaults: toml::Table = toml::from_str(&String::from_utf8(output.stdout).unwrap()).unwrap();
+    let shown: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(
+        shown, defaults,
+        "packaging/collector.toml and print-config differ"
+    );
+    // Every key is introduced by a comment.
+    for key in defaults.keys() {
+        let at = text.find(&format!("\n{key} = ")).unwrap();
+        let before = text[..at].lines().last().unwrap_or("");
+        assert!(before.starts_with('#'), "{key} has no comment");
+    }
+}
+
+#[test]
 fn config_errors_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
