@@ -101,6 +101,14 @@ async fn an_inventory_becomes_a_computer_with_parts_and_software() {
     assert_eq!(software["items"][2]["version"], "3.0.11");
     assert_eq!(software["items"][2]["source"], "dpkg");
     assert_eq!(software["next_cursor"], Value::Null);
+    // A well-formed cursor naming no catalog row: an empty page, not an error.
+    let unknown = c
+        .get_ok(&format!("/api/v1/cis/{id}/software?cursor=k1.ffff"))
+        .await;
+    assert_eq!(
+        unknown,
+        serde_json::json!({ "items": [], "next_cursor": null })
+    );
 }
 
 #[tokio::test]

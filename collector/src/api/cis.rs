@@ -5,6 +5,8 @@
 //!   (default 100, at most 1000) and `cursor`, ordered by id.
 //! - `GET /api/v1/cis/{id}`: the CI with its latest health sample and relationships.
 //! - `GET /api/v1/cis/{id}/software`: the CI's packages by name, paged by `limit` and `cursor`.
+//!   A malformed cursor is `400 invalid_cursor`; a well-formed one that names no catalog row
+//!   (this list never returns such a cursor) answers an empty page with `next_cursor: null`.
 //! - `GET /api/v1/cis/{id}/health?from=&to=&limit=&cursor=`: the samples whose series time is in
 //!   the window (RFC 3339; default the 24 hours up to `to`, `to` defaulting to now), oldest
 //!   first, paged by `limit` (default 1440, a day at one sample a minute; at most 10080, a week)

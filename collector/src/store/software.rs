@@ -18,7 +18,10 @@ fn installed(row: &Row<'_>, first: usize) -> rusqlite::Result<InstalledSoftware>
 
 impl Store {
     /// Packages installed on CI `ci_id`, by name, at most `limit` after the catalog row
-    /// `after` (the cursor); `None` when the CI does not exist.
+    /// `after` (the cursor); `None` when the CI does not exist. The cursor is a position (the
+    /// name and id of that catalog row), so it stays valid if the row is uninstalled meanwhile;
+    /// an id with no catalog row (a forged cursor: catalog rows are never deleted) answers an
+    /// empty page with no next cursor, never an error.
     pub async fn ci_software(
         &self,
         ci_id: i64,
@@ -163,6 +166,38 @@ mod tests {
         assert_eq!(second.items.len(), 1);
         assert_ne!(second.items[0].ci_id, first.items[0].ci_id);
         assert_eq!(second.next, None);
+        // A cursor naming no catalog row: an empty last page. A catalog row this CI does not
+        // have (curl is not on CI 1) still positions by its name.
+        let unknown = store.ci_software(1, Some(999), 10).await.unwrap().unwrap();
+        assert_eq!((unknown.items.len(), unknown.next), (0, None));
+        store
+            .ingest(inventory_batch(other, 2, &["bash", "curl"]))
+            .await
+            .unwrap();
+        let curl = store.ci_software(3, None, 10).await.unwrap().unwrap();
+        assert_eq!(curl.items[1].name, "curl");
+        let after_bash = store.ci_software(3, None, 1).await.unwrap().unwrap().next;
+        let after_curl = store
+            .ci_software(3, after_bash, 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .next;
+        assert_eq!(after_curl, None);
+        let curl_id: i64 = rusqlite::Connection::open(store.path())
+            .unwrap()
+            .query_row("SELECT id FROM software WHERE name = 'curl'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let from_curl = store
+            .ci_software(1, Some(curl_id), 10)
+            .await
+            .unwrap()
+            .unwrap();
+        let names: Vec<_> = from_curl.items.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["zsh"]);
+
         let none = store
             .software_installs(SoftwareQuery {
                 name: "bas".into(),
