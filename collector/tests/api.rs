@@ -82,6 +82,12 @@ async fn an_inventory_becomes_a_computer_with_parts_and_software() {
             .into()
     );
 
+    // List items are summaries: health and relationships only on the CI itself.
+    let listed = c.get_ok("/api/v1/cis?class=computer").await;
+    let summary = listed["items"][0].as_object().unwrap();
+    assert!(!summary.contains_key("health") && !summary.contains_key("relationships"));
+    assert_eq!(summary["attributes"], ci["attributes"]);
+
     let filesystems = c.get_ok("/api/v1/cis?class=filesystem").await;
     assert_eq!(names(&filesystems), vec!["web-1:/", "web-1:/home"]);
     assert_eq!(filesystems["items"][0]["attributes"]["fs_type"], "ext4");

@@ -2,8 +2,11 @@
 //!
 //! - `GET /api/v1/cis`: filters `class`, `status`, `hostname`, `os` (exact; `os` matches the OS
 //!   name or family, e.g. `Debian GNU/Linux` or `linux`), `name` (prefix), paged by `limit`
-//!   (default 100, at most 1000) and `cursor`, ordered by id.
-//! - `GET /api/v1/cis/{id}`: the CI with its latest health sample and relationships.
+//!   (default 100, at most 1000) and `cursor`, ordered by id. List items are summaries: every
+//!   CI field except `health` and `relationships`, which only `GET /api/v1/cis/{id}` returns
+//!   (they cost a query per CI); fetch a CI by id for the full CI.
+//! - `GET /api/v1/cis/{id}`: the full CI, with its latest health sample (`null` if none) and
+//!   its relationships.
 //! - `GET /api/v1/cis/{id}/software`: the CI's packages by name, paged by `limit` and `cursor`.
 //!   A malformed cursor is `400 invalid_cursor`; a well-formed one that names no catalog row
 //!   (this list never returns such a cursor) answers an empty page with `next_cursor: null`.
@@ -37,6 +40,7 @@ pub const HEALTH_MAX_LIMIT: u32 = 10_080;
 
 const STATUSES: &[&str] = &["active", "stale", "retired"];
 
+/// A CI as the list shows it: a summary without `health` and `relationships`.
 #[derive(Debug, Serialize)]
 pub struct CiView {
     pub id: i64,
@@ -68,6 +72,7 @@ impl From<CiRecord> for CiView {
     }
 }
 
+/// A CI as `GET /api/v1/cis/{id}` shows it: the summary plus `health` and `relationships`.
 #[derive(Debug, Serialize)]
 pub struct CiDetailView {
     #[serde(flatten)]
@@ -76,7 +81,7 @@ pub struct CiDetailView {
     pub relationships: Vec<RelationshipView>,
 }
 
-/// "source <type> target", e.g. computer 1 contains filesystem 2.
+/// "source `type` target", e.g. computer 1 contains filesystem 2.
 #[derive(Debug, Serialize)]
 pub struct RelationshipView {
     #[serde(rename = "type")]

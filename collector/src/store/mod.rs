@@ -8,13 +8,13 @@
 //! # Promises
 //!
 //! - **One file**: `<data_dir>/census.db`, SQLite in WAL mode, foreign keys on.
-//! - **One writer**: all writes go through the writer thread ([`writer`]), in `BEGIN IMMEDIATE`
+//! - **One writer**: all writes go through the writer thread (`writer.rs`), in `BEGIN IMMEDIATE`
 //!   transactions committed with `synchronous=FULL`. A method that writes returns only after its
 //!   transaction committed, so an `Ok` means the data survives a crash or power cut; an `Err`
 //!   means none of that call's writes exists.
 //! - **Reads never block writes**: a small pool of `query_only` connections serves the admin
 //!   API through `spawn_blocking`; WAL lets them read while the writer commits.
-//! - **Schema**: migrations are append-only ([`migrations`]) and a database newer than this
+//! - **Schema**: migrations are append-only (`migrations.rs`) and a database newer than this
 //!   build is refused, never written.
 //!
 //! # Schema
