@@ -318,12 +318,7 @@ fn read_page(
 ) -> Result<(HealthPage, ReadCost), StoreError> {
     let mut cost = ReadCost::default();
     let tx = conn.unchecked_transaction()?;
-    let exists = tx
-        .prepare_cached("SELECT 1 FROM ci WHERE id = ?1")?
-        .query_row([ci_id], |_| Ok(()))
-        .optional()?
-        .is_some();
-    if !exists {
+    if !super::ci_exists(&tx, ci_id)? {
         return Ok((None, cost));
     }
     let limit = usize::try_from(query.limit.max(1)).unwrap_or(usize::MAX);

@@ -229,6 +229,16 @@ pub fn backup(db: &Path, dest: &Path) -> Result<(), StoreError> {
 }
 
 /// Unix milliseconds, the unit of every time column.
+/// Whether CI `id` exists; read routes answer 404 rather than an empty list when it does not.
+pub(crate) fn ci_exists(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM ci WHERE id = ?1")?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 pub(crate) fn to_ms(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }

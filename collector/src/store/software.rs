@@ -1,6 +1,6 @@
 //! Reading software: what one computer has installed, and which computers have a package.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 use super::model::{InstalledSoftware, Page, SoftwareInstall, SoftwareQuery};
 use super::{Store, StoreError};
@@ -49,12 +49,7 @@ fn ci_software(
     limit: u32,
 ) -> Result<Option<Page<InstalledSoftware, i64>>, StoreError> {
     let tx = conn.unchecked_transaction()?;
-    let exists = tx
-        .prepare_cached("SELECT 1 FROM ci WHERE id = ?1")?
-        .query_row([ci_id], |_| Ok(()))
-        .optional()?
-        .is_some();
-    if !exists {
+    if !super::ci_exists(&tx, ci_id)? {
         return Ok(None);
     }
     // Pages are in name order; the cursor holds only the catalog id of the last row, and its
