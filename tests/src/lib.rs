@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// Path of a workspace binary (`census-agent`, `census-collector`), built on first use if
-/// `cargo test -p census-tests` ran without the rest of the workspace.
+/// Path of a workspace binary (`census-agent`, `census-collector`). README's test command,
+/// `cargo test --workspace`, builds both before any test runs. A binary that is missing (after
+/// `cargo test -p census-tests` on a clean target dir) is built here; one left by an older build
+/// is used as it is, so after changing agent or collector code, test through the workspace.
 pub fn binary(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; the binaries one level up.
     let exe = std::env::current_exe().expect("test executable has a path");
