@@ -5,13 +5,17 @@
 //! is passed in (from the injected clock), never read here.
 //!
 //! A compaction job reads the oldest raw rows in id (arrival) order and stops at the first row
-//! of the current hour: everything before it moves into `health_hourly`, merged with the hour's
+//! of the current hour, or of the next hour once now is within the clock allowance
+//! ([`MAX_CLOCK_AHEAD_MS`], 5 minutes) of it: a sample may be dated that far ahead of its
+//! arrival. Everything before that row moves into `health_hourly`, merged with the hour's
 //! existing blob if a late sample arrives for an hour already compacted, and the moved rows are
 //! deleted as one id range. Rows older than the retention window are dropped instead of moved.
-//! Samples of the current hour always stay raw. A sample of an older hour that arrived after a
-//! row of the current hour (a late sample, or pending samples moved when their agent got its
-//! computer CI) waits behind that row, and is merged into its hour's blob by the first
-//! compaction after the current hour has ended.
+//! Samples of the current hour, and of the next one in the last minutes of an hour, always stay
+//! raw; only rows dated further ahead than the allowance, which ingest no longer stores (rows
+//! of databases from before series times were capped), are moved into their future hour's blob.
+//! A sample of an older hour that arrived after a row of the current hour (a late sample, or
+//! pending samples moved when their agent got its computer CI) waits behind that row, and is
+//! merged into its hour's blob by the first compaction after the current hour has ended.
 //!
 //! A range query reads a page oldest first, hour by hour, and stops when the page is full. The
 //! hourly part is one primary-key lookup per hour, only for hours between the table's first and
@@ -210,6 +214,9 @@ fn compact_chunk_job(
     chunk: usize,
 ) -> Result<(CompactionReport, bool), StoreError> {
     let current_hour = now.div_euclid(HOUR_MS);
+    // A sample may be dated up to MAX_CLOCK_AHEAD_MS past its arrival (see `store::ingest`), so
+    // in the last minutes of an hour raw rows of the next hour arrive too; they stay raw.
+    let ahead_hour = now.saturating_add(MAX_CLOCK_AHEAD_MS).div_euclid(HOUR_MS);
     let oldest_kept_hour = now.saturating_sub(retention).div_euclid(HOUR_MS);
     let mut report = CompactionReport::default();
 
@@ -225,10 +232,16 @@ fn compact_chunk_job(
             read += 1;
             let ts: i64 = row.get(2)?;
             let hour = ts.div_euclid(HOUR_MS);
-            if hour == current_hour {
+            if (current_hour..=ahead_hour).contains(&hour) {
                 reached_current = true;
                 break;
             }
+            // A row further ahead was stored before series times were capped at arrival plus
+            // MAX_CLOCK_AHEAD_MS (a migration-1 database; such a row may be dated in year 9999),
+            // or before the collector's own clock stepped back. It is moved like the rest: left
+            // raw, it would hold every row behind it until that hour, possibly forever. Its blob
+            // merges with later samples of that hour, and queries never look past now plus the
+            // allowance anyway.
             last_id = Some(row.get::<_, i64>(0)?);
             // Hours before 1970 do not fit the hourly key; no retention keeps them anyway.
             if hour < oldest_kept_hour.max(0) {
@@ -594,6 +607,101 @@ mod tests {
         let report = store.compact_health(clock.now(), retention).await.unwrap();
         assert_eq!((report.dropped, report.moved), (1, 0));
         assert_eq!(count(&store, "health_raw"), 0);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_sample_dated_into_the_next_hour_stays_raw_until_that_hour_ends() {
+        let (store, _dir) = temp_store();
+        let clock = ManualClock::new(datetime!(2025-03-01 10:57 UTC));
+        let retention = Duration::days(7);
+        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
+        // Arrives at 10:57; the 11:01 sample is 4 minutes ahead, inside the clock allowance, so
+        // 11:01 is its series time.
+        let mut reports = batch(
+            AGENT,
+            vec![
+                health(AGENT, 2, datetime!(2025-03-01 09:30 UTC)),
+                health(AGENT, 3, datetime!(2025-03-01 11:01 UTC)),
+            ],
+        );
+        reports.received_at = clock.now();
+        store.ingest(reports).await.unwrap();
+
+        // At 10:58 hour 9 is compacted; the 11:01 sample's hour has not started: it stays raw.
+        clock.set(datetime!(2025-03-01 10:58 UTC));
+        let report = store.compact_health(clock.now(), retention).await.unwrap();
+        assert_eq!((report.moved, report.hourly_rows), (1, 1));
+        assert_eq!(count(&store, "health_raw"), 1);
+        assert_eq!(count(&store, "health_hourly"), 1);
+        // During hour 11 it is a sample of the current hour.
+        clock.set(datetime!(2025-03-01 11:30 UTC));
+        let report = store.compact_health(clock.now(), retention).await.unwrap();
+        assert_eq!(report.moved, 0);
+        assert_eq!(count(&store, "health_raw"), 1);
+        // Once hour 11 has ended it is compacted into its own hour.
+        clock.set(datetime!(2025-03-01 12:00 UTC));
+        let report = store.compact_health(clock.now(), retention).await.unwrap();
+        assert_eq!((report.moved, report.hourly_rows), (1, 1));
+        assert_eq!(count(&store, "health_raw"), 0);
+        assert_eq!(count(&store, "health_hourly"), 2);
+        let back = range(
+            &store,
+            1,
+            datetime!(2025-03-01 09:00 UTC),
+            datetime!(2025-03-01 12:00 UTC),
+            clock.now(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(cpu(&back), vec![2.0, 3.0]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_legacy_raw_row_far_in_the_future_does_not_block_compaction() {
+        let (store, _dir) = temp_store();
+        let now = datetime!(2025-03-01 12:30 UTC);
+        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
+        // A raw row dated in year 9999, as a migration-1 build that trusted collected_at could
+        // have stored, ahead (in id order) of an ordinary one.
+        let stray = datetime!(9999-12-31 23:00 UTC);
+        let blob = rmp_serde::to_vec_named(&HealthSample::empty(AGENT, stray)).unwrap();
+        let conn = Connection::open(store.path()).unwrap();
+        conn.execute(
+            "INSERT INTO health_raw (ci_id, ts, sample) VALUES (1, ?1, ?2)",
+            params![to_ms(stray), blob],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE health_meta SET raw_min_ts = (SELECT min(ts) FROM health_raw)",
+            [],
+        )
+        .unwrap();
+        store
+            .ingest(batch(
+                AGENT,
+                vec![health(AGENT, 2, datetime!(2025-03-01 10:10 UTC))],
+            ))
+            .await
+            .unwrap();
+
+        let report = store.compact_health(now, Duration::days(7)).await.unwrap();
+        assert_eq!((report.moved, report.hourly_rows), (2, 2));
+        assert_eq!(count(&store, "health_raw"), 0);
+        assert_eq!(floor(&store), None);
+        let back = range(
+            &store,
+            1,
+            datetime!(2025-03-01 00:00 UTC),
+            datetime!(2025-03-02 00:00 UTC),
+            now,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(cpu(&back), vec![2.0]);
         store.close().await;
     }
 
