@@ -27,11 +27,13 @@
 //! waiting behind them (20,000 computers at one sample a minute: over a million rows). A query
 //! skips the scan when its window, or the part of it its page reaches, ends before the oldest
 //! raw sample, whose time `health_meta.raw_min_ts` keeps (every insert into `health_raw` lowers
-//! it in the same transaction; compaction sets it exactly after moving rows). Queries that reach
-//! the current hour, the default "last 24 hours" among them, still scan the tail. The planned fix
-//! is the in-memory index of the tail measured as layout H in `tests/HEALTH_LAYOUT.md`.
+//! it in the same transaction; compaction sets it exactly after moving rows; a damaged database
+//! without that row is scanned, with a warning). Queries that reach the current hour, the
+//! default "last 24 hours" among them, still scan the tail. The planned fix is the in-memory
+//! index of the tail measured as layout H in `tests/HEALTH_LAYOUT.md`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use census_common::HealthSample;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -357,11 +359,21 @@ fn read_page(
         // The first hour that may have raw rows in the window: no raw row is older than the
         // floor. The raw table is scanned once, when the walk reaches that hour, so a window (or
         // a page of it) that ends before the floor is answered by the hourly blobs alone.
-        let floor: Option<i64> = tx
+        let floor: Option<i64> = match tx
             .prepare_cached("SELECT raw_min_ts FROM health_meta WHERE id = 1")?
-            .query_row([], |r| r.get(0))
+            .query_row([], |r| r.get::<_, Option<i64>>(0))
             .optional()?
-            .flatten();
+        {
+            Some(floor) => floor,
+            // Migration 2 inserts the row and nothing deletes it, so only a damaged database
+            // lacks it. Without it there is no floor, and NULL would mean "health_raw is empty":
+            // raw samples would silently vanish from every answer. Scan instead (no floor at
+            // all): answers stay correct, only slower, and the warning says why.
+            None => {
+                warn_missing_raw_floor();
+                Some(i64::MIN)
+            }
+        };
         let raw_start = floor
             .filter(|floor| *floor <= to)
             .map(|floor| floor.max(from).div_euclid(HOUR_MS));
@@ -438,6 +450,18 @@ fn read_page(
         next,
     };
     Ok((Some(page), cost))
+}
+
+/// Warns, once per process, that `health_meta` has no row, so every query scans `health_raw`.
+fn warn_missing_raw_floor() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "health_meta has no row (damaged database): every health query scans all raw \
+             samples; restore it with INSERT INTO health_meta (id, raw_min_ts) \
+             SELECT 1, min(ts) FROM health_raw"
+        );
+    }
 }
 
 /// The raw rows of `ci_id` in `from..=to`, by hour, each hour in arrival order. Reads the whole
@@ -956,6 +980,39 @@ mod tests {
             .unwrap();
         assert_eq!(floor(&store), None);
         assert!(!read(at(10, 0), at(13, 0), 100).1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_health_meta_row_scans_the_raw_samples() {
+        let (store, _dir) = temp_store();
+        let now = datetime!(2025-03-01 10:30 UTC);
+        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
+        store
+            .ingest(batch(
+                AGENT,
+                vec![health(AGENT, 2, datetime!(2025-03-01 10:10 UTC))],
+            ))
+            .await
+            .unwrap();
+        // A damaged database: the one row that keeps the raw floor is gone.
+        let conn = Connection::open(store.path()).unwrap();
+        assert_eq!(conn.execute("DELETE FROM health_meta", []).unwrap(), 1);
+
+        let query = HealthQuery {
+            from: datetime!(2025-03-01 10:00 UTC),
+            to: datetime!(2025-03-01 11:00 UTC),
+            after: None,
+            limit: 100,
+        };
+        let (page, cost) = read_page(&conn, 1, &query, to_ms(now)).unwrap();
+        assert_eq!(cpu(&page.unwrap().items), vec![2.0]);
+        assert!(cost.raw_scanned);
+        let found = range(&store, 1, query.from, query.to, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cpu(&found), vec![2.0]);
         store.close().await;
     }
 
