@@ -29,7 +29,11 @@
 //! again at once, except a health sample marked uncertain, which is dropped with a warning
 //! (under a new number it could be stored twice). An uncertain inventory is sent again anyway:
 //! a second copy of the same state does no harm. Without `last_seq` (an older collector) none
-//! of this happens. Two *live* copies of one state directory (a cloned machine still running
+//! of this happens. Nor when `last_seq` is one no revert explains: above [`MAX_LAST_SEQ`] (the
+//! collector could not store the number after it) or more than [`MAX_LEAD`] above the agent's
+//! next number. That is a collector error; following it would leave the agent with a sequence
+//! the collector refuses or that is exhausted, for good. It is logged and the ack is taken as
+//! if it had no `last_seq`. Two *live* copies of one state directory (a cloned machine still running
 //! alongside its origin) cannot be told apart this way: while they hand out the same numbers
 //! the collector sees repeats, and `last_seq` is never ahead of both.
 //!
@@ -48,11 +52,22 @@ use tracing::{debug, error, info, warn};
 use crate::collect::{Collector, Root};
 use crate::config::{Config, ConfigError};
 use crate::pending::Pending;
-use crate::state::{StateDir, StateLock};
+use crate::state::{StateDir, StateError, StateLock};
 use crate::transport::{Transport, TransportError};
 
 /// Reports per request: keeps a request small after a long outage.
 pub const MAX_BATCH: usize = 100;
+
+/// The highest `last_seq` the agent continues above. The collector keeps sequence numbers as
+/// SQLite integers (`i64`), so the number after it must still be one; a higher `last_seq` is a
+/// collector error, and following it would leave the agent with numbers no collector takes.
+pub const MAX_LAST_SEQ: u64 = i64::MAX as u64 - 1;
+
+/// How far above the agent's own next number a `last_seq` may be and still be taken for a
+/// state directory that went back in time: 2^32 reports is over a century of health samples
+/// every second, far more than any copy of the directory can be behind. A larger lead is a
+/// collector error; following it would waste the sequence for nothing.
+pub const MAX_LEAD: u64 = 1 << 32;
 
 /// How long shutdown waits for a collection still running on its thread.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -399,10 +414,55 @@ impl Agent {
         let Some(last_seq) = ack.last_seq else {
             return SeqCheck::Behind;
         };
+        if last_seq > MAX_LAST_SEQ {
+            error!(
+                collector_last_seq = last_seq,
+                max = MAX_LAST_SEQ,
+                "the collector says it has stored sequence number {last_seq}, above any number \
+                 it can store; ignoring it (the collector is wrong), the sequence goes on as \
+                 before"
+            );
+            return SeqCheck::Behind;
+        }
+        let next = match self.state.peek_seq() {
+            Ok(next) => next,
+            Err(e) => {
+                error!(
+                    error = %e,
+                    collector_last_seq = last_seq,
+                    "the collector is ahead of this agent's sequence and the new sequence could \
+                     not be saved; nothing is counted as delivered"
+                );
+                return SeqCheck::Unsaved;
+            }
+        };
+        if last_seq < next {
+            return SeqCheck::Behind;
+        }
+        if last_seq - next > MAX_LEAD {
+            error!(
+                collector_last_seq = last_seq,
+                agent_next_seq = next,
+                "the collector says it has stored sequence number {last_seq}, more than 2^32 \
+                 above this agent's next number {next}; no revert of the state directory \
+                 explains that, so it is ignored (the collector is wrong) and the sequence goes \
+                 on as before"
+            );
+            return SeqCheck::Behind;
+        }
         let reserve = self.pending.renumberable_through(last_seq) as u64;
         let jump = match self.state.continue_after(last_seq, reserve) {
             Ok(None) => return SeqCheck::Behind,
             Ok(Some(jump)) => jump,
+            Err(e @ StateError::Exhausted { .. }) => {
+                error!(
+                    error = %e,
+                    collector_last_seq = last_seq,
+                    "the collector is ahead of this agent's sequence and no sequence number is \
+                     left above its last_seq; nothing is counted as delivered"
+                );
+                return SeqCheck::Unsaved;
+            }
             Err(e) => {
                 error!(
                     error = %e,

@@ -61,6 +61,12 @@ pub enum StateError {
     },
     #[error("another census-agent is already using state directory {}", path.display())]
     Locked { path: PathBuf },
+    /// No number is left: the sequence would pass `u64::MAX`.
+    #[error(
+        "the sequence in {} is exhausted: no number is left after {last}",
+        path.display()
+    )]
+    Exhausted { path: PathBuf, last: u64 },
 }
 
 /// A jump of the sequence past the collector's `last_seq`: see [`StateDir::continue_after`].
@@ -188,7 +194,7 @@ impl StateDir {
     /// Hands out the next sequence number. The number after it is durable before this returns.
     pub fn next_seq(&self) -> Result<u64, StateError> {
         let seq = self.peek_seq()?;
-        let next = seq.checked_add(1).ok_or_else(|| self.exhausted())?;
+        let next = seq.checked_add(1).ok_or_else(|| self.exhausted(seq))?;
         self.write(SEQ, "sequence number", format!("{next}\n").as_bytes())?;
         Ok(seq)
     }
@@ -222,17 +228,20 @@ impl StateDir {
         if was > last_seq {
             return Ok(None);
         }
-        let first = last_seq.checked_add(1).ok_or_else(|| self.exhausted())?;
-        let next = first.checked_add(reserve).ok_or_else(|| self.exhausted())?;
+        let first = last_seq
+            .checked_add(1)
+            .ok_or_else(|| self.exhausted(last_seq))?;
+        let next = first
+            .checked_add(reserve)
+            .ok_or_else(|| self.exhausted(last_seq))?;
         self.write(SEQ, "sequence number", format!("{next}\n").as_bytes())?;
         Ok(Some(SeqJump { was, first }))
     }
 
-    fn exhausted(&self) -> StateError {
-        StateError::Corrupt {
-            what: "sequence number",
+    fn exhausted(&self, last: u64) -> StateError {
+        StateError::Exhausted {
             path: self.path.join(SEQ),
-            detail: "the sequence is exhausted".to_owned(),
+            last,
         }
     }
 
@@ -415,9 +424,29 @@ mod tests {
         // No number is left above u64::MAX: an error, and the file is unchanged.
         assert!(matches!(
             state.continue_after(u64::MAX, 0),
-            Err(StateError::Corrupt { .. })
+            Err(StateError::Exhausted { .. })
         ));
         assert_eq!(state.peek_seq().unwrap(), 55);
+    }
+
+    #[test]
+    fn an_exhausted_sequence_says_so_rather_than_calling_the_file_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("seq"), format!("{}\n", u64::MAX)).unwrap();
+        let state = StateDir::new(dir.path());
+        let err = state.next_seq().unwrap_err();
+        assert!(
+            matches!(err, StateError::Exhausted { last: u64::MAX, .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("exhausted"), "{text}");
+        assert!(text.contains(&u64::MAX.to_string()), "{text}");
+        assert!(!text.contains("does not hold a valid"), "{text}");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("seq")).unwrap(),
+            format!("{}\n", u64::MAX)
+        );
     }
 
     #[test]

@@ -454,3 +454,82 @@ fn run_reports_at_start_holds_the_state_dir_and_stops_on_sigterm() {
     assert!(status.success(), "{status:?}: {log}");
     assert!(log.contains("SIGTERM"), "{log}");
 }
+
+/// Runs `once` against a collector whose first ack acknowledges everything and says
+/// `last_seq`; later acks are plain.
+fn once_with_last_seq(last_seq: u64) -> (TestAgent, FakeCollector, std::process::Output) {
+    let collector = FakeCollector::start(move |batch, index| {
+        let mut ack = ack_all(batch, false);
+        if index == 0 {
+            ack.last_seq = Some(last_seq);
+        }
+        Answer::Ack(ack)
+    });
+    let agent = TestAgent::new();
+    let output = agent.run(&["once", "--server", &collector.url]);
+    (agent, collector, output)
+}
+
+/// A `last_seq` no revert explains is logged and ignored: the ack counts as if it had none.
+fn assert_bogus_last_seq_is_ignored(bogus: u64) {
+    let (agent, collector, output) = once_with_last_seq(bogus);
+    // Both reports are delivered.
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("ERROR"), "{err}");
+    assert!(err.contains(&bogus.to_string()), "{err}");
+    assert!(!err.contains("went back in time"), "{err}");
+    assert_eq!(collector.next(LIMIT).batch.reports.len(), 2);
+    assert!(collector.try_next().is_none(), "resent");
+    // The sequence was not moved, and goes on from where it was.
+    assert_eq!(agent.state_file("seq").as_deref(), Some("3\n"));
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let seqs: Vec<u64> = collector
+        .next(LIMIT)
+        .batch
+        .reports
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, vec![3]);
+}
+
+#[test]
+fn a_last_seq_of_u64_max_minus_1_is_ignored() {
+    // Followed, it would leave u64::MAX in the seq file: exhausted for good.
+    assert_bogus_last_seq_is_ignored(u64::MAX - 1);
+}
+
+#[test]
+fn a_last_seq_of_i64_max_is_ignored() {
+    // Followed, the next number would be 2^63, which the collector cannot store.
+    assert_bogus_last_seq_is_ignored(i64::MAX as u64);
+}
+
+#[test]
+fn a_last_seq_of_u64_max_is_ignored() {
+    assert_bogus_last_seq_is_ignored(u64::MAX);
+}
+
+#[test]
+fn a_last_seq_more_than_2_pow_32_ahead_is_ignored() {
+    // The agent's next number is 3 when the answer comes.
+    assert_bogus_last_seq_is_ignored(3 + (1 << 32) + 1);
+}
+
+#[test]
+fn a_plausible_jump_of_up_to_2_pow_32_is_still_followed() {
+    // A fresh directory numbers 1 and 2, so its next number is 3 when the answer comes; 2^32
+    // above it is the largest lead still taken for a revert (one more is ignored, above).
+    let last_seq = 3 + (1u64 << 32);
+    let (collector, stored) = collector_with_history(last_seq);
+    let agent = TestAgent::new();
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("went back in time"));
+    assert_eq!(collector.next(LIMIT).batch.reports.len(), 2);
+    let stored: Vec<u64> = stored.lock().unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(stored, vec![last_seq + 1, last_seq + 2]);
+    assert_eq!(agent.state_file("seq"), Some(format!("{}\n", last_seq + 3)));
+}
