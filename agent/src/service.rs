@@ -28,7 +28,10 @@
 //! So every pending report at or below `last_seq` is given a new number above it and sent
 //! again at once, except a health sample marked uncertain, which is dropped with a warning
 //! (under a new number it could be stored twice). An uncertain inventory is sent again anyway:
-//! a second copy of the same state does no harm. Without `last_seq` (an older collector) none
+//! a second copy of the same state does no harm. The acknowledged inventory digest is
+//! forgotten too (in memory and in the state directory): the collector's newest inventory may
+//! come from the discarded timeline, while the reverted digest matches the machine as it is, so
+//! the current inventory is sent in the same flush. Without `last_seq` (an older collector) none
 //! of this happens. Nor when `last_seq` is one no revert explains: above [`MAX_LAST_SEQ`] (the
 //! collector could not store the number after it) or more than [`MAX_LEAD`] above the agent's
 //! next number. That is a collector error; following it would leave the agent with a sequence
@@ -185,6 +188,15 @@ impl InventoryTracker {
             && *seq == old
         {
             *seq = new;
+        }
+    }
+
+    /// The collector's inventory may not be the acknowledged one: forget it, and ask for an
+    /// inventory unless one is queued already (it will be sent whatever its digest).
+    pub fn forget_acked(&mut self) {
+        self.acked_digest = None;
+        if self.queued.is_none() {
+            self.requested = true;
         }
     }
 
@@ -502,6 +514,15 @@ impl Agent {
                  could be stored twice"
             );
         }
+        // The collector's latest inventory came from the discarded timeline; the acknowledged
+        // digest kept here predates it, so an unchanged digest proves nothing. Send the current
+        // inventory (the queued one, or a fresh one at once).
+        self.inventory.forget_acked();
+        if let Err(e) = self.state.forget_inventory_digest() {
+            // The inventory is still sent now; a restart before it is acknowledged might
+            // skip it until it changes or the collector asks.
+            warn!(error = %e, "could not forget the acknowledged inventory");
+        }
         SeqCheck::Jumped
     }
 
@@ -745,6 +766,21 @@ mod tests {
         // Queueing an inventory answers the request.
         t.queued(2, "d1".to_owned());
         assert!(!t.requested && !t.needed("d1"));
+    }
+
+    #[test]
+    fn forgetting_the_acknowledged_inventory_asks_for_one_unless_one_is_queued() {
+        let mut t = InventoryTracker::new(Some("d1".to_owned()));
+        assert!(!t.needed("d1"));
+        t.forget_acked();
+        assert_eq!(t.acked_digest, None);
+        assert!(t.requested && t.needed("d1"));
+        // One already queued goes out anyway: no second one is asked for.
+        let mut t = InventoryTracker::new(Some("d1".to_owned()));
+        t.queued(7, "d2".to_owned());
+        t.forget_acked();
+        assert!(!t.requested && !t.needed("d2"));
+        assert!(t.needed("d1"));
     }
 
     #[test]

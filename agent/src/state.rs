@@ -269,6 +269,33 @@ impl StateDir {
         )
     }
 
+    /// Forgets which inventory the collector acknowledged, so the next one is sent whatever
+    /// its digest. Durable before this returns; no file is no error.
+    pub fn forget_inventory_digest(&self) -> Result<(), StateError> {
+        let path = self.path.join(INVENTORY_DIGEST);
+        let removed = match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(source) => {
+                return Err(StateError::Write {
+                    what: "inventory digest",
+                    path,
+                    source,
+                });
+            }
+        };
+        if removed {
+            File::open(&self.path)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|source| StateError::Write {
+                    what: "inventory digest",
+                    path,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     fn write(&self, name: &str, what: &'static str, contents: &[u8]) -> Result<(), StateError> {
         write_atomic(&self.path, name, contents).map_err(|source| StateError::Write {
             what,
@@ -468,6 +495,12 @@ mod tests {
         assert_eq!(state.read_inventory_digest().unwrap(), Some(digest));
         fs::write(dir.path().join("inventory.digest"), "garbage").unwrap();
         assert_eq!(state.read_inventory_digest().unwrap(), None);
+        state.write_inventory_digest(&"cd".repeat(32)).unwrap();
+        state.forget_inventory_digest().unwrap();
+        assert!(!dir.path().join("inventory.digest").exists());
+        assert_eq!(state.read_inventory_digest().unwrap(), None);
+        // Forgetting what is not there is no error.
+        state.forget_inventory_digest().unwrap();
     }
 
     #[test]

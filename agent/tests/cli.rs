@@ -533,3 +533,88 @@ fn a_plausible_jump_of_up_to_2_pow_32_is_still_followed() {
     assert_eq!(stored, vec![last_seq + 1, last_seq + 2]);
     assert_eq!(agent.state_file("seq"), Some(format!("{}\n", last_seq + 3)));
 }
+
+/// A state directory with this agent id that has delivered one `once` (inventory 1, health 2)
+/// to an acking collector, so `inventory.digest` matches the machine.
+fn agent_that_delivered_once() -> TestAgent {
+    let agent = TestAgent::new();
+    std::fs::create_dir_all(agent.state_dir()).unwrap();
+    let id = "0b6f4c6e-2d55-4c1e-9b8a-3f1e2d4c5b6a";
+    std::fs::write(agent.state_dir().join("agent_id"), format!("{id}\n")).unwrap();
+    let collector = FakeCollector::acking_everything();
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(agent.state_file("inventory.digest").is_some());
+    assert_eq!(agent.state_file("seq").as_deref(), Some("3\n"));
+    agent
+}
+
+fn kinds(received: &util::Received) -> Vec<(u64, &'static str)> {
+    received
+        .batch
+        .reports
+        .iter()
+        .map(|r| (r.seq, r.body.kind()))
+        .collect()
+}
+
+#[test]
+fn a_jump_sends_the_current_inventory_even_if_its_digest_is_unchanged() {
+    // Reverted: the collector holds up to 50, among them maybe an inventory this machine no
+    // longer matches; the directory's digest matches the machine, so the unchanged inventory
+    // is not queued at first.
+    let agent = agent_that_delivered_once();
+    let (collector, stored) = collector_with_history(50);
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(kinds(&collector.next(LIMIT)), vec![(3, "health")]);
+    assert_eq!(kinds(&collector.next(LIMIT)), vec![(51, "health")]);
+    // In the same run, the inventory, under a number above the collector's.
+    let third = collector.next(LIMIT);
+    assert_eq!(kinds(&third), vec![(52, "inventory")]);
+    assert!(collector.try_next().is_none());
+    let stored: Vec<u64> = stored.lock().unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(stored, vec![51, 52]);
+    let ReportBody::Inventory(inventory) = &third.batch.reports[0].body else {
+        unreachable!()
+    };
+    assert_eq!(
+        agent.state_file("inventory.digest").unwrap().trim(),
+        inventory.content_digest()
+    );
+}
+
+#[test]
+fn after_a_jump_the_digest_is_forgotten_until_an_inventory_is_acknowledged() {
+    let agent = agent_that_delivered_once();
+    // Ahead at first, then acknowledging nothing (the inventory included).
+    let collector = FakeCollector::start(|batch, index| {
+        Answer::Ack(Ack {
+            acked: if index == 0 {
+                batch.reports.iter().map(|r| r.seq).collect()
+            } else {
+                Vec::new()
+            },
+            send_inventory: false,
+            last_seq: Some(50),
+        })
+    });
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert_eq!(kinds(&collector.next(LIMIT)), vec![(3, "health")]);
+    assert_eq!(kinds(&collector.next(LIMIT)), vec![(51, "health")]);
+    assert_eq!(
+        kinds(&collector.next(LIMIT)),
+        vec![(51, "health"), (52, "inventory")]
+    );
+    assert_eq!(agent.state_file("inventory.digest"), None);
+    // A restart sends the unchanged inventory again, since none was acknowledged.
+    let collector = FakeCollector::acking_everything();
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        kinds(&collector.next(LIMIT)),
+        vec![(53, "inventory"), (54, "health")]
+    );
+    assert!(agent.state_file("inventory.digest").is_some());
+}
