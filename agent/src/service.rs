@@ -36,9 +36,19 @@
 //! collector could not store the number after it) or more than [`MAX_LEAD`] above the agent's
 //! next number. That is a collector error; following it would leave the agent with a sequence
 //! the collector refuses or that is exhausted, for good. It is logged and the ack is taken as
-//! if it had no `last_seq`. Two *live* copies of one state directory (a cloned machine still running
-//! alongside its origin) cannot be told apart this way: while they hand out the same numbers
-//! the collector sees repeats, and `last_seq` is never ahead of both.
+//! if it had no `last_seq`.
+//!
+//! **One jump per process.** A revert explains one jump: once this process has continued
+//! above the collector's `last_seq`, every number from there on is its own. A collector ahead
+//! again claims a number this process has not handed out yet: another live agent uses the
+//! same agent id or state directory (a cloned machine still running alongside its origin, the
+//! two jumping above each other in turn), or the collector is wrong (it stores reports and
+//! answers ahead, so renumbering would store them again every cycle). That is logged as an
+//! error; nothing is renumbered or written, the ack counts for nothing, and the reports stay
+//! queued, marked uncertain, for the next cycle. A restart allows one jump again, which is what
+//! a machine restored from a snapshot taken with its memory *after* such a jump needs. While
+//! two live copies hand out the same numbers without either being ahead, the collector takes
+//! one's reports for repeats of the other's; that cannot be told from here.
 //!
 //! Collection runs on a blocking thread, off the async executor; the [`Collector`] and its
 //! sysinfo handles live as long as the loop. SIGINT and SIGTERM end `run` between or during
@@ -261,6 +271,9 @@ enum SeqCheck {
     Jumped,
     /// The collector was ahead, and the new sequence could not be made durable.
     Unsaved,
+    /// The collector was ahead again after this process had jumped: someone else uses this
+    /// agent's numbers, or the collector is wrong. Nothing was renumbered or written.
+    Refused,
 }
 
 struct Agent {
@@ -273,6 +286,9 @@ struct Agent {
     /// Reports queued and acknowledged since start, for `once`'s summary.
     queued: usize,
     acked: usize,
+    /// The first number reserved by this process's jump above the collector's `last_seq`, if
+    /// it jumped: every number from it on was handed out by this process.
+    own_from: Option<u64>,
 }
 
 impl Agent {
@@ -293,6 +309,7 @@ impl Agent {
             inventory: InventoryTracker::new(acked_digest),
             queued: 0,
             acked: 0,
+            own_from: None,
         };
         Ok((agent, lock))
     }
@@ -386,6 +403,12 @@ impl Agent {
                 // The ack's "acknowledged" may be false repeats: none of it counts, and the
                 // reports stay queued for the next cycle, which tries the jump again.
                 SeqCheck::Unsaved => return Ok(Pass::Done),
+                // Not renumbered: the reports stay queued under their numbers and go again next
+                // cycle. A wrong collector may have stored them, so they are uncertain.
+                SeqCheck::Refused => {
+                    self.pending.mark_uncertain(chunk);
+                    return Ok(Pass::Done);
+                }
             };
             let removed = self.pending.ack(&ack.acked);
             self.acked += removed;
@@ -462,6 +485,25 @@ impl Agent {
             );
             return SeqCheck::Behind;
         }
+        if let Some(own_from) = self.own_from
+            && last_seq >= own_from
+        {
+            // A revert explains one jump. Since this process's, every number from `own_from`
+            // was handed out here, and the collector claims one this process has not handed
+            // out yet: numbering above it again would only start a race.
+            error!(
+                collector_last_seq = last_seq,
+                agent_next_seq = next,
+                own_from,
+                "another agent is using this agent id / state directory, or the collector is \
+                 wrong: the collector says it has stored sequence number {last_seq}, but this \
+                 agent moved its sequence above the collector's before, every number from \
+                 {own_from} on is its own, and it has not handed out {next} yet; not renumbering \
+                 again, the reports stay queued (if this machine was restored from a snapshot \
+                 taken with its memory, restarting the agent lets it continue)"
+            );
+            return SeqCheck::Refused;
+        }
         let reserve = self.pending.renumberable_through(last_seq) as u64;
         let jump = match self.state.continue_after(last_seq, reserve) {
             Ok(None) => return SeqCheck::Behind,
@@ -485,6 +527,7 @@ impl Agent {
                 return SeqCheck::Unsaved;
             }
         };
+        self.own_from = Some(jump.first);
         warn!(
             collector_last_seq = last_seq,
             agent_next_seq = jump.was,

@@ -618,3 +618,43 @@ fn after_a_jump_the_digest_is_forgotten_until_an_inventory_is_acknowledged() {
     );
     assert!(agent.state_file("inventory.digest").is_some());
 }
+
+#[test]
+fn a_second_jump_in_one_process_is_refused_and_the_reports_stay_queued() {
+    // Ahead at 50, and after the agent continued at 51, ahead again at 100: numbers this
+    // process had not handed out, so someone else is using them (or the collector is wrong).
+    let collector = FakeCollector::start(|batch, index| {
+        let mut ack = ack_all(batch, false);
+        ack.last_seq = Some(if index == 0 { 50 } else { 100 });
+        Answer::Ack(ack)
+    });
+    let agent = TestAgent::new();
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("went back in time"), "{err}");
+    assert!(
+        err.contains(
+            "another agent is using this agent id / state directory, or the collector is wrong"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("100"), "{err}");
+    assert_eq!(
+        kinds(&collector.next(LIMIT)),
+        vec![(1, "inventory"), (2, "health")]
+    );
+    assert_eq!(
+        kinds(&collector.next(LIMIT)),
+        vec![(51, "inventory"), (52, "health")]
+    );
+    assert!(collector.try_next().is_none());
+    // The second answer's acknowledgements did not count: both reports are still pending,
+    // under the numbers of the first jump, which alone wrote the sequence file.
+    assert!(
+        err.contains("acknowledged 0 of 2") && err.contains("seq 51, 52"),
+        "{err}"
+    );
+    assert_eq!(agent.state_file("seq").as_deref(), Some("53\n"));
+    assert_eq!(agent.state_file("inventory.digest"), None);
+}
