@@ -269,7 +269,8 @@ enum SeqCheck {
     /// The collector was ahead; the sequence now continues above it and pending reports were
     /// renumbered.
     Jumped,
-    /// The collector was ahead, and the new sequence could not be made durable.
+    /// The sequence file could not be read to compare it with the collector's `last_seq`, or
+    /// the collector was ahead and the new sequence could not be made durable.
     Unsaved,
     /// The collector was ahead again after this process had jumped: someone else uses this
     /// agent's numbers, or the collector is wrong. Nothing was renumbered or written.
@@ -401,8 +402,13 @@ impl Agent {
                 SeqCheck::Behind => false,
                 SeqCheck::Jumped => true,
                 // The ack's "acknowledged" may be false repeats: none of it counts, and the
-                // reports stay queued for the next cycle, which tries the jump again.
-                SeqCheck::Unsaved => return Ok(Pass::Done),
+                // reports stay queued for the next cycle, which tries again. They may have been
+                // stored (the collector may not have been ahead at all), so a later jump must
+                // not renumber them as certainly unstored.
+                SeqCheck::Unsaved => {
+                    self.pending.mark_uncertain(chunk);
+                    return Ok(Pass::Done);
+                }
                 // Not renumbered: the reports stay queued under their numbers and go again next
                 // cycle. A wrong collector may have stored them, so they are uncertain.
                 SeqCheck::Refused => {
@@ -462,12 +468,7 @@ impl Agent {
         let next = match self.state.peek_seq() {
             Ok(next) => next,
             Err(e) => {
-                error!(
-                    error = %e,
-                    collector_last_seq = last_seq,
-                    "the collector is ahead of this agent's sequence and the new sequence could \
-                     not be saved; nothing is counted as delivered"
-                );
+                log_unsaved(last_seq, &e);
                 return SeqCheck::Unsaved;
             }
         };
@@ -508,22 +509,8 @@ impl Agent {
         let jump = match self.state.continue_after(last_seq, reserve) {
             Ok(None) => return SeqCheck::Behind,
             Ok(Some(jump)) => jump,
-            Err(e @ StateError::Exhausted { .. }) => {
-                error!(
-                    error = %e,
-                    collector_last_seq = last_seq,
-                    "the collector is ahead of this agent's sequence and no sequence number is \
-                     left above its last_seq; nothing is counted as delivered"
-                );
-                return SeqCheck::Unsaved;
-            }
             Err(e) => {
-                error!(
-                    error = %e,
-                    collector_last_seq = last_seq,
-                    "the collector is ahead of this agent's sequence and the new sequence could \
-                     not be saved; nothing is counted as delivered"
-                );
+                log_unsaved(last_seq, &e);
                 return SeqCheck::Unsaved;
             }
         };
@@ -594,6 +581,30 @@ impl Agent {
             self.flush().await?;
         }
         Ok(())
+    }
+}
+
+/// Logs why an ack's `last_seq` could not be dealt with ([`SeqCheck::Unsaved`]).
+fn log_unsaved(last_seq: u64, e: &StateError) {
+    match e {
+        StateError::Exhausted { .. } => error!(
+            error = %e,
+            collector_last_seq = last_seq,
+            "the collector is ahead of this agent's sequence and no sequence number is left \
+             above its last_seq; nothing is counted as delivered"
+        ),
+        StateError::Write { .. } => error!(
+            error = %e,
+            collector_last_seq = last_seq,
+            "the collector is ahead of this agent's sequence and the new sequence could not be \
+             saved; nothing is counted as delivered"
+        ),
+        _ => error!(
+            error = %e,
+            collector_last_seq = last_seq,
+            "could not read the sequence file to compare it with the collector's last_seq; \
+             nothing is counted as delivered"
+        ),
     }
 }
 

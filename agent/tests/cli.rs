@@ -658,3 +658,82 @@ fn a_second_jump_in_one_process_is_refused_and_the_reports_stay_queued() {
     assert_eq!(agent.state_file("seq").as_deref(), Some("53\n"));
     assert_eq!(agent.state_file("inventory.digest"), None);
 }
+
+#[test]
+fn an_ack_whose_last_seq_cannot_be_checked_leaves_its_reports_uncertain() {
+    // The seq file turns unreadable while the first batch is at the collector, which was not
+    // ahead and stored it. The agent cannot check last_seq, so nothing counts as delivered;
+    // but the reports may be stored. Later the collector is ahead (a revert): the inventory
+    // goes again under a new number (harmless), the health sample must not (it would be
+    // stored twice).
+    let agent = TestAgent::new();
+    agent.write_config("health_interval = \"1s\"\n");
+    let seq_file = agent.state_dir().join("seq");
+    let collector = FakeCollector::start(move |batch, index| {
+        let mut ack = ack_all(batch, false);
+        match index {
+            0 => {
+                std::fs::write(&seq_file, "garbage\n").unwrap();
+                ack.last_seq = Some(2);
+            }
+            1 => {
+                std::fs::write(&seq_file, "3\n").unwrap();
+                ack.last_seq = Some(50);
+            }
+            _ => {}
+        }
+        Answer::Ack(ack)
+    });
+    let mut child = agent
+        .command()
+        .args(["run", "--server", &collector.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        kinds(&collector.next(LIMIT)),
+        vec![(1, "inventory"), (2, "health")]
+    );
+    // The next cycle (one health interval later) could not number a sample and sends the same
+    // two again; the collector says it is ahead.
+    assert_eq!(
+        kinds(&collector.next(LIMIT)),
+        vec![(1, "inventory"), (2, "health")]
+    );
+    assert_eq!(kinds(&collector.next(LIMIT)), vec![(51, "inventory")]);
+
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = util::wait_with_limit(&mut child, LIMIT);
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(log.contains("could not read the sequence file"), "{log}");
+    assert!(!log.contains("could not be saved"), "{log}");
+    assert!(log.contains("dropping a health sample"), "{log}");
+}
+
+#[test]
+fn a_jump_that_cannot_be_saved_says_so_and_counts_nothing() {
+    let agent = TestAgent::new();
+    // A directory where the seq file's temporary copy goes: the seq file stays readable, but
+    // cannot be replaced.
+    let blocker = agent.state_dir().join(".seq.tmp");
+    let collector = FakeCollector::start(move |batch, _| {
+        std::fs::create_dir_all(&blocker).unwrap();
+        let mut ack = ack_all(batch, false);
+        ack.last_seq = Some(50);
+        Answer::Ack(ack)
+    });
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("the collector is ahead of this agent's sequence and the new sequence could not be saved"),
+        "{err}"
+    );
+    assert!(!err.contains("could not read the sequence file"), "{err}");
+    assert!(err.contains("acknowledged 0 of 2"), "{err}");
+    assert_eq!(agent.state_file("seq").as_deref(), Some("3\n"));
+}
