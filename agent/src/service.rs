@@ -14,7 +14,8 @@
 //! time (a VM snapshot reverted, a backup restored, a machine cloned from an image). Before
 //! anything else the agent makes `last_seq + 1` its next number, durably, and logs a warning.
 //! Then it deals with the reports it numbered at or below `last_seq`, which the collector
-//! acknowledged as repeats. Those were in fact *not* stored, and this can be told for sure:
+//! acknowledged as repeats. Those were *not* stored, as far as this process can tell (for the
+//! cases where that is wrong, see "Limits" below):
 //! - The collector stores a report only when its seq is above the collector's `last_seq` at
 //!   the time, and the ack's `last_seq` is at least the agent's next number, so above every
 //!   number in the batch. Had any report of the batch been stored, `last_seq` would be one of
@@ -23,7 +24,8 @@
 //!   only other chances to be stored were earlier sends in this process. A send that got a
 //!   definite answer (an ack leaving it out, a 4xx) stored nothing. A send without one (no
 //!   answer, a 5xx) may have stored it, before a copy of the old directory took the numbers
-//!   above it: [`Pending`] marks those reports as uncertain.
+//!   above it: [`Pending`] marks those reports as uncertain. This assumes the process's memory
+//!   only goes forward in time; a snapshot of the whole machine breaks that.
 //!
 //! So every pending report at or below `last_seq` is given a new number above it and sent
 //! again at once, except a health sample marked uncertain, which is dropped with a warning
@@ -49,6 +51,17 @@
 //! a machine restored from a snapshot taken with its memory *after* such a jump needs. While
 //! two live copies hand out the same numbers without either being ahead, the collector takes
 //! one's reports for repeats of the other's; that cannot be told from here.
+//!
+//! **Limits.** Renumbered reports can be stored twice when the process itself went back in
+//! time: a VM snapshot taken *with its memory* and reverted. The restored process holds
+//! pending reports that, in the discarded timeline, it sent and the collector stored and
+//! acknowledged; those acks were lost with that timeline, and nothing marks the reports
+//! uncertain. After the jump they are stored a second time under new numbers: duplicate health
+//! samples (at most what was pending when the snapshot was taken) and a repeated inventory
+//! (harmless). Nor is the renumbering meant for two live copies of one state directory: they
+//! are two machines reporting under one agent id, the collector mixes their reports, and after
+//! one jump each, a copy's further jumps are refused (above), which makes the conflict visible
+//! instead of letting the two leapfrog.
 //!
 //! Collection runs on a blocking thread, off the async executor; the [`Collector`] and its
 //! sysinfo handles live as long as the loop. SIGINT and SIGTERM end `run` between or during
