@@ -509,6 +509,20 @@ mod tests {
     use time::Duration;
     use time::macros::datetime;
 
+    /// 2025-03-01 at `h:m` UTC, the day most tests here take place on.
+    fn at(h: u8, m: u8) -> OffsetDateTime {
+        datetime!(2025-03-01 00:00 UTC) + Duration::hours(h.into()) + Duration::minutes(m.into())
+    }
+
+    /// The agent's computer, from an inventory (seq 1), with one health sample (seq 2).
+    async fn computer_with_sample(store: &Store, when: OffsetDateTime) {
+        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
+        store
+            .ingest(batch(AGENT, vec![health(AGENT, 2, when)]))
+            .await
+            .unwrap();
+    }
+
     fn count(store: &Store, table: &str) -> i64 {
         Connection::open(store.path())
             .unwrap()
@@ -733,14 +747,7 @@ mod tests {
     async fn a_retention_beyond_i64_milliseconds_is_refused_and_deletes_nothing() {
         let (store, _dir) = temp_store();
         let now = datetime!(2025-03-01 12:30 UTC);
-        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
-        store
-            .ingest(batch(
-                AGENT,
-                vec![health(AGENT, 2, datetime!(2025-03-01 10:10 UTC))],
-            ))
-            .await
-            .unwrap();
+        computer_with_sample(&store, datetime!(2025-03-01 10:10 UTC)).await;
         store.compact_health(now, Duration::days(7)).await.unwrap();
         assert_eq!(count(&store, "health_hourly"), 1);
         // 2^64 - 1000 ms: cast with `as`, it was -1000 ms, which put the retention cut-off
@@ -758,11 +765,6 @@ mod tests {
     #[tokio::test]
     async fn pending_samples_join_the_series_of_the_new_computer() {
         let (store, _dir) = temp_store();
-        let at = |h: u8, m: u8| {
-            datetime!(2025-03-01 00:00 UTC)
-                + Duration::hours(h.into())
-                + Duration::minutes(m.into())
-        };
         // Health before the first inventory: acked, pending.
         let outcome = store
             .ingest(batch(
@@ -837,11 +839,6 @@ mod tests {
     #[tokio::test]
     async fn pages_resume_exactly_across_equal_times_and_compaction() {
         let (store, _dir) = temp_store();
-        let at = |h: u8, m: u8| {
-            datetime!(2025-03-01 00:00 UTC)
-                + Duration::hours(h.into())
-                + Duration::minutes(m.into())
-        };
         store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
         let times = [
             at(10, 10),
@@ -918,11 +915,6 @@ mod tests {
     #[tokio::test]
     async fn windows_before_the_oldest_raw_sample_skip_the_raw_scan() {
         let (store, _dir) = temp_store();
-        let at = |h: u8, m: u8| {
-            datetime!(2025-03-01 00:00 UTC)
-                + Duration::hours(h.into())
-                + Duration::minutes(m.into())
-        };
         assert_eq!(floor(&store), None);
         store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
         let reports = [at(10, 10), at(10, 20), at(10, 30), at(12, 10)]
@@ -987,14 +979,7 @@ mod tests {
     async fn a_missing_health_meta_row_scans_the_raw_samples() {
         let (store, _dir) = temp_store();
         let now = datetime!(2025-03-01 10:30 UTC);
-        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
-        store
-            .ingest(batch(
-                AGENT,
-                vec![health(AGENT, 2, datetime!(2025-03-01 10:10 UTC))],
-            ))
-            .await
-            .unwrap();
+        computer_with_sample(&store, datetime!(2025-03-01 10:10 UTC)).await;
         // A damaged database: the one row that keeps the raw floor is gone.
         let conn = Connection::open(store.path()).unwrap();
         assert_eq!(conn.execute("DELETE FROM health_meta", []).unwrap(), 1);
@@ -1043,14 +1028,7 @@ mod tests {
     async fn a_query_never_reaches_past_now_and_the_clock_allowance() {
         let (store, _dir) = temp_store();
         let now = datetime!(2025-03-01 12:30 UTC);
-        store.ingest(inventory_batch(AGENT, 1, &[])).await.unwrap();
-        store
-            .ingest(batch(
-                AGENT,
-                vec![health(AGENT, 2, now - Duration::hours(2))],
-            ))
-            .await
-            .unwrap();
+        computer_with_sample(&store, now - Duration::hours(2)).await;
         store.compact_health(now, Duration::days(7)).await.unwrap();
         // An hourly row in year 2100, as a build that trusted collected_at could have written.
         let stray = datetime!(2100-01-01 00:00 UTC);
