@@ -29,6 +29,29 @@ pub enum ErrorCode {
     NotFound,
     Unavailable,
     Internal,
+    /// 401: the agent token is unknown, revoked, or missing; enroll again.
+    AgentTokenInvalid,
+    /// 401: the enrollment secret is unknown, revoked or expired.
+    EnrollSecretInvalid,
+    /// 401: the admin token is missing, unknown or revoked.
+    TokenInvalid,
+    /// 403: the token is valid but its role may not do this.
+    Forbidden,
+    /// 403: a report names an agent other than the one the token belongs to.
+    AgentForbidden,
+    /// 429: too many requests; `Retry-After` says when to try again.
+    RateLimited,
+    /// 400: MessagePack or JSON nested deeper than the collector accepts.
+    NestingTooDeep,
+    /// 413: a string longer than the collector accepts.
+    FieldTooLong,
+    /// 413: a list (reports, software, filesystems, interfaces...) longer than accepted.
+    TooManyItems,
+    /// 400: the same seq twice in one batch.
+    DuplicateSeq,
+    /// 422: a number or time outside the range it can have (a percentage of 250, a time
+    /// days in the future).
+    ValueOutOfRange,
 }
 
 impl ErrorCode {
@@ -46,6 +69,17 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::AgentTokenInvalid => "agent_token_invalid",
+            ErrorCode::EnrollSecretInvalid => "enroll_secret_invalid",
+            ErrorCode::TokenInvalid => "token_invalid",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::AgentForbidden => "agent_forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NestingTooDeep => "nesting_too_deep",
+            ErrorCode::FieldTooLong => "field_too_long",
+            ErrorCode::TooManyItems => "too_many_items",
+            ErrorCode::DuplicateSeq => "duplicate_seq",
+            ErrorCode::ValueOutOfRange => "value_out_of_range",
         }
     }
 }

@@ -7,12 +7,14 @@
 //! incompatible change fails CI.
 
 pub mod codec;
+pub mod enroll;
 pub mod error;
 pub mod health;
 pub mod inventory;
 pub mod report;
 
 pub use codec::{DecodeError, Format};
+pub use enroll::{ENROLL_PATH, EnrollRequest, EnrollResponse};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use health::{FilesystemUsage, HealthSample};
 pub use inventory::{
