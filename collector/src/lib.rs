@@ -8,9 +8,11 @@
 //! - [`store`]: SQLite behind one interface: writer thread, read pool, migrations, queries.
 //! - [`cmdb`]: pure reconciliation logic: identification rules, attributes, diffs.
 //! - [`retention`]: the background compaction and pruning of health samples.
+//! - [`auth`]: credentials (enrollment secrets, agent and admin tokens) and roles.
 //! - [`clock`]: injected time.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod cmdb;

@@ -106,30 +106,59 @@ fn write_addr_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("could not write the address file {}", path.display()))
 }
 
-/// Completes on SIGINT or SIGTERM (Ctrl-C elsewhere).
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "could not listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on SIGINT or SIGTERM (Ctrl-C elsewhere). The handlers are installed when this
+/// is called, not when the future is first polled, so a signal that arrives while the store
+/// opens is not lost to the default action (which would kill the process uncleanly).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
+    let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
+            Ok(signal) => Some(signal),
             Err(e) => {
                 tracing::warn!(error = %e, "could not listen for SIGTERM");
-                std::future::pending::<()>().await;
+                None
+            }
+        };
+    #[cfg(unix)]
+    let mut interrupt =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not listen for SIGINT");
+                None
+            }
+        };
+    async move {
+        #[cfg(unix)]
+        {
+            let term = async {
+                match terminate.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let int = async {
+                match interrupt.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = int => tracing::info!(signal = "SIGINT", "shutdown requested"),
+                () = term => tracing::info!(signal = "SIGTERM", "shutdown requested"),
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!(signal = "SIGINT", "shutdown requested"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+        #[cfg(not(unix))]
+        {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::warn!(error = %e, "could not listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+            tracing::info!(signal = "Ctrl-C", "shutdown requested");
+        }
     }
 }

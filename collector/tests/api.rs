@@ -1,5 +1,6 @@
 //! The collector over HTTP: real MessagePack + gzip batches in, the admin API out.
 
+mod auth;
 mod cli;
 mod support;
 

@@ -17,12 +17,13 @@ use std::io::Read;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use census_common::codec::{self, DecodeError, Format};
 use census_common::{Ack, Batch, ErrorCode, INVENTORY_SCHEMA, ReportBody};
 
+use super::auth::AgentPrincipal;
 use super::{ApiError, AppState};
 use crate::store::IngestBatch;
 
@@ -35,6 +36,7 @@ pub enum Encoding {
 
 pub async fn post_reports(
     State(state): State<AppState>,
+    Extension(principal): Extension<AgentPrincipal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Ack>, ApiError> {
@@ -63,6 +65,9 @@ pub async fn post_reports(
             )
         })??;
     validate(&batch)?;
+    if batch.agent_id != principal.agent_id {
+        return Err(foreign_agent(&principal.agent_id, &batch.agent_id));
+    }
 
     let agent = batch.agent_id.clone();
     let count = batch.reports.len();
@@ -80,6 +85,17 @@ pub async fn post_reports(
         send_inventory: outcome.send_inventory,
         last_seq: outcome.last_seq,
     }))
+}
+
+fn foreign_agent(token_agent: &str, batch_agent: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        ErrorCode::AgentForbidden,
+        format!(
+            "this agent token belongs to agent {token_agent}, not {batch_agent}; an agent token \
+             writes only its own agent's reports"
+        ),
+    )
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -214,9 +230,13 @@ fn decode(
         DecodeError::UnsupportedProtocol { .. } => {
             ApiError::bad_request(ErrorCode::UnsupportedProtocol, e.to_string())
         }
-        DecodeError::AgentMismatch { .. } => {
-            ApiError::bad_request(ErrorCode::AgentMismatch, e.to_string())
-        }
+        // A report for another agent than the batch's is a write for that agent: refused
+        // whatever the token says, as the handler refuses a batch for another agent.
+        DecodeError::AgentMismatch { .. } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::AgentForbidden,
+            format!("{e}; an agent token writes only its own agent's reports"),
+        ),
         DecodeError::MessagePack(_) | DecodeError::Json(_) => {
             ApiError::bad_request(ErrorCode::InvalidBody, e.to_string())
         }
@@ -386,7 +406,10 @@ mod tests {
                 "agent_id": "someone-else", "collected_at": "2025-03-01T12:00:00Z"}}]}}"#
         );
         let err = decode(json.as_bytes(), Encoding::Identity, Format::Json, 1 << 20).unwrap_err();
-        assert_eq!(err.code(), "agent_mismatch");
+        assert_eq!(
+            (err.status(), err.code()),
+            (StatusCode::FORBIDDEN, "agent_forbidden")
+        );
         let err = decode(b"\xc1", Encoding::Identity, Format::MessagePack, 1 << 20).unwrap_err();
         assert_eq!(err.code(), "invalid_body");
 

@@ -2,21 +2,28 @@
 //! operational probes. Every route is listed in [`router`]; handlers live in one file per
 //! resource. Every failure answers `{ "error": { "code", "message" } }`.
 
+pub mod auth;
 pub mod cis;
 pub mod cursor;
+pub mod enroll;
 pub mod error;
 pub mod ingest;
 pub mod ops;
+pub mod secrets;
 pub mod software;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Query};
-use axum::http::Uri;
+use axum::http::{StatusCode, Uri};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
+use census_common::ErrorCode;
 
+use crate::auth::Role;
 use crate::clock::Clock;
 use crate::store::Store;
 pub use error::ApiError;
@@ -30,29 +37,68 @@ pub struct AppState {
     pub max_body_bytes: usize,
 }
 
-/// All routes. The three groups are separate routers so that each can get its own middleware
-/// (agent tokens on the agent group, admin roles on the API group) without touching the others.
+/// All routes. The groups are separate routers so that each gets its own middleware: agent
+/// tokens on the report route, admin roles on the API, nothing on enrollment and the probes.
 pub fn router(state: AppState) -> Router {
-    let agent = Router::new()
+    let reports = Router::new()
         .route("/agent/v1/reports", post(ingest::post_reports))
         // The extractor's own limit; decompression enforces the same limit again.
-        .layer(DefaultBodyLimit::max(state.max_body_bytes));
-    let admin = Router::new()
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_agent));
+    let enroll = Router::new().route("/agent/v1/enroll", post(enroll::post_enroll));
+    let read = Router::new()
         .route("/api/v1/cis", get(cis::list))
         .route("/api/v1/cis/{id}", get(cis::get))
         .route("/api/v1/cis/{id}/software", get(cis::software))
         .route("/api/v1/cis/{id}/health", get(cis::health))
-        .route("/api/v1/software", get(software::list));
+        .route("/api/v1/software", get(software::list))
+        .route_layer(from_fn_with_state(
+            (state.clone(), Role::Viewer),
+            auth::require_role,
+        ));
+    let admin = Router::new()
+        .route("/api/v1/enroll-secrets", get(secrets::list))
+        .route_layer(from_fn_with_state(
+            (state.clone(), Role::Admin),
+            auth::require_role,
+        ));
     let ops = Router::new()
         .route("/livez", get(ops::livez))
         .route("/readyz", get(ops::readyz));
     Router::new()
-        .merge(agent)
+        .merge(reports)
+        .merge(enroll)
+        .merge(read)
         .merge(admin)
         .merge(ops)
         .fallback(ops::no_route)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)
+}
+
+/// A JSON body that could not be read: too large (`413`) or not the expected document (`400`).
+pub(crate) fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::PayloadTooLarge,
+                "the body is too large for this route",
+            )
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "send the body as application/json",
+        ),
+        other => ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            format!(
+                "the body is not the expected JSON document: {}",
+                other.body_text()
+            ),
+        ),
+    }
 }
 
 /// The query string as named parameters, refusing names not in `allowed` and repeated names,
@@ -124,6 +170,22 @@ pub(crate) mod rfc3339_utc {
             .map_err(serde::ser::Error::custom)?;
         s.serialize_str(&text)
     }
+
+    /// An optional time: `null` or RFC 3339 UTC.
+    pub mod option {
+        use serde::Serializer;
+        use time::OffsetDateTime;
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<OffsetDateTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -169,8 +231,11 @@ mod tests {
         );
 
         let batch = r#"{"agent_id": "0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11", "reports": []}"#;
+        // A well-formed token: checking it needs the database.
+        let token = crate::auth::Credential::generate(crate::auth::Kind::AgentToken).unwrap();
         let post = Request::post("/agent/v1/reports")
             .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", token.reveal()))
             .body(Body::from(batch))
             .unwrap();
         let (status, body) = call(router(state), post).await;

@@ -120,6 +120,35 @@ CREATE TABLE health_meta (
 );
 INSERT INTO health_meta (id, raw_min_ts) VALUES (1, (SELECT min(ts) FROM health_raw));
 "#,
+    // 3: credentials. Only SHA-256 hashes of the secret parts are stored (see `auth`).
+    r#"
+CREATE TABLE enroll_secret (
+    id         TEXT    PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    hash       BLOB    NOT NULL CHECK (length(hash) = 32),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER,
+    uses       INTEGER NOT NULL DEFAULT 0
+);
+
+-- Admin tokens have a role; agent tokens are bound to one agent id and name the secret they
+-- were enrolled with.
+CREATE TABLE token (
+    id               TEXT    PRIMARY KEY,
+    kind             TEXT    NOT NULL CHECK (kind IN ('admin', 'agent')),
+    role             TEXT    CHECK (role IN ('viewer', 'operator', 'admin')),
+    agent_id         TEXT,
+    name             TEXT    NOT NULL,
+    hash             BLOB    NOT NULL CHECK (length(hash) = 32),
+    created_at       INTEGER NOT NULL,
+    revoked_at       INTEGER,
+    enroll_secret_id TEXT    REFERENCES enroll_secret(id),
+    CHECK ((kind = 'admin' AND role IS NOT NULL AND agent_id IS NULL)
+        OR (kind = 'agent' AND role IS NULL AND agent_id IS NOT NULL))
+);
+CREATE INDEX token_agent ON token(agent_id) WHERE agent_id IS NOT NULL;
+"#,
 ];
 
 /// Brings the database up to the latest schema.
@@ -201,6 +230,8 @@ mod tests {
             "installation",
             "relationship",
             "software",
+            "token",
+            "enroll_secret",
         ] {
             assert!(
                 tables.contains(&t.to_owned()),
@@ -247,6 +278,11 @@ mod tests {
                      INSERT INTO health_raw (ci_id, ts, sample) VALUES (1, 7200000, x'80');",
                 )
                 .unwrap();
+            }
+            if done >= 2 {
+                // As the release that had health_meta kept it.
+                conn.execute("UPDATE health_meta SET raw_min_ts = 7200000", [])
+                    .unwrap();
             }
             migrate(&mut conn, Path::new("old.db")).unwrap();
             assert_eq!(version(&conn), current_version());

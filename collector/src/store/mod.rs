@@ -51,6 +51,7 @@
 //! `last_seq` was therefore stored before: it is acknowledged again and nothing is written.
 //! Reports in a batch are applied in seq order.
 
+pub mod auth;
 mod cis;
 mod health;
 mod ingest;

@@ -6,7 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Once;
 use std::thread::JoinHandle;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use census_collector::auth::Role;
 use census_collector::config::Config;
+use census_collector::store::{Store, StoreOptions};
 use census_common::codec::{self, Format};
 use census_common::{
     Batch, Filesystem, HealthSample, Inventory, NetworkInterface, Report, ReportBody, Software,
@@ -23,6 +28,11 @@ pub const OTHER_AGENT: &str = "5a4c1e0e-2f43-4d8e-9b7e-1d2c3b4a5f60";
 pub struct TestCollector {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// An admin-role token, sent by [`TestCollector::get`].
+    pub admin_token: String,
+    /// An enrollment secret; agents enroll with it on their first batch.
+    pub enroll_secret: String,
+    agent_tokens: Mutex<HashMap<String, String>>,
     dir: Option<TempDir>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
@@ -51,6 +61,7 @@ impl TestCollector {
             ..Config::default()
         };
         tweak(&mut config);
+        let (admin_token, enroll_secret) = credentials(&config);
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -68,6 +79,9 @@ impl TestCollector {
         TestCollector {
             addr,
             client: reqwest::Client::new(),
+            admin_token,
+            enroll_secret,
+            agent_tokens: Mutex::new(HashMap::new()),
             dir: Some(dir),
             stop: Some(stop),
             thread: Some(thread),
@@ -102,9 +116,37 @@ impl TestCollector {
         }
     }
 
-    /// Posts a batch as the agent does: MessagePack, gzip.
+    /// Enrolls `agent` with the test's secret (once) and returns its token.
+    pub async fn agent_token(&self, agent: &str) -> String {
+        if let Some(token) = self.agent_tokens.lock().unwrap().get(agent) {
+            return token.clone();
+        }
+        let response = self
+            .client
+            .post(self.url("/agent/v1/enroll"))
+            .json(&serde_json::json!({
+                "secret": self.enroll_secret, "agent_id": agent, "hostname": "test-host"
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "enrolling {agent}");
+        let token = response.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.agent_tokens
+            .lock()
+            .unwrap()
+            .insert(agent.to_owned(), token.clone());
+        token
+    }
+
+    /// Posts a batch as the agent does (MessagePack, gzip), with the batch's agent's token.
     pub async fn post_batch(&self, batch: &Batch) -> reqwest::Response {
-        self.post_raw(
+        let token = self.agent_token(&batch.agent_id).await;
+        self.post_raw_as(
+            Some(&token),
             gzip(&codec::encode(batch, Format::MessagePack)),
             "application/msgpack",
             Some("gzip"),
@@ -112,8 +154,22 @@ impl TestCollector {
         .await
     }
 
+    /// Posts a body with [`AGENT`]'s token.
     pub async fn post_raw(
         &self,
+        body: Vec<u8>,
+        content_type: &str,
+        encoding: Option<&str>,
+    ) -> reqwest::Response {
+        let token = self.agent_token(AGENT).await;
+        self.post_raw_as(Some(&token), body, content_type, encoding)
+            .await
+    }
+
+    /// Posts a body to the report route with `token` (none: no Authorization header).
+    pub async fn post_raw_as(
+        &self,
+        token: Option<&str>,
         body: Vec<u8>,
         content_type: &str,
         encoding: Option<&str>,
@@ -123,6 +179,9 @@ impl TestCollector {
             .post(self.url("/agent/v1/reports"))
             .header("content-type", content_type)
             .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         if let Some(encoding) = encoding {
             request = request.header("content-encoding", encoding);
         }
@@ -136,8 +195,18 @@ impl TestCollector {
         response.json().await.unwrap()
     }
 
+    /// GET with the admin token.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.client.get(self.url(path)).send().await.unwrap();
+        self.get_as(Some(&self.admin_token), path).await
+    }
+
+    /// GET with `token` (none: no Authorization header).
+    pub async fn get_as(&self, token: Option<&str>, path: &str) -> (StatusCode, Value) {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
         let status = response.status();
         let body = response.json().await.unwrap();
         (status, body)
@@ -149,6 +218,36 @@ impl TestCollector {
         assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
         body
     }
+}
+
+/// Creates an admin token and an enrollment secret in the data dir of `config`, through the
+/// store as `census-collector token create` and `enroll-secret create` do.
+fn credentials(config: &Config) -> (String, String) {
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    let db = config.database_path();
+    // Its own thread and runtime: tests call `start` from inside their own runtime.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = Store::open(&db, &StoreOptions::default()).unwrap();
+            let now = OffsetDateTime::now_utc();
+            let (_, admin) = store
+                .create_admin_token("test-admin".into(), Role::Admin, now)
+                .await
+                .unwrap();
+            let (_, secret) = store
+                .create_enroll_secret("test".into(), None, now)
+                .await
+                .unwrap();
+            store.close().await;
+            (admin.reveal(), secret.reveal())
+        })
+    })
+    .join()
+    .unwrap()
 }
 
 impl Drop for TestCollector {

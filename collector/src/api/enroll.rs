@@ -1,0 +1,88 @@
+//! `POST /agent/v1/enroll`: trades an enrollment secret for the agent's own token.
+//!
+//! Body `{ "secret", "agent_id", "hostname" }` (JSON) → `{ "token" }`. The token is bound to
+//! `agent_id`: it writes that agent's reports and nothing else. A wrong, revoked or expired
+//! secret is `401 enroll_secret_invalid` (the agent is not told which; the collector log says,
+//! naming the secret's id, never the secret). The secret is checked on a read connection first,
+//! so a flood of wrong secrets never reaches the writer; the write transaction checks it again.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use census_common::{EnrollRequest, EnrollResponse, ErrorCode};
+
+use super::{ApiError, AppState};
+use crate::auth::{Credential, Kind};
+use crate::store::auth::{Enrollment, SecretRefusal};
+
+/// Longest hostname accepted (DNS names are at most 253 characters).
+const MAX_HOSTNAME: usize = 255;
+
+pub async fn post_enroll(
+    State(state): State<AppState>,
+    body: Result<Json<EnrollRequest>, JsonRejection>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let Json(request) = body.map_err(super::json_rejection)?;
+    if uuid::Uuid::parse_str(&request.agent_id).is_err() {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            format!("agent_id {:?} is not a UUID", request.agent_id),
+        ));
+    }
+    if request.hostname.is_empty()
+        || request.hostname.len() > MAX_HOSTNAME
+        || request.hostname.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            format!("hostname must be 1 to {MAX_HOSTNAME} bytes of printable text"),
+        ));
+    }
+    let refused = |refusal: SecretRefusal, secret_id: &str| {
+        tracing::warn!(
+            secret_id,
+            reason = refusal.as_str(),
+            agent_id = %request.agent_id,
+            "refused an enrollment"
+        );
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::EnrollSecretInvalid,
+            "the enrollment secret is unknown, revoked or expired; ask an admin for a new one \
+             (`census-collector enroll-secret create --name NAME`)",
+        )
+    };
+    let Some(secret) = Credential::parse(Kind::EnrollSecret, &request.secret) else {
+        return Err(refused(SecretRefusal::Unknown, "(malformed)"));
+    };
+    let now = state.clock.now();
+    if let Err(refusal) = state.store.check_enroll_secret(secret.clone(), now).await? {
+        return Err(refused(refusal, &secret.id));
+    }
+    let secret_id = secret.id.clone();
+    match state
+        .store
+        .enroll(
+            secret,
+            request.agent_id.clone(),
+            request.hostname.clone(),
+            now,
+        )
+        .await?
+    {
+        Enrollment::Enrolled { token, secret_id } => {
+            tracing::info!(
+                agent_id = %request.agent_id,
+                hostname = %request.hostname,
+                secret_id,
+                token_id = %token.id,
+                "agent enrolled"
+            );
+            Ok(Json(EnrollResponse {
+                token: token.reveal(),
+            }))
+        }
+        Enrollment::Refused(refusal) => Err(refused(refusal, &secret_id)),
+    }
+}
