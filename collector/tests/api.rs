@@ -2,6 +2,7 @@
 
 mod auth;
 mod cli;
+mod hostile;
 mod support;
 
 use std::collections::BTreeSet;
