@@ -52,6 +52,13 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Optio
 pub struct TestCollector {
     pub data_dir: TempDir,
     pub addr: SocketAddr,
+    /// An admin-role token made with `census-collector token create`; [`TestCollector::get`]
+    /// sends it.
+    pub admin_token: String,
+    /// An enrollment secret made with `census-collector enroll-secret create`.
+    pub enroll_secret: String,
+    /// `https` when started with a certificate.
+    pub scheme: &'static str,
     child: Option<Child>,
 }
 
@@ -62,25 +69,51 @@ impl TestCollector {
 
     /// Starts a collector on an existing data directory, e.g. to test a restart.
     pub fn start_in(data_dir: TempDir) -> Self {
+        Self::start_with_config(data_dir, "")
+    }
+
+    /// Starts with `config` as the collector's configuration file. Logs (at debug level, so
+    /// tests can check what never reaches them) go to `collector.log` in the data dir.
+    pub fn start_with_config(data_dir: TempDir, config: &str) -> Self {
         let addr_file = data_dir.path().join("collector.addr");
         let _ = std::fs::remove_file(&addr_file);
-        // An empty config of its own, so a collector.toml installed on the host cannot leak in.
-        let config = data_dir.path().join("collector.toml");
-        std::fs::write(&config, "").expect("config written");
+        // A config of its own, so a collector.toml installed on the host cannot leak in.
+        let config_path = data_dir.path().join("collector.toml");
+        std::fs::write(&config_path, config).expect("config written");
+        let admin_token = collector_cli(
+            data_dir.path(),
+            &["token", "create", "--role", "admin", "--name", "e2e"],
+        );
+        let enroll_secret = collector_cli(
+            data_dir.path(),
+            &["enroll-secret", "create", "--name", "e2e"],
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.path().join("collector.log"))
+            .expect("log file");
         let child = Command::new(binary("census-collector"))
             .arg("--config")
-            .arg(&config)
+            .arg(&config_path)
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("census-collector starts");
         let mut collector = TestCollector {
             data_dir,
             addr: "127.0.0.1:0".parse().unwrap(),
+            admin_token,
+            enroll_secret,
+            scheme: if config.contains("tls_cert") {
+                "https"
+            } else {
+                "http"
+            },
             child: Some(child),
         };
         collector.addr = wait_for("collector.addr", Duration::from_secs(30), || {
@@ -97,7 +130,22 @@ impl TestCollector {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// What the collector logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("collector.log")).unwrap_or_default()
+    }
+
+    /// Stops the collector with SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) -> TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.data_dir, dir)
     }
 
     /// Stops the collector gracefully and hands back its data directory.
@@ -123,7 +171,13 @@ impl TestCollector {
 
     /// GET a JSON document from the admin API; panics with the body on a non-2xx answer.
     pub fn get(&self, path_and_query: &str) -> serde_json::Value {
-        let (status, body) = http_get(self.addr, path_and_query);
+        let (status, body) = http_request(
+            self.addr,
+            "GET",
+            path_and_query,
+            &[("Authorization", &format!("Bearer {}", self.admin_token))],
+            b"",
+        );
         assert!(
             (200..300).contains(&status),
             "GET {path_and_query} answered {status}: {body}"
@@ -138,28 +192,82 @@ impl Drop for TestCollector {
     }
 }
 
-/// A minimal HTTP/1.1 GET over a plain TCP socket: the end-to-end tests need nothing more, and
-/// this keeps an HTTP client library out of the harness.
+/// Runs `census-collector --data-dir DIR ARGS`, asserting success; the last line of stdout
+/// (where a created token or secret is printed).
+pub fn collector_cli(data_dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(binary("census-collector"))
+        .arg("--config")
+        .arg("/dev/null")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("census-collector runs");
+    assert!(
+        out.status.success(),
+        "census-collector {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// A minimal HTTP/1.1 GET over a plain TCP socket, without credentials.
 pub fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(addr).expect("collector accepts connections");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    http_request(addr, "GET", path_and_query, &[], b"")
+}
+
+/// A minimal HTTP/1.1 request over a plain TCP socket: the end-to-end tests need nothing more,
+/// and this keeps an HTTP client library out of the harness. Panics when the collector cannot
+/// be reached.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    try_http_request(addr, method, path_and_query, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path_and_query}: {e}"))
+}
+
+/// [`http_request`] that answers an error instead of panicking when the connection fails (a
+/// collector killed mid-request).
+pub fn try_http_request(
+    addr: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Error, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("response is read");
-    let text = String::from_utf8(raw).expect("response is UTF-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("response has a head");
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8(raw).map_err(Error::other)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| Error::other("the response has no head"))?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .expect("status line");
+        .ok_or_else(|| Error::other("no status line"))?;
     let chunked = head
         .lines()
         .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
@@ -168,7 +276,7 @@ pub fn http_get(addr: SocketAddr, path_and_query: &str) -> (u16, String) {
     } else {
         body.to_owned()
     };
-    (status, body)
+    Ok((status, body))
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -215,9 +323,27 @@ impl TestAgent {
             .expect("census-agent runs")
     }
 
-    /// `census-agent once --server URL`, asserting it succeeded.
-    pub fn once(&self, server: &str) {
-        let out = self.run(&["--server", server, "once"]);
+    /// Runs `census-agent ARGS` with this agent's state dir, `collector`'s URL and its
+    /// enrollment secret (through the environment, as a service manager would pass it).
+    pub fn run_against(&self, collector: &TestCollector, args: &[&str]) -> Output {
+        Command::new(binary("census-agent"))
+            .arg("--config")
+            .arg(self.state_dir.path().join("agent.toml"))
+            .arg("--state-dir")
+            .arg(self.state_dir.path())
+            .arg("--server")
+            .arg(collector.url())
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .env("CENSUS_ENROLL_SECRET", &collector.enroll_secret)
+            .output()
+            .expect("census-agent runs")
+    }
+
+    /// `census-agent once` against `collector` (enrolling first if needed), asserting it
+    /// succeeded.
+    pub fn once(&self, collector: &TestCollector) {
+        let out = self.run_against(collector, &["once"]);
         assert!(
             out.status.success(),
             "census-agent once failed: {}\n{}",

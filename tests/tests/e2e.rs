@@ -38,7 +38,7 @@ fn agent_once_puts_this_machine_in_the_cmdb_and_a_second_run_duplicates_nothing(
     let filesystems_seen = inventory["filesystems"].as_array().unwrap().len();
     let nics_seen = inventory["network_interfaces"].as_array().unwrap().len();
 
-    agent.once(&collector.url());
+    agent.once(&collector);
 
     let computers = all_items(&collector, "/api/v1/cis?class=computer");
     assert_eq!(computers.len(), 1, "{computers:?}");
@@ -84,7 +84,7 @@ fn agent_once_puts_this_machine_in_the_cmdb_and_a_second_run_duplicates_nothing(
     );
 
     // Nothing changed on the machine: a second cycle adds a health sample and nothing else.
-    agent.once(&collector.url());
+    agent.once(&collector);
     assert_eq!(all_items(&collector, "/api/v1/cis?class=computer").len(), 1);
     assert_eq!(
         all_items(&collector, &format!("/api/v1/cis/{id}/software")).len(),
@@ -104,7 +104,7 @@ fn agent_once_puts_this_machine_in_the_cmdb_and_a_second_run_duplicates_nothing(
 fn the_cmdb_survives_a_collector_restart() {
     let collector = TestCollector::start();
     let agent = TestAgent::new();
-    agent.once(&collector.url());
+    agent.once(&collector);
     let before = collector.get("/api/v1/cis?class=computer");
 
     let collector = TestCollector::start_in(collector.stop());
@@ -114,7 +114,7 @@ fn the_cmdb_survives_a_collector_restart() {
     );
     // The agent remembers its acked inventory, so the restarted collector gets health only and
     // still files it under the same computer.
-    agent.once(&collector.url());
+    agent.once(&collector);
     let id = before["items"][0]["id"].as_i64().unwrap();
     let health = collector.get(&format!("/api/v1/cis/{id}/health"));
     assert_eq!(items(&health).len(), 2, "{health}");
@@ -127,6 +127,17 @@ fn readiness_and_unknown_ci() {
     let (status, _) = census_tests::http_get(collector.addr, "/readyz");
     assert_eq!(status, 200);
     let (status, body) = census_tests::http_get(collector.addr, "/api/v1/cis/999999");
+    assert_eq!(status, 401, "the API needs a token: {body}");
+    let (status, body) = census_tests::http_request(
+        collector.addr,
+        "GET",
+        "/api/v1/cis/999999",
+        &[(
+            "Authorization",
+            &format!("Bearer {}", collector.admin_token),
+        )],
+        b"",
+    );
     assert_eq!(status, 404);
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"]["code"], "not_found");
