@@ -30,6 +30,11 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# Credentials first: an enrollment secret the agent trades for its own token, and a viewer
+# token for the curl examples. Each command prints the secret alone on its last line.
+secret=$("$bin/census-collector" --data-dir "$data_dir" enroll-secret create --name quickstart --expires 1d | tail -n 1)
+token=$("$bin/census-collector" --data-dir "$data_dir" token create --role viewer --name quickstart | tail -n 1)
+
 echo "== starting census-collector on 127.0.0.1:$port (data in $data_dir)"
 "$bin/census-collector" --data-dir "$data_dir" serve --listen "127.0.0.1:$port" &
 pids+=($!)
@@ -42,24 +47,29 @@ for _ in $(seq 1 100); do
 done
 
 echo "== starting census-agent on this machine (health every $interval, state in $state_dir)"
-CENSUS_HEALTH_INTERVAL=$interval "$bin/census-agent" --state-dir "$state_dir" --server "$url" run &
+CENSUS_ENROLL_SECRET=$secret CENSUS_HEALTH_INTERVAL=$interval \
+  "$bin/census-agent" --state-dir "$state_dir" --server "$url" run &
 pids+=($!)
 
 for _ in $(seq 1 100); do
-  id=$(curl -fsS "$url/api/v1/cis?class=computer" 2>/dev/null | sed -n 's/.*"id":\([0-9]*\).*/\1/p' | head -n 1)
+  id=$(curl -fsS -H "Authorization: Bearer $token" "$url/api/v1/cis?class=computer" 2>/dev/null | sed -n 's/.*"id":\([0-9]*\).*/\1/p' | head -n 1)
   [ -n "$id" ] && break
   sleep 0.2
 done
 
 cat <<MSG
 
-Census is running. Try:
+Census is running. The API needs a token; this viewer token was made for you:
 
-  curl -s '$url/api/v1/cis?class=computer'            # this machine's computer CI
-  curl -s '$url/api/v1/cis/${id:-ID}'                     # attributes, latest health, relationships
-  curl -s '$url/api/v1/cis/${id:-ID}/software?limit=20'   # installed software
-  curl -s '$url/api/v1/cis/${id:-ID}/health'              # health samples, one every $interval
-  curl -s '$url/api/v1/software?name=openssl'         # which computers run openssl, at which version
+  export CENSUS_TOKEN=$token
+
+Then try:
+
+  curl -s -H "Authorization: Bearer \$CENSUS_TOKEN" '$url/api/v1/cis?class=computer'           # this machine's computer CI
+  curl -s -H "Authorization: Bearer \$CENSUS_TOKEN" '$url/api/v1/cis/${id:-ID}'                    # attributes, latest health, relationships
+  curl -s -H "Authorization: Bearer \$CENSUS_TOKEN" '$url/api/v1/cis/${id:-ID}/software?limit=20'  # installed software
+  curl -s -H "Authorization: Bearer \$CENSUS_TOKEN" '$url/api/v1/cis/${id:-ID}/health'             # health samples, one every $interval
+  curl -s -H "Authorization: Bearer \$CENSUS_TOKEN" '$url/api/v1/software?name=openssl'        # which computers run openssl
 
 (pipe any of them into jq for readable output). Ctrl-C stops Census.
 MSG
