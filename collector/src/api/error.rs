@@ -14,6 +14,10 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
 }
 
+/// Put in the extensions of every error response, so middleware (metrics) can see the code.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCodeTag(pub &'static str);
+
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
@@ -96,6 +100,8 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCodeTag(self.code));
+        response
     }
 }
