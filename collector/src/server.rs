@@ -60,11 +60,7 @@ pub async fn serve_with_clock(
     };
     let store = Arc::new(store);
 
-    let state = AppState {
-        store: store.clone(),
-        clock: clock.clone(),
-        max_body_bytes: config.max_body_bytes as usize,
-    };
+    let state = AppState::new(store.clone(), clock.clone(), &config);
     let addr_file = config.addr_file();
     if let Err(e) = write_addr_file(&addr_file, addr) {
         store.close().await;

@@ -20,7 +20,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use census_common::codec::{self, DecodeError, Format};
+use census_common::limits::{self, LimitError, Limits};
 use census_common::{Ack, Batch, ErrorCode, INVENTORY_SCHEMA, ReportBody};
 
 use super::{ApiError, AppState};
@@ -37,9 +39,42 @@ pub async fn post_reports(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Ack>, ApiError> {
-    let format = format_of(&headers)?;
-    let encoding = encoding_of(&headers)?;
+) -> Result<Json<Ack>, Response> {
+    let batch = receive(&state, &headers, body)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let received_at = state.clock.now();
+    limits::check_batch(&batch, &state.limits, received_at)
+        .map_err(|e| limit_error(e).into_response())?;
+
+    let agent = batch.agent_id.clone();
+    let count = batch.reports.len();
+    let outcome = state
+        .store
+        .ingest(IngestBatch {
+            agent_id: batch.agent_id,
+            reports: batch.reports,
+            received_at,
+        })
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    tracing::debug!(agent = %agent, reports = count, stored = outcome.stored, send_inventory = outcome.send_inventory, "batch stored");
+    Ok(Json(Ack {
+        acked: outcome.acked,
+        send_inventory: outcome.send_inventory,
+        last_seq: outcome.last_seq,
+    }))
+}
+
+/// Reads, decompresses, shape-checks and decodes the body, then checks the agent id, seqs and
+/// schema.
+async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Batch, ApiError> {
+    let format = format_of(headers)?;
+    let encoding = encoding_of(headers)?;
     let limit = state.max_body_bytes;
     let body = body.map_err(|rejection| match rejection {
         BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
@@ -52,34 +87,20 @@ pub async fn post_reports(
     })?;
     // Decompression and decoding are CPU work on up to max_body_bytes: keep them off the
     // async workers.
-    let batch = tokio::task::spawn_blocking(move || decode(&body, encoding, format, limit))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "decoding task failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::Internal,
-                "internal error; the collector log has the details",
-            )
-        })??;
+    let limits = state.limits;
+    let batch =
+        tokio::task::spawn_blocking(move || decode(&body, encoding, format, limit, &limits))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "decoding task failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal,
+                    "internal error; the collector log has the details",
+                )
+            })??;
     validate(&batch)?;
-
-    let agent = batch.agent_id.clone();
-    let count = batch.reports.len();
-    let outcome = state
-        .store
-        .ingest(IngestBatch {
-            agent_id: batch.agent_id,
-            reports: batch.reports,
-            received_at: state.clock.now(),
-        })
-        .await?;
-    tracing::debug!(agent = %agent, reports = count, stored = outcome.stored, send_inventory = outcome.send_inventory, "batch stored");
-    Ok(Json(Ack {
-        acked: outcome.acked,
-        send_inventory: outcome.send_inventory,
-        last_seq: outcome.last_seq,
-    }))
+    Ok(batch)
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -87,9 +108,21 @@ fn too_large(limit: usize) -> ApiError {
         StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::PayloadTooLarge,
         format!(
-            "the body is larger than {limit} bytes (max_body_bytes); send fewer reports per batch"
+            "the body is larger than the collector accepts, as sent or decompressed \
+             (max_body_bytes = {limit} bytes); send fewer reports per batch"
         ),
     )
+}
+
+/// A batch beyond the configured limits: the status that goes with each code.
+fn limit_error(e: LimitError) -> ApiError {
+    let code = e.code();
+    let status = match code {
+        ErrorCode::FieldTooLong | ErrorCode::TooManyItems => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::ValueOutOfRange => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, code, e.to_string())
 }
 
 fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
@@ -188,6 +221,7 @@ fn decode(
     encoding: Encoding,
     format: Format,
     limit: usize,
+    limits: &Limits,
 ) -> Result<Batch, ApiError> {
     let inflated;
     let plain: &[u8] = match encoding {
@@ -210,7 +244,8 @@ fn decode(
             inflated.as_deref().map_err(|e| inflate_error(e, limit))?
         }
     };
-    codec::decode_batch(plain, format).map_err(|e| match e {
+    codec::decode_batch_within(plain, format, limits).map_err(|e| match e {
+        DecodeError::Limit(e) => limit_error(e),
         DecodeError::UnsupportedProtocol { .. } => {
             ApiError::bad_request(ErrorCode::UnsupportedProtocol, e.to_string())
         }
@@ -305,7 +340,14 @@ mod tests {
         // It stopped right after the limit instead of inflating all 64 MiB.
         assert!(counting.read <= limit + 64 * 1024, "read {}", counting.read);
 
-        let err = decode(&bomb, Encoding::Gzip, Format::MessagePack, limit).unwrap_err();
+        let err = decode(
+            &bomb,
+            Encoding::Gzip,
+            Format::MessagePack,
+            limit,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             (err.status(), err.code()),
             (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
@@ -315,9 +357,23 @@ mod tests {
     #[test]
     fn zstd_is_limited_too_and_garbage_is_invalid() {
         let big = zstd::encode_all(vec![0u8; 4 << 20].as_slice(), 3).unwrap();
-        let err = decode(&big, Encoding::Zstd, Format::Json, 1 << 20).unwrap_err();
+        let err = decode(
+            &big,
+            Encoding::Zstd,
+            Format::Json,
+            1 << 20,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "payload_too_large");
-        let err = decode(b"not gzip", Encoding::Gzip, Format::Json, 1 << 20).unwrap_err();
+        let err = decode(
+            b"not gzip",
+            Encoding::Gzip,
+            Format::Json,
+            1 << 20,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             (err.status(), err.code()),
             (StatusCode::BAD_REQUEST, "invalid_body")
@@ -379,15 +435,36 @@ mod tests {
     fn decoder_errors_map_to_their_codes() {
         let agent = "0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11";
         let json = format!(r#"{{"protocol": 99, "agent_id": "{agent}", "reports": []}}"#);
-        let err = decode(json.as_bytes(), Encoding::Identity, Format::Json, 1 << 20).unwrap_err();
+        let err = decode(
+            json.as_bytes(),
+            Encoding::Identity,
+            Format::Json,
+            1 << 20,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "unsupported_protocol");
         let json = format!(
             r#"{{"agent_id": "{agent}", "reports": [{{"seq": 1, "kind": "health",
                 "agent_id": "someone-else", "collected_at": "2025-03-01T12:00:00Z"}}]}}"#
         );
-        let err = decode(json.as_bytes(), Encoding::Identity, Format::Json, 1 << 20).unwrap_err();
+        let err = decode(
+            json.as_bytes(),
+            Encoding::Identity,
+            Format::Json,
+            1 << 20,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "agent_mismatch");
-        let err = decode(b"\xc1", Encoding::Identity, Format::MessagePack, 1 << 20).unwrap_err();
+        let err = decode(
+            b"\xc1",
+            Encoding::Identity,
+            Format::MessagePack,
+            1 << 20,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "invalid_body");
 
         let batch = Batch {

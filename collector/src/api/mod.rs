@@ -13,11 +13,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Query};
-use axum::http::Uri;
+use axum::extract::{DefaultBodyLimit, Query, Request};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use census_common::{ErrorCode, Limits};
 
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::store::Store;
 pub use error::ApiError;
 
@@ -26,17 +30,32 @@ pub use error::ApiError;
 pub struct AppState {
     pub store: Arc<Store>,
     pub clock: Arc<dyn Clock>,
-    /// Largest request body, as received and after decompression.
+    /// Largest body of `/agent/v1/reports`, as received and after decompression.
     pub max_body_bytes: usize,
+    /// Largest body of every other route.
+    pub max_api_body_bytes: usize,
+    /// Bounds every batch is checked against before anything of it is stored.
+    pub limits: Limits,
 }
 
-/// All routes. The three groups are separate routers so that each can get its own middleware
+impl AppState {
+    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, config: &Config) -> AppState {
+        AppState {
+            store,
+            clock: clock.clone(),
+            max_body_bytes: config.max_body_bytes as usize,
+            max_api_body_bytes: config.max_api_body_bytes as usize,
+            limits: config.limits(),
+        }
+    }
+}
+
+/// All routes. The groups are separate routers so that each can get its own middleware
 /// (agent tokens on the agent group, admin roles on the API group) without touching the others.
+/// Agent batches may be large (`max_body_bytes`); every other body is a small JSON document,
+/// so every other group is bounded by `max_api_body_bytes`.
 pub fn router(state: AppState) -> Router {
-    let agent = Router::new()
-        .route("/agent/v1/reports", post(ingest::post_reports))
-        // The extractor's own limit; decompression enforces the same limit again.
-        .layer(DefaultBodyLimit::max(state.max_body_bytes));
+    let agent = Router::new().route("/agent/v1/reports", post(ingest::post_reports));
     let admin = Router::new()
         .route("/api/v1/cis", get(cis::list))
         .route("/api/v1/cis/{id}", get(cis::get))
@@ -46,13 +65,66 @@ pub fn router(state: AppState) -> Router {
     let ops = Router::new()
         .route("/livez", get(ops::livez))
         .route("/readyz", get(ops::readyz));
+    let small = Router::new().merge(admin).merge(ops);
     Router::new()
-        .merge(agent)
-        .merge(admin)
-        .merge(ops)
+        .merge(limit_bodies(agent, state.max_body_bytes, "max_body_bytes"))
+        .merge(limit_bodies(
+            small,
+            state.max_api_body_bytes,
+            "max_api_body_bytes",
+        ))
         .fallback(ops::no_route)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)
+}
+
+/// Bounds the request bodies of every route in `routes` to `max` bytes, set by config key
+/// `key`. A body declared larger (`Content-Length`) is refused before it is read; one that
+/// turns out larger is refused by the extractor reading it (`DefaultBodyLimit`), whose
+/// plain-text answer is replaced by the JSON error body. Either way: 413 `payload_too_large`.
+pub fn limit_bodies(routes: Router<AppState>, max: usize, key: &'static str) -> Router<AppState> {
+    routes
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| async move {
+                if content_length(request.headers()).is_some_and(|len| len > max as u64) {
+                    return payload_too_large(max, key).into_response();
+                }
+                let response = next.run(request).await;
+                if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+                    && !is_json(response.headers())
+                {
+                    return payload_too_large(max, key).into_response();
+                }
+                response
+            },
+        ))
+        .layer(DefaultBodyLimit::max(max))
+}
+
+/// 413 `payload_too_large`, naming the limit and its config key.
+pub fn payload_too_large(max: usize, key: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+        format!("the request body is larger than the collector accepts here ({key} = {max} bytes)"),
+    )
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
 }
 
 /// The query string as named parameters, refusing names not in `allowed` and repeated names,
@@ -149,11 +221,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store =
             Arc::new(Store::open(&dir.path().join("census.db"), &StoreOptions::default()).unwrap());
-        let state = AppState {
-            store: store.clone(),
-            clock: Arc::new(SystemClock),
-            max_body_bytes: 1 << 20,
-        };
+        let state = AppState::new(store.clone(), Arc::new(SystemClock), &Config::default());
         let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
         let (status, _) = call(router(state.clone()), get("/readyz")).await;
         assert_eq!(status, StatusCode::OK);
@@ -176,5 +244,52 @@ mod tests {
         let (status, body) = call(router(state), post).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["error"]["code"], "unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_answers_the_json_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(Store::open(&dir.path().join("census.db"), &StoreOptions::default()).unwrap());
+        let state = AppState::new(store.clone(), Arc::new(SystemClock), &Config::default());
+        let echo = Router::new().route(
+            "/echo",
+            post(|axum::Json(v): axum::Json<serde_json::Value>| async move { axum::Json(v) }),
+        );
+        let app = limit_bodies(echo, 64, "max_api_body_bytes").with_state(state);
+        let big = format!(r#"{{"text": "{}"}}"#, "x".repeat(100));
+
+        // Declared too large: refused before reading.
+        let declared = Request::post("/echo")
+            .header("content-type", "application/json")
+            .header("content-length", big.len())
+            .body(Body::from(big.clone()))
+            .unwrap();
+        // Not declared: the extractor finds out while reading, and its plain-text rejection
+        // is replaced.
+        let undeclared = Request::post("/echo")
+            .header("content-type", "application/json")
+            .body(Body::from(big))
+            .unwrap();
+        for request in [declared, undeclared] {
+            let (status, body) = call(app.clone(), request).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(body["error"]["code"], "payload_too_large");
+            assert_eq!(
+                body["error"]["message"],
+                "the request body is larger than the collector accepts here \
+                 (max_api_body_bytes = 64 bytes)"
+            );
+        }
+        let small = Request::post("/echo")
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"text": "hi"}"#))
+            .unwrap();
+        let (status, body) = call(app, small).await;
+        assert_eq!(
+            (status, &body["text"]),
+            (StatusCode::OK, &serde_json::json!("hi"))
+        );
+        store.close().await;
     }
 }

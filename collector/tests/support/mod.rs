@@ -3,9 +3,10 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 
+use census_collector::clock::{Clock, SystemClock};
 use census_collector::config::Config;
 use census_common::codec::{self, Format};
 use census_common::{
@@ -39,6 +40,15 @@ impl TestCollector {
     }
 
     pub fn start_with(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestCollector {
+        TestCollector::start_with_clock(dir, Arc::new(SystemClock), tweak)
+    }
+
+    /// Starts with `clock` as the collector's time, so tests can move it.
+    pub fn start_with_clock(
+        dir: TempDir,
+        clock: Arc<dyn Clock>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestCollector {
         static PROVIDER: Once = Once::new();
         PROVIDER.call_once(|| {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -59,7 +69,7 @@ impl TestCollector {
                 .build()?;
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                census_collector::server::serve(listener, config, async {
+                census_collector::server::serve_with_clock(listener, config, clock, async {
                     let _ = stopped.await;
                 })
                 .await

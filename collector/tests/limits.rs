@@ -1,0 +1,268 @@
+//! No input can crash the collector or fill its disk or memory: body and batch limits, over
+//! real HTTP on 127.0.0.1.
+
+// Each test binary uses part of the shared helpers.
+#[allow(dead_code)]
+mod support;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use census_collector::clock::{Clock, ManualClock};
+use census_common::codec::{self, Format};
+use census_common::{Batch, HealthSample, Report, ReportBody};
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::*;
+use time::OffsetDateTime;
+
+async fn refused(response: reqwest::Response, status: StatusCode, code: &str) -> String {
+    let got = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_error(got, &body, status, code)
+}
+
+async fn nothing_stored(c: &TestCollector) {
+    let list = c.get_ok("/api/v1/cis").await;
+    assert_eq!(list["items"], serde_json::json!([]), "{list}");
+}
+
+fn health_at(seq: u64, at: OffsetDateTime) -> Report {
+    health_report(AGENT, seq, at, 5.0)
+}
+
+fn with_health(seq: u64, at: OffsetDateTime, edit: impl FnOnce(&mut HealthSample)) -> Batch {
+    let mut report = health_at(seq, at);
+    if let ReportBody::Health(sample) = &mut report.body {
+        edit(sample);
+    }
+    batch(AGENT, vec![report])
+}
+
+async fn post_json(c: &TestCollector, value: &impl serde::Serialize) -> reqwest::Response {
+    c.post_raw(codec::encode(value, Format::Json), "application/json", None)
+        .await
+}
+
+/// MessagePack `{"agent_id": AGENT, "reports": <rest>`: a batch whose reports are `rest`.
+fn msgpack_batch_with_reports(rest: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0x82, 0xa8];
+    bytes.extend_from_slice(b"agent_id");
+    bytes.push(0xd9);
+    bytes.push(AGENT.len() as u8);
+    bytes.extend_from_slice(AGENT.as_bytes());
+    bytes.push(0xa7);
+    bytes.extend_from_slice(b"reports");
+    bytes.extend_from_slice(rest);
+    bytes
+}
+
+#[tokio::test]
+async fn compression_bombs_stop_at_max_body_bytes() {
+    let c = TestCollector::start();
+    // 64 MiB of zeros against the default 16 MiB limit, written in chunks so the test itself
+    // does not hold them.
+    let chunk = vec![0u8; 1 << 20];
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut zstd = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+    for _ in 0..64 {
+        gzip.write_all(&chunk).unwrap();
+        zstd.write_all(&chunk).unwrap();
+    }
+    let (gzip, zstd) = (gzip.finish().unwrap(), zstd.finish().unwrap());
+    assert!(gzip.len() < 128 * 1024 && zstd.len() < 128 * 1024);
+
+    for (body, encoding) in [(gzip, "gzip"), (zstd, "zstd")] {
+        let response = c
+            .post_raw(body, "application/msgpack", Some(encoding))
+            .await;
+        let message = refused(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+        assert!(message.contains("max_body_bytes = 16777216"), "{message}");
+    }
+    nothing_stored(&c).await;
+    c.get_ok("/livez").await;
+}
+
+#[tokio::test]
+async fn a_body_declared_too_large_is_refused_before_it_is_read() {
+    let c = TestCollector::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.max_body_bytes = 64 * 1024;
+    });
+    let response = c
+        .post_raw(vec![b' '; 200 * 1024], "application/json", None)
+        .await;
+    let message = refused(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert!(
+        message.starts_with("the request body is larger")
+            && message.contains("max_body_bytes = 65536"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn batches_past_the_limits_are_refused_whole() {
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let now = clock.now();
+    let c =
+        TestCollector::start_with_clock(tempfile::tempdir().unwrap(), clock.clone(), |config| {
+            config.max_software_entries = 1000;
+            config.max_parts = 16;
+            config.max_string_bytes = 256;
+            config.max_reports_per_batch = 100;
+        });
+    let mut many_packages = inventory(AGENT, "web-1", &[], &["/"], &[]);
+    many_packages.software = (0..1001).map(|i| package(&format!("p{i}"), "1")).collect();
+    let mounts: Vec<String> = (0..17).map(|i| format!("/m{i}")).collect();
+    let mount_refs: Vec<&str> = mounts.iter().map(String::as_str).collect();
+    let many_mounts = inventory(AGENT, "web-1", &[], &mount_refs, &[]);
+    let long_name = inventory(AGENT, &"h".repeat(300), &[], &[], &[]);
+    let too_many_reports = batch(AGENT, (1..=101).map(|seq| health_at(seq, now)).collect());
+    let mut twice = batch(AGENT, vec![health_at(1, now), health_at(2, now)]);
+    twice.reports[1].seq = 1;
+
+    // (body as MessagePack + gzip unless JSON, status, code, words the message must hold)
+    let cases: Vec<(reqwest::Response, StatusCode, &str, &[&str])> = vec![
+        (
+            c.post_batch(&batch(AGENT, vec![inventory_report(1, many_packages)]))
+                .await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            &["`software`", "1001 entries", "max_software_entries = 1000"],
+        ),
+        (
+            c.post_batch(&batch(AGENT, vec![inventory_report(1, many_mounts)]))
+                .await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            &["report 1: filesystems has 17 entries", "max_parts = 16"],
+        ),
+        (
+            c.post_batch(&too_many_reports).await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            &["reports has 101 entries", "max_reports_per_batch = 100"],
+        ),
+        (
+            c.post_batch(&batch(AGENT, vec![inventory_report(1, long_name.clone())]))
+                .await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "field_too_long",
+            &["`hostname`", "300 bytes", "max_string_bytes = 256"],
+        ),
+        (
+            post_json(&c, &batch(AGENT, vec![inventory_report(1, long_name)])).await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "field_too_long",
+            &[
+                "report 1: host.hostname is 300 bytes",
+                "max_string_bytes = 256",
+            ],
+        ),
+        (
+            c.post_batch(&twice).await,
+            StatusCode::BAD_REQUEST,
+            "duplicate_seq",
+            &["seq 1 appears more than once"],
+        ),
+        (
+            c.post_batch(&with_health(1, now, |h| h.cpu_percent = Some(250.0)))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "value_out_of_range",
+            &["report 1: cpu_percent is 250"],
+        ),
+        (
+            c.post_batch(&with_health(1, now, |h| {
+                h.memory_used_percent = Some(f64::NAN)
+            }))
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "value_out_of_range",
+            &["memory_used_percent is NaN, not a finite number"],
+        ),
+        (
+            c.post_batch(&batch(
+                AGENT,
+                vec![health_at(1, now + time::Duration::hours(25))],
+            ))
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "value_out_of_range",
+            &["collected_at", "max_clock_skew"],
+        ),
+        (
+            c.post_batch(&batch(
+                AGENT,
+                vec![health_at(1, time::macros::datetime!(1999-12-31 23:00 UTC))],
+            ))
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "value_out_of_range",
+            &["before 2000-01-01"],
+        ),
+        (
+            // "reports": forty arrays deep.
+            c.post_raw(
+                msgpack_batch_with_reports(&[0x91; 40]),
+                "application/msgpack",
+                None,
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "nesting_too_deep",
+            &["max_nesting_depth = 32"],
+        ),
+        (
+            c.post_raw(
+                format!(
+                    r#"{{"agent_id": "{AGENT}", "reports": {}{}}}"#,
+                    "[".repeat(40),
+                    "]".repeat(40)
+                )
+                .into_bytes(),
+                "application/json",
+                None,
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "nesting_too_deep",
+            &["max_nesting_depth = 32"],
+        ),
+        (
+            // "reports": an array claiming four billion entries in a few bytes.
+            c.post_raw(
+                msgpack_batch_with_reports(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0]),
+                "application/msgpack",
+                None,
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            &["runs past the end of the body"],
+        ),
+    ];
+    for (response, status, code, words) in cases {
+        let message = refused(response, status, code).await;
+        for word in words {
+            assert!(
+                message.contains(word),
+                "{code}: {word:?} not in {message:?}"
+            );
+        }
+    }
+    nothing_stored(&c).await;
+
+    // None of the refused seqs was stored, and a sample a few hours ahead (within the skew)
+    // is still taken.
+    let ack = c
+        .ingest(&batch(
+            AGENT,
+            vec![
+                health_at(1, now),
+                health_at(2, now + time::Duration::hours(3)),
+            ],
+        ))
+        .await;
+    assert_eq!(ack["acked"], serde_json::json!([1, 2]));
+    assert_eq!(ack["last_seq"], 2);
+}
