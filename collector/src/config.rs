@@ -50,6 +50,13 @@ pub struct Config {
     /// How far a report's `collected_at` may be ahead of the collector's clock; from `5m` to
     /// `365d`.
     pub max_clock_skew: Span,
+    /// Enrollments a minute from one client IP address (an IPv6 /64), with a burst of as many;
+    /// 0 turns the limit off.
+    pub enroll_rate_per_minute: u32,
+    /// Report batches a minute from one agent; 0 turns the limit off.
+    pub reports_rate_per_minute: u32,
+    /// Report batches one agent may send at once, above the steady rate.
+    pub reports_burst: u32,
 }
 
 impl Default for Config {
@@ -70,6 +77,9 @@ impl Default for Config {
             max_software_entries: limits.max_software_entries,
             max_parts: limits.max_parts,
             max_clock_skew: Span(limits.max_clock_skew.unsigned_abs()),
+            enroll_rate_per_minute: 10,
+            reports_rate_per_minute: 120,
+            reports_burst: 60,
         }
     }
 }
@@ -126,6 +136,19 @@ impl Config {
                 1_000_000,
             ),
             ("max_parts", self.max_parts, 16, 65_536),
+            (
+                "enroll_rate_per_minute",
+                self.enroll_rate_per_minute as usize,
+                0,
+                60_000,
+            ),
+            (
+                "reports_rate_per_minute",
+                self.reports_rate_per_minute as usize,
+                0,
+                60_000,
+            ),
+            ("reports_burst", self.reports_burst as usize, 1, 100_000),
         ] {
             if !(min..=max).contains(&value) {
                 bail!("{key} must be from {min} to {max}, not {value}");
@@ -381,6 +404,10 @@ mod tests {
                 "max_reports_per_batch must be from 100 to 100000, not 10",
             ),
             (
+                "reports_burst = 0",
+                "reports_burst must be from 1 to 100000, not 0",
+            ),
+            (
                 "max_api_body_bytes = 0",
                 "max_api_body_bytes must be a positive number of bytes",
             ),
@@ -395,7 +422,8 @@ mod tests {
                 "{text}"
             );
         }
-        let config = Config::parse("max_clock_skew = \"2h\"\nmax_parts = 16\n").unwrap();
+        let config =
+            Config::parse("reports_rate_per_minute = 0\nmax_clock_skew = \"2h\"\n").unwrap();
         assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
         assert_eq!(config.limits().max_clock_skew, time::Duration::hours(2));
         assert_eq!(Config::default().limits(), Limits::default());

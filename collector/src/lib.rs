@@ -9,12 +9,14 @@
 //! - [`cmdb`]: pure reconciliation logic: identification rules, attributes, diffs.
 //! - [`retention`]: the background compaction and pruning of health samples.
 //! - [`clock`]: injected time.
+//! - [`ratelimit`]: keyed token buckets (per agent, per client address).
 
 pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod cmdb;
 pub mod config;
+pub mod ratelimit;
 pub mod retention;
 pub mod server;
 pub mod store;

@@ -77,7 +77,9 @@ pub async fn serve_with_clock(
 
     tracing::info!(addr = %addr, data_dir = %config.data_dir.display(), "listening");
 
-    let served = axum::serve(listener, api::router(state))
+    // Handlers can take `ConnectInfo<SocketAddr>`, the client's address.
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     tracing::info!("stopping: in-flight requests done, closing the store");

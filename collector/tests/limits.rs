@@ -1,5 +1,5 @@
-//! No input can crash the collector or fill its disk or memory: body and batch limits, over
-//! real HTTP on 127.0.0.1.
+//! No input can crash the collector or fill its disk or memory: body and batch limits, rate
+//! limits. Over real HTTP on 127.0.0.1.
 
 // Each test binary uses part of the shared helpers.
 #[allow(dead_code)]
@@ -265,4 +265,58 @@ async fn batches_past_the_limits_are_refused_whole() {
         .await;
     assert_eq!(ack["acked"], serde_json::json!([1, 2]));
     assert_eq!(ack["last_seq"], 2);
+}
+
+#[tokio::test]
+async fn report_batches_are_rate_limited_per_agent() {
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let now = clock.now();
+    let c =
+        TestCollector::start_with_clock(tempfile::tempdir().unwrap(), clock.clone(), |config| {
+            // One batch every 10 s, two at once.
+            config.reports_rate_per_minute = 6;
+            config.reports_burst = 2;
+        });
+    c.ingest(&batch(AGENT, vec![health_at(1, now)])).await;
+    c.ingest(&batch(AGENT, vec![health_at(2, now)])).await;
+    let response = c.post_batch(&batch(AGENT, vec![health_at(3, now)])).await;
+    assert_eq!(response.headers()["retry-after"], "10");
+    let message = refused(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert!(
+        message.contains(AGENT) && message.contains("reports_rate_per_minute"),
+        "{message}"
+    );
+    // Another agent has its own bucket.
+    c.ingest(&batch(
+        OTHER_AGENT,
+        vec![health_report(OTHER_AGENT, 1, now, 1.0)],
+    ))
+    .await;
+
+    clock.advance(time::Duration::seconds(4));
+    let response = c.post_batch(&batch(AGENT, vec![health_at(3, now)])).await;
+    assert_eq!(response.headers()["retry-after"], "6");
+    clock.advance(time::Duration::seconds(6));
+    let ack = c.ingest(&batch(AGENT, vec![health_at(3, now)])).await;
+    assert_eq!(
+        (&ack["acked"], &ack["last_seq"]),
+        (&serde_json::json!([3]), &serde_json::json!(3))
+    );
+}
+
+#[tokio::test]
+async fn the_default_burst_drains_a_backlog() {
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let now = clock.now();
+    let c = TestCollector::start_with_clock(tempfile::tempdir().unwrap(), clock, |_| {});
+    // After an outage the agent sends its queue back to back, 100 reports a batch: the
+    // default burst takes 60 batches at once with the clock standing still.
+    for i in 0..60u64 {
+        let reports = (1..=100).map(|j| health_at(i * 100 + j, now)).collect();
+        c.ingest(&batch(AGENT, reports)).await;
+    }
+    let response = c
+        .post_batch(&batch(AGENT, vec![health_at(6001, now)]))
+        .await;
+    refused(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 }

@@ -26,6 +26,7 @@ use census_common::limits::{self, LimitError, Limits};
 use census_common::{Ack, Batch, ErrorCode, INVENTORY_SCHEMA, ReportBody};
 
 use super::{ApiError, AppState};
+use crate::ratelimit::RateLimited;
 use crate::store::IngestBatch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,14 @@ pub async fn post_reports(
     let batch = receive(&state, &headers, body)
         .await
         .map_err(IntoResponse::into_response)?;
+    // Keyed on the agent id, which `validate` made a UUID, so a key is never large.
+    if let Err(wait) = state.reports_limiter.check(batch.agent_id.as_str()) {
+        let who = format!("agent {}", batch.agent_id);
+        return Err(
+            RateLimited::new(wait, &who, "reports_rate_per_minute or reports_burst")
+                .into_response(),
+        );
+    }
     let received_at = state.clock.now();
     limits::check_batch(&batch, &state.limits, received_at)
         .map_err(|e| limit_error(e).into_response())?;

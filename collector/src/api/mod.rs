@@ -10,6 +10,8 @@ pub mod ops;
 pub mod software;
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -22,6 +24,7 @@ use census_common::{ErrorCode, Limits};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::ratelimit::{self, Rate, RateLimiter};
 use crate::store::Store;
 pub use error::ApiError;
 
@@ -36,11 +39,35 @@ pub struct AppState {
     pub max_api_body_bytes: usize,
     /// Bounds every batch is checked against before anything of it is stored.
     pub limits: Limits,
+    /// Report batches per agent id (`reports_rate_per_minute`, `reports_burst`).
+    pub reports_limiter: Arc<RateLimiter<String>>,
+    /// Enrollments per client address, keyed by [`ratelimit::ip_key`]
+    /// (`enroll_rate_per_minute`). Handlers find the client address in
+    /// `ConnectInfo<SocketAddr>`.
+    pub enroll_limiter: Arc<RateLimiter<IpAddr>>,
 }
 
 impl AppState {
     pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, config: &Config) -> AppState {
+        fn limiter<K: Eq + Hash>(
+            per_minute: u32,
+            burst: u32,
+            clock: &Arc<dyn Clock>,
+        ) -> Arc<RateLimiter<K>> {
+            let rate = Rate { per_minute, burst };
+            Arc::new(RateLimiter::new(
+                rate,
+                ratelimit::DEFAULT_MAX_KEYS,
+                clock.clone(),
+            ))
+        }
         AppState {
+            reports_limiter: limiter(config.reports_rate_per_minute, config.reports_burst, &clock),
+            enroll_limiter: limiter(
+                config.enroll_rate_per_minute,
+                config.enroll_rate_per_minute,
+                &clock,
+            ),
             store,
             clock: clock.clone(),
             max_body_bytes: config.max_body_bytes as usize,
