@@ -57,6 +57,15 @@ pub struct Config {
     pub reports_rate_per_minute: u32,
     /// Report batches one agent may send at once, above the steady rate.
     pub reports_burst: u32,
+    /// PEM certificate chain; with `tls_key`, the collector serves HTTPS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback. Without it the collector refuses to
+    /// start that way: agent tokens would cross the network in clear.
+    pub allow_insecure_http: bool,
 }
 
 impl Default for Config {
@@ -80,6 +89,9 @@ impl Default for Config {
             enroll_rate_per_minute: 10,
             reports_rate_per_minute: 120,
             reports_burst: 60,
+            tls_cert: None,
+            tls_key: None,
+            allow_insecure_http: false,
         }
     }
 }
@@ -160,6 +172,9 @@ impl Config {
             MIN_CLOCK_SKEW,
             MAX_CLOCK_SKEW,
         )?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("tls_cert and tls_key go together: set both to serve HTTPS, or neither");
+        }
         check_span(
             "health_retention",
             self.health_retention,
@@ -193,6 +208,11 @@ impl Config {
             max_parts: self.max_parts,
             max_clock_skew: self.max_clock_skew.as_time(),
         }
+    }
+
+    /// Whether the collector serves HTTPS (`tls_cert` and `tls_key` are set).
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        self.tls_cert.as_deref().zip(self.tls_key.as_deref())
     }
 
     pub fn database_path(&self) -> PathBuf {
@@ -392,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_bounded() {
+    fn limits_are_bounded_and_tls_needs_both_files() {
         for (text, message) in [
             (
                 "max_nesting_depth = 7",
@@ -415,6 +435,10 @@ mod tests {
                 "max_clock_skew = \"1m\"",
                 "max_clock_skew must be from 5m to 365d, not 1m",
             ),
+            (
+                "tls_cert = \"/etc/census/collector.crt\"",
+                "tls_cert and tls_key go together: set both to serve HTTPS, or neither",
+            ),
         ] {
             assert_eq!(
                 Config::parse(text).unwrap_err().to_string(),
@@ -422,8 +446,15 @@ mod tests {
                 "{text}"
             );
         }
-        let config =
-            Config::parse("reports_rate_per_minute = 0\nmax_clock_skew = \"2h\"\n").unwrap();
+        let config = Config::parse(
+            "tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\nreports_rate_per_minute = 0\n\
+             max_clock_skew = \"2h\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.tls(),
+            Some((Path::new("/c.pem"), Path::new("/k.pem")))
+        );
         assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
         assert_eq!(config.limits().max_clock_skew, time::Duration::hours(2));
         assert_eq!(Config::default().limits(), Limits::default());

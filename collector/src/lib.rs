@@ -10,6 +10,7 @@
 //! - [`retention`]: the background compaction and pruning of health samples.
 //! - [`clock`]: injected time.
 //! - [`ratelimit`]: keyed token buckets (per agent, per client address).
+//! - [`tls`]: HTTPS: the certificate and the listener that runs TLS handshakes.
 
 pub mod api;
 pub mod cli;
@@ -20,3 +21,4 @@ pub mod ratelimit;
 pub mod retention;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -3,8 +3,14 @@
 //!
 //! On start, once the listener is bound and the store is open, the bound address is written to
 //! `<data_dir>/collector.addr` (atomically: a temp file renamed into place) and logged as
-//! `listening addr=<ip:port>`; scripts and end-to-end tests read either to find a collector
-//! started with port 0. The file is removed on a clean stop.
+//! `listening addr=<ip:port> tls=<true|false>`; scripts and end-to-end tests read either to
+//! find a collector started with port 0. The file holds `ip:port` only: the scheme is `https`
+//! when the configuration sets `tls_cert`, else `http`. The file is removed on a clean stop.
+//!
+//! With `tls_cert` and `tls_key` the collector serves HTTPS ([`crate::tls`]). Plain HTTP is
+//! served only on a loopback address unless `allow_insecure_http` is set: agent tokens and
+//! inventories must not cross a network in clear by accident. Either way handlers can take
+//! `ConnectInfo<SocketAddr>`, the client's address, for per-address rate limits.
 //!
 //! Shutdown order: stop accepting connections and let in-flight requests finish (their writes
 //! commit and their acks go out), stop the compaction task, then let the writer run what is still
@@ -15,7 +21,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -24,6 +32,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::retention;
 use crate::store::{Store, StoreOptions};
+use crate::tls::{self, TlsListener};
 
 /// Serves until `shutdown` completes, with the system clock.
 pub async fn serve(
@@ -44,6 +53,13 @@ pub async fn serve_with_clock(
     let addr = listener
         .local_addr()
         .context("could not read the bound address")?;
+    let tls_config = match config.tls() {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => {
+            check_plain_http(addr, config.allow_insecure_http)?;
+            None
+        }
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("could not create data dir {}", config.data_dir.display()))?;
     let db = config.database_path();
@@ -75,13 +91,9 @@ pub async fn serve_with_clock(
         stop_rx,
     ));
 
-    tracing::info!(addr = %addr, data_dir = %config.data_dir.display(), "listening");
+    tracing::info!(addr = %addr, tls = tls_config.is_some(), data_dir = %config.data_dir.display(), "listening");
 
-    // Handlers can take `ConnectInfo<SocketAddr>`, the client's address.
-    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serve_app(listener, tls_config, api::router(state), shutdown).await;
     tracing::info!("stopping: in-flight requests done, closing the store");
     let _ = stop_compaction.send(true);
     if let Err(e) = compaction.await {
@@ -93,6 +105,53 @@ pub async fn serve_with_clock(
     }
     tracing::info!("stopped");
     served.context("the HTTP server failed")
+}
+
+/// Serves `app` on `listener`, over TLS when `tls` is set, until `shutdown` completes and the
+/// requests in flight are answered. Handlers can take `ConnectInfo<SocketAddr>`.
+pub async fn serve_app(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        // axum gives `ConnectInfo<SocketAddr>` to any listener wrapped by `tap_io` whose
+        // address type is `SocketAddr`; the tap itself does nothing.
+        Some(tls) => {
+            axum::serve(TlsListener::new(listener, tls).tap_io(|_| ()), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// Refuses plain HTTP on an address other than loopback unless `allow_insecure_http` is set,
+/// and then warns.
+fn check_plain_http(addr: SocketAddr, allow_insecure_http: bool) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !allow_insecure_http {
+        bail!(
+            "refusing to serve plain HTTP on {addr}, which is not a loopback address: agent \
+             tokens and reports would cross the network unencrypted. Set tls_cert and tls_key \
+             to serve HTTPS, or set allow_insecure_http = true (for example behind a \
+             TLS-terminating proxy on the same host)"
+        );
+    }
+    tracing::warn!(
+        addr = %addr,
+        "serving plain HTTP on a non-loopback address (allow_insecure_http = true): agent tokens \
+         and reports cross the network unencrypted"
+    );
+    Ok(())
 }
 
 /// Writes `addr` and a newline to `path` through a temp file and a rename, so a reader sees
@@ -129,5 +188,29 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => tracing::info!(signal = "SIGINT", "shutdown requested"),
         () = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_off_loopback_needs_allow_insecure_http() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for ok in ["127.0.0.1:8080", "127.9.9.9:1", "[::1]:8080"] {
+            check_plain_http(addr(ok), false).unwrap();
+        }
+        for refused in ["0.0.0.0:8080", "[::]:8080", "192.0.2.10:8080"] {
+            let err = check_plain_http(addr(refused), false)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("Set tls_cert and tls_key")
+                    && err.contains("allow_insecure_http = true"),
+                "{err}"
+            );
+            check_plain_http(addr(refused), true).unwrap();
+        }
     }
 }

@@ -1,20 +1,29 @@
-//! No input can crash the collector or fill its disk or memory: body and batch limits, rate
-//! limits. Over real HTTP on 127.0.0.1.
+//! No input can crash the collector or fill its disk or memory, and the transport it serves:
+//! body and batch limits, rate limits, HTTPS and the refusal of plain HTTP off loopback. Over
+//! real HTTP(S) on 127.0.0.1.
 
 // Each test binary uses part of the shared helpers.
 #[allow(dead_code)]
 mod support;
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
 use census_collector::clock::{Clock, ManualClock};
+use census_collector::config::Config;
+use census_collector::server;
 use census_common::codec::{self, Format};
 use census_common::{Batch, HealthSample, Report, ReportBody};
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::*;
 use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn refused(response: reqwest::Response, status: StatusCode, code: &str) -> String {
     let got = response.status();
@@ -319,4 +328,257 @@ async fn the_default_burst_drains_a_backlog() {
         .post_batch(&batch(AGENT, vec![health_at(6001, now)]))
         .await;
     refused(response, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost signed by it, in `dir`.
+struct Certificates {
+    ca_pem: String,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn certificates(dir: &Path, name: &str) -> Certificates {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("Census test CA {name}"));
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let key = KeyPair::generate().unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "census-collector");
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    Certificates {
+        ca_pem,
+        cert: cert_path,
+        key: key_path,
+    }
+}
+
+fn client_trusting(ca_pem: &str) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap()
+}
+
+fn start_https(dir: &tempfile::TempDir) -> (TestCollector, Certificates) {
+    let certs = certificates(dir.path(), "server");
+    let (cert, key) = (certs.cert.clone(), certs.key.clone());
+    let mut c = TestCollector::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.tls_cert = Some(cert);
+        config.tls_key = Some(key);
+    });
+    c.client = client_trusting(&certs.ca_pem);
+    (c, certs)
+}
+
+#[tokio::test]
+async fn https_serves_clients_that_trust_its_ca_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _) = start_https(&dir);
+    assert!(c.url("/livez").starts_with("https://127.0.0.1:"));
+    assert_eq!(
+        c.get_ok("/livez").await,
+        serde_json::json!({ "status": "ok" })
+    );
+    let ack = c
+        .ingest(&batch(AGENT, vec![health_at(1, OffsetDateTime::now_utc())]))
+        .await;
+    assert_eq!(ack["acked"], serde_json::json!([1]));
+    // The address file still holds ip:port only.
+    let written = std::fs::read_to_string(c.data_dir().join("collector.addr")).unwrap();
+    assert_eq!(written.trim().parse::<SocketAddr>().unwrap(), c.addr);
+
+    let stranger = certificates(dir.path(), "other");
+    let err = client_trusting(&stranger.ca_pem)
+        .get(c.url("/livez"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/livez", c.addr))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+}
+
+#[tokio::test]
+async fn a_stalled_or_failed_handshake_holds_up_nobody_and_not_the_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _) = start_https(&dir);
+    // Connects and never says anything.
+    let _stalled = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+    // Speaks plain HTTP to the TLS port: the handshake fails and the connection is closed.
+    let mut garbage = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+    garbage
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = garbage.read_to_end(&mut answer).await;
+    assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
+
+    for _ in 0..3 {
+        c.get_ok("/livez").await;
+    }
+    // Dropping the collector stops it gracefully (and asserts that it stopped cleanly) while
+    // the stalled handshake is still pending.
+    drop(c);
+}
+
+#[tokio::test]
+async fn handlers_see_the_client_address_over_http_and_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(dir.path(), "server");
+    let tls = census_collector::tls::server_config(&certs.cert, &certs.key).unwrap();
+    let app = || {
+        Router::new().route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        )
+    };
+    for (tls, client, scheme) in [
+        (None, reqwest::Client::new(), "http"),
+        (Some(tls), client_trusting(&certs.ca_pem), "https"),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server::serve_app(listener, tls, app(), async {
+            let _ = stopped.await;
+        }));
+        let text = client
+            .get(format!("{scheme}://{addr}/peer"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let peer: SocketAddr = text.parse().unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.1", "{scheme}");
+        assert_ne!(peer.port(), addr.port());
+        stop.send(()).unwrap();
+        serving.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_bad_tls_setup_or_plain_http_off_loopback_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_certs = certificates(dir.path(), "server");
+    let other = certificates(dir.path(), "other");
+    let start = |tweak: Box<dyn FnOnce(&mut Config)>, listen: &'static str| async move {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: data.path().join("data"),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        let result = server::serve(listener, config, std::future::pending()).await;
+        // Refused before anything was created.
+        assert!(!data.path().join("data").exists());
+        format!("{:#}", result.unwrap_err())
+    };
+
+    let err = start(Box::new(|_| {}), "0.0.0.0:0").await;
+    assert!(
+        err.contains("refusing to serve plain HTTP")
+            && err.contains("Set tls_cert and tls_key")
+            && err.contains("allow_insecure_http = true"),
+        "{err}"
+    );
+    let missing = dir.path().join("missing.crt");
+    let key = server_certs.key.clone();
+    let err = start(
+        Box::new(move |c| {
+            c.tls_cert = Some(missing);
+            c.tls_key = Some(key);
+        }),
+        "127.0.0.1:0",
+    )
+    .await;
+    assert!(err.contains("could not read tls_cert"), "{err}");
+    let (cert, key) = (server_certs.cert.clone(), other.key.clone());
+    let err = start(
+        Box::new(move |c| {
+            c.tls_cert = Some(cert);
+            c.tls_key = Some(key);
+        }),
+        "127.0.0.1:0",
+    )
+    .await;
+    assert!(err.contains("does not fit tls_cert"), "{err}");
+    let cert = server_certs.cert.clone();
+    let err = start(Box::new(move |c| c.tls_cert = Some(cert)), "127.0.0.1:0").await;
+    assert!(err.contains("tls_cert and tls_key go together"), "{err}");
+}
+
+#[test]
+fn serve_logs_whether_it_speaks_tls() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certificates(dir.path(), "server");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls_cert = {:?}\ntls_key = {:?}\n",
+            certs.cert.display().to_string(),
+            certs.key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_census-collector"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let listening = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "collector exited before listening"
+        );
+        if line.contains("listening addr=") {
+            break line.clone();
+        }
+    };
+    assert!(listening.contains(" tls=true"), "{listening}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
 }

@@ -23,6 +23,8 @@ pub const OTHER_AGENT: &str = "5a4c1e0e-2f43-4d8e-9b7e-1d2c3b4a5f60";
 
 pub struct TestCollector {
     pub addr: SocketAddr,
+    /// `https` when the configuration sets `tls_cert`, else `http`.
+    pub scheme: &'static str,
     pub client: reqwest::Client,
     dir: Option<TempDir>,
     stop: Option<oneshot::Sender<()>>,
@@ -61,6 +63,11 @@ impl TestCollector {
             ..Config::default()
         };
         tweak(&mut config);
+        let scheme = if config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -77,6 +84,7 @@ impl TestCollector {
         });
         TestCollector {
             addr,
+            scheme,
             client: reqwest::Client::new(),
             dir: Some(dir),
             stop: Some(stop),
@@ -89,7 +97,7 @@ impl TestCollector {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Stops gracefully and hands back the data dir.
