@@ -12,6 +12,13 @@
 //! `Content-Encoding: gzip` or `zstd`. `max_body_bytes` bounds both the body as received and the
 //! body after decompression; decompression stops as soon as it passes the limit, so a small
 //! "zip bomb" costs at most that much memory.
+//!
+//! In order, nothing stored on any refusal: the decompressed bytes' shape is checked before
+//! the decoder sees them (`census_common::shape`: depth, string and list lengths, lying
+//! lengths); the decoded batch's agent id, seqs and schema; the agent's rate limit
+//! (`reports_rate_per_minute`, `reports_burst`: 429 with `Retry-After`); then the batch's
+//! limits (`census_common::limits::check_batch`: list sizes, string fields, duplicate seqs,
+//! numbers, `collected_at`), with the arrival time that is also stored.
 
 use std::io::Read;
 
