@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use census_common::Limits;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/census/collector.toml";
@@ -33,10 +34,46 @@ pub struct Config {
     pub read_connections: usize,
     /// Most jobs (report batches) one write transaction commits together.
     pub writer_batch: usize,
+    /// Largest body of every route but `/agent/v1/reports` (the admin API, enrollment).
+    pub max_api_body_bytes: u64,
+    /// Deepest nesting of maps and arrays in a batch; from 8 to 128 (a batch needs 6).
+    pub max_nesting_depth: usize,
+    /// Longest string in a batch, in bytes; from 256 to 1048576.
+    pub max_string_bytes: usize,
+    /// Most reports in one batch; from 100 (what the agent sends) to 100000.
+    pub max_reports_per_batch: usize,
+    /// Most software entries in one inventory; from 1000 to 1000000.
+    pub max_software_entries: usize,
+    /// Most filesystems, network interfaces, addresses or warnings in one report; from 16 to
+    /// 65536.
+    pub max_parts: usize,
+    /// How far a report's `collected_at` may be ahead of the collector's clock; from `5m` to
+    /// `365d`.
+    pub max_clock_skew: Span,
+    /// Enrollments a minute from one client IP address (an IPv6 /64), with a burst of as many;
+    /// 0 turns the limit off.
+    pub enroll_rate_per_minute: u32,
+    /// Report batches a minute from one agent; 0 turns the limit off.
+    pub reports_rate_per_minute: u32,
+    /// Report batches one agent may send at once, above the steady rate.
+    pub reports_burst: u32,
+    /// PEM certificate chain; with `tls_key`, the collector serves HTTPS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback. Without it the collector refuses to
+    /// start that way: agent tokens would cross the network in clear.
+    pub allow_insecure_http: bool,
+    /// Serve `GET /metrics` without a token (for a Prometheus scraper on a trusted network).
+    /// Off: it needs an admin token of any role.
+    pub metrics_open: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
+        let limits = Limits::default();
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./census-data"),
@@ -45,6 +82,20 @@ impl Default for Config {
             max_body_bytes: 16 * 1024 * 1024,
             read_connections: 4,
             writer_batch: 256,
+            max_api_body_bytes: 1024 * 1024,
+            max_nesting_depth: limits.max_nesting_depth,
+            max_string_bytes: limits.max_string_bytes,
+            max_reports_per_batch: limits.max_reports_per_batch,
+            max_software_entries: limits.max_software_entries,
+            max_parts: limits.max_parts,
+            max_clock_skew: Span(limits.max_clock_skew.unsigned_abs()),
+            enroll_rate_per_minute: 10,
+            reports_rate_per_minute: 120,
+            reports_burst: 60,
+            tls_cert: None,
+            tls_key: None,
+            allow_insecure_http: false,
+            metrics_open: false,
         }
     }
 }
@@ -77,8 +128,56 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.max_body_bytes == 0 || usize::try_from(self.max_body_bytes).is_err() {
-            bail!("max_body_bytes must be a positive number of bytes");
+        for (key, value) in [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_api_body_bytes", self.max_api_body_bytes),
+        ] {
+            if value == 0 || usize::try_from(value).is_err() {
+                bail!("{key} must be a positive number of bytes");
+            }
+        }
+        for (key, value, min, max) in [
+            ("max_nesting_depth", self.max_nesting_depth, 8, 128),
+            ("max_string_bytes", self.max_string_bytes, 256, 1 << 20),
+            (
+                "max_reports_per_batch",
+                self.max_reports_per_batch,
+                100,
+                100_000,
+            ),
+            (
+                "max_software_entries",
+                self.max_software_entries,
+                1000,
+                1_000_000,
+            ),
+            ("max_parts", self.max_parts, 16, 65_536),
+            (
+                "enroll_rate_per_minute",
+                self.enroll_rate_per_minute as usize,
+                0,
+                60_000,
+            ),
+            (
+                "reports_rate_per_minute",
+                self.reports_rate_per_minute as usize,
+                0,
+                60_000,
+            ),
+            ("reports_burst", self.reports_burst as usize, 1, 100_000),
+        ] {
+            if !(min..=max).contains(&value) {
+                bail!("{key} must be from {min} to {max}, not {value}");
+            }
+        }
+        check_span(
+            "max_clock_skew",
+            self.max_clock_skew,
+            MIN_CLOCK_SKEW,
+            MAX_CLOCK_SKEW,
+        )?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("tls_cert and tls_key go together: set both to serve HTTPS, or neither");
         }
         check_span(
             "health_retention",
@@ -103,6 +202,23 @@ impl Config {
         toml::to_string(self).expect("the configuration always serialises")
     }
 
+    /// The bounds every batch is checked against.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_nesting_depth: self.max_nesting_depth,
+            max_string_bytes: self.max_string_bytes,
+            max_reports_per_batch: self.max_reports_per_batch,
+            max_software_entries: self.max_software_entries,
+            max_parts: self.max_parts,
+            max_clock_skew: self.max_clock_skew.as_time(),
+        }
+    }
+
+    /// Whether the collector serves HTTPS (`tls_cert` and `tls_key` are set).
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        self.tls_cert.as_deref().zip(self.tls_key.as_deref())
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("census.db")
     }
@@ -120,6 +236,10 @@ pub const MAX_RETENTION: Span = Span(Duration::from_secs(36_500 * 86_400));
 /// Bounds of `compaction_interval`: from one second to one day.
 pub const MIN_COMPACTION_INTERVAL: Span = Span(Duration::from_secs(1));
 pub const MAX_COMPACTION_INTERVAL: Span = Span(Duration::from_secs(86_400));
+/// Bounds of `max_clock_skew`: from the 5 minutes within which a sample keeps its own time in
+/// the health series, to a year.
+pub const MIN_CLOCK_SKEW: Span = Span(Duration::from_secs(300));
+pub const MAX_CLOCK_SKEW: Span = Span(Duration::from_secs(365 * 86_400));
 
 fn check_span(key: &str, value: Span, min: Span, max: Span) -> anyhow::Result<()> {
     if value < min || value > max {
@@ -293,6 +413,55 @@ mod tests {
         ] {
             Config::parse(ok).unwrap();
         }
+    }
+
+    #[test]
+    fn limits_are_bounded_and_tls_needs_both_files() {
+        for (text, message) in [
+            (
+                "max_nesting_depth = 7",
+                "max_nesting_depth must be from 8 to 128, not 7",
+            ),
+            ("max_parts = 0", "max_parts must be from 16 to 65536, not 0"),
+            (
+                "max_reports_per_batch = 10",
+                "max_reports_per_batch must be from 100 to 100000, not 10",
+            ),
+            (
+                "reports_burst = 0",
+                "reports_burst must be from 1 to 100000, not 0",
+            ),
+            (
+                "max_api_body_bytes = 0",
+                "max_api_body_bytes must be a positive number of bytes",
+            ),
+            (
+                "max_clock_skew = \"1m\"",
+                "max_clock_skew must be from 5m to 365d, not 1m",
+            ),
+            (
+                "tls_cert = \"/etc/census/collector.crt\"",
+                "tls_cert and tls_key go together: set both to serve HTTPS, or neither",
+            ),
+        ] {
+            assert_eq!(
+                Config::parse(text).unwrap_err().to_string(),
+                message,
+                "{text}"
+            );
+        }
+        let config = Config::parse(
+            "tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\nreports_rate_per_minute = 0\n\
+             max_clock_skew = \"2h\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.tls(),
+            Some((Path::new("/c.pem"), Path::new("/k.pem")))
+        );
+        assert_eq!(Config::parse(&config.to_toml()).unwrap(), config);
+        assert_eq!(config.limits().max_clock_skew, time::Duration::hours(2));
+        assert_eq!(Config::default().limits(), Limits::default());
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - [`retention`]: the background compaction and pruning of health samples.
 //! - [`auth`]: credentials (enrollment secrets, agent and admin tokens) and roles.
 //! - [`clock`]: injected time.
+//! - [`ratelimit`]: keyed token buckets (per agent, per client address).
+//! - [`tls`]: HTTPS: the certificate and the listener that runs TLS handshakes.
 
 pub mod api;
 pub mod auth;
@@ -17,6 +19,8 @@ pub mod cli;
 pub mod clock;
 pub mod cmdb;
 pub mod config;
+pub mod ratelimit;
 pub mod retention;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -3,8 +3,14 @@
 //!
 //! On start, once the listener is bound and the store is open, the bound address is written to
 //! `<data_dir>/collector.addr` (atomically: a temp file renamed into place) and logged as
-//! `listening addr=<ip:port>`; scripts and end-to-end tests read either to find a collector
-//! started with port 0. The file is removed on a clean stop.
+//! `listening addr=<ip:port> tls=<true|false>`; scripts and end-to-end tests read either to
+//! find a collector started with port 0. The file holds `ip:port` only: the scheme is `https`
+//! when the configuration sets `tls_cert`, else `http`. The file is removed on a clean stop.
+//!
+//! With `tls_cert` and `tls_key` the collector serves HTTPS ([`crate::tls`]). Plain HTTP is
+//! served only on a loopback address unless `allow_insecure_http` is set: agent tokens and
+//! inventories must not cross a network in clear by accident. Either way handlers can take
+//! `ConnectInfo<SocketAddr>`, the client's address, for per-address rate limits.
 //!
 //! Shutdown order: stop accepting connections and let in-flight requests finish (their writes
 //! commit and their acks go out), stop the compaction task, then let the writer run what is still
@@ -15,7 +21,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -24,6 +32,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::retention;
 use crate::store::{Store, StoreOptions};
+use crate::tls::{self, TlsListener};
 
 /// Serves until `shutdown` completes, with the system clock.
 pub async fn serve(
@@ -44,6 +53,13 @@ pub async fn serve_with_clock(
     let addr = listener
         .local_addr()
         .context("could not read the bound address")?;
+    let tls_config = match config.tls() {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => {
+            check_plain_http(addr, config.allow_insecure_http)?;
+            None
+        }
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("could not create data dir {}", config.data_dir.display()))?;
     let db = config.database_path();
@@ -60,11 +76,7 @@ pub async fn serve_with_clock(
     };
     let store = Arc::new(store);
 
-    let state = AppState {
-        store: store.clone(),
-        clock: clock.clone(),
-        max_body_bytes: config.max_body_bytes as usize,
-    };
+    let state = AppState::new(store.clone(), clock.clone(), &config);
     let addr_file = config.addr_file();
     if let Err(e) = write_addr_file(&addr_file, addr) {
         store.close().await;
@@ -79,11 +91,9 @@ pub async fn serve_with_clock(
         stop_rx,
     ));
 
-    tracing::info!(addr = %addr, data_dir = %config.data_dir.display(), "listening");
+    tracing::info!(addr = %addr, tls = tls_config.is_some(), data_dir = %config.data_dir.display(), "listening");
 
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = serve_app(listener, tls_config, api::router(state), shutdown).await;
     tracing::info!("stopping: in-flight requests done, closing the store");
     let _ = stop_compaction.send(true);
     if let Err(e) = compaction.await {
@@ -97,6 +107,53 @@ pub async fn serve_with_clock(
     served.context("the HTTP server failed")
 }
 
+/// Serves `app` on `listener`, over TLS when `tls` is set, until `shutdown` completes and the
+/// requests in flight are answered. Handlers can take `ConnectInfo<SocketAddr>`.
+pub async fn serve_app(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        // axum gives `ConnectInfo<SocketAddr>` to any listener wrapped by `tap_io` whose
+        // address type is `SocketAddr`; the tap itself does nothing.
+        Some(tls) => {
+            axum::serve(TlsListener::new(listener, tls).tap_io(|_| ()), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// Refuses plain HTTP on an address other than loopback unless `allow_insecure_http` is set,
+/// and then warns.
+fn check_plain_http(addr: SocketAddr, allow_insecure_http: bool) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !allow_insecure_http {
+        bail!(
+            "refusing to serve plain HTTP on {addr}, which is not a loopback address: agent \
+             tokens and reports would cross the network unencrypted. Set tls_cert and tls_key \
+             to serve HTTPS, or set allow_insecure_http = true (for example behind a \
+             TLS-terminating proxy on the same host)"
+        );
+    }
+    tracing::warn!(
+        addr = %addr,
+        "serving plain HTTP on a non-loopback address (allow_insecure_http = true): agent tokens \
+         and reports cross the network unencrypted"
+    );
+    Ok(())
+}
+
 /// Writes `addr` and a newline to `path` through a temp file and a rename, so a reader sees
 /// either the old file or the whole new one.
 fn write_addr_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
@@ -106,59 +163,70 @@ fn write_addr_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("could not write the address file {}", path.display()))
 }
 
-/// Completes on SIGINT or SIGTERM (Ctrl-C elsewhere). The handlers are installed when this
-/// is called, not when the future is first polled, so a signal that arrives while the store
-/// opens is not lost to the default action (which would kill the process uncleanly).
+/// Completes on SIGINT or SIGTERM (Ctrl-C elsewhere). The handlers are installed when this is
+/// called, not when the future is first polled: a signal that arrives while the store opens
+/// still stops the collector cleanly instead of killing it. Call it inside the runtime.
 pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => Some(signal),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not listen for SIGTERM");
-                None
-            }
-        };
-    #[cfg(unix)]
-    let mut interrupt =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
-            Ok(signal) => Some(signal),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not listen for SIGINT");
-                None
-            }
-        };
-    async move {
-        #[cfg(unix)]
-        {
-            let term = async {
-                match terminate.as_mut() {
-                    Some(signal) => {
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind, name: &'static str| {
+            let installed = signal(kind);
+            async move {
+                match installed {
+                    Ok(mut signal) => {
                         signal.recv().await;
                     }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            let int = async {
-                match interrupt.as_mut() {
-                    Some(signal) => {
-                        signal.recv().await;
+                    Err(e) => {
+                        tracing::warn!(signal = name, error = %e, "could not listen for the signal");
+                        std::future::pending::<()>().await;
                     }
-                    None => std::future::pending::<()>().await,
                 }
-            };
-            tokio::select! {
-                () = int => tracing::info!(signal = "SIGINT", "shutdown requested"),
-                () = term => tracing::info!(signal = "SIGTERM", "shutdown requested"),
             }
-        }
-        #[cfg(not(unix))]
-        {
+        };
+        (
+            listen(SignalKind::interrupt(), "SIGINT"),
+            listen(SignalKind::terminate(), "SIGTERM"),
+        )
+    };
+    #[cfg(not(unix))]
+    let (interrupt, terminate) = (
+        async {
             if let Err(e) = tokio::signal::ctrl_c().await {
                 tracing::warn!(error = %e, "could not listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
-            tracing::info!(signal = "Ctrl-C", "shutdown requested");
+        },
+        std::future::pending::<()>(),
+    );
+    async move {
+        tokio::select! {
+            () = interrupt => tracing::info!(signal = "SIGINT", "shutdown requested"),
+            () = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_off_loopback_needs_allow_insecure_http() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for ok in ["127.0.0.1:8080", "127.9.9.9:1", "[::1]:8080"] {
+            check_plain_http(addr(ok), false).unwrap();
+        }
+        for refused in ["0.0.0.0:8080", "[::]:8080", "192.0.2.10:8080"] {
+            let err = check_plain_http(addr(refused), false)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("Set tls_cert and tls_key")
+                    && err.contains("allow_insecure_http = true"),
+                "{err}"
+            );
+            check_plain_http(addr(refused), true).unwrap();
         }
     }
 }

@@ -4,7 +4,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Ack, Batch, PROTOCOL_VERSION};
+use crate::limits::{LimitError, Limits};
+use crate::{Ack, Batch, PROTOCOL_VERSION, shape};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -20,6 +21,10 @@ pub enum DecodeError {
     Json(#[from] serde_json::Error),
     #[error("protocol version {found} is not supported (this build speaks {PROTOCOL_VERSION})")]
     UnsupportedProtocol { found: u32 },
+    /// The bytes are deeper, longer or larger than [`Limits`] allow, or lie about a length;
+    /// found before decoding by [`decode_batch_within`].
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error("report {seq} names agent {found}, but the batch is from agent {expected}")]
     AgentMismatch {
         seq: u64,
@@ -66,6 +71,22 @@ pub fn decode_batch(bytes: &[u8], format: Format) -> Result<Batch, DecodeError> 
         });
     }
     Ok(batch)
+}
+
+/// [`decode_batch`] for untrusted bytes: first checks their shape against `limits` (see
+/// [`crate::shape`]), so the decoder never sees a body nested past `max_nesting_depth` or,
+/// for MessagePack, a string, list or length beyond the limits. The decoded batch still needs
+/// [`crate::limits::check_batch`].
+pub fn decode_batch_within(
+    bytes: &[u8],
+    format: Format,
+    limits: &Limits,
+) -> Result<Batch, DecodeError> {
+    match format {
+        Format::MessagePack => shape::check_msgpack(bytes, limits)?,
+        Format::Json => shape::check_json_depth(bytes, limits.max_nesting_depth)?,
+    }
+    decode_batch(bytes, format)
 }
 
 pub fn decode_ack(bytes: &[u8], format: Format) -> Result<Ack, DecodeError> {

@@ -1,5 +1,6 @@
 //! Everything that crosses the wire between `census-agent` and `census-collector`, and nothing
-//! else: report types, the protocol version, encode/decode and the stable error codes.
+//! else: report types, the protocol version, encode/decode, the limits a batch must keep and the
+//! stable error codes.
 //!
 //! **Promise:** field names here are the contract of `DESIGN.md`. A field may be added (with
 //! `#[serde(default)]` so older senders still decode); none is renamed or removed without a new
@@ -11,7 +12,9 @@ pub mod enroll;
 pub mod error;
 pub mod health;
 pub mod inventory;
+pub mod limits;
 pub mod report;
+pub mod shape;
 
 pub use codec::{DecodeError, Format};
 pub use enroll::{ENROLL_PATH, EnrollRequest, EnrollResponse};
@@ -20,6 +23,7 @@ pub use health::{FilesystemUsage, HealthSample};
 pub use inventory::{
     Cpu, Filesystem, Hardware, Host, Inventory, Memory, NetworkInterface, Os, Software,
 };
+pub use limits::{LimitError, Limits};
 pub use report::{Ack, Batch, Report, ReportBody};
 
 /// Version of the agent-to-collector protocol carried in every batch.

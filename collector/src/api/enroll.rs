@@ -5,15 +5,22 @@
 //! secret is `401 enroll_secret_invalid` (the agent is not told which; the collector log says,
 //! naming the secret's id, never the secret). The secret is checked on a read connection first,
 //! so a flood of wrong secrets never reaches the writer; the write transaction checks it again.
+//! Enrollments are rate-limited per client address (`enroll_rate_per_minute`; IPv6 per /64):
+//! `429 rate_limited` with `Retry-After`.
 
 use axum::Json;
-use axum::extract::State;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use census_common::{EnrollRequest, EnrollResponse, ErrorCode};
 
 use super::{ApiError, AppState};
 use crate::auth::{Credential, Kind};
+use crate::ratelimit::{self, RateLimited};
 use crate::store::auth::{Enrollment, SecretRefusal};
 
 /// Longest hostname accepted (DNS names are at most 253 characters).
@@ -21,6 +28,25 @@ const MAX_HOSTNAME: usize = 255;
 
 pub async fn post_enroll(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<EnrollRequest>, JsonRejection>,
+) -> Result<Json<EnrollResponse>, Response> {
+    // Before the body is read: a client over its budget costs nothing more.
+    if let Err(wait) = state.enroll_limiter.check(&ratelimit::ip_key(peer.ip())) {
+        return Err(RateLimited::new(
+            wait,
+            &format!("address {}", peer.ip()),
+            "enroll_rate_per_minute",
+        )
+        .into_response());
+    }
+    enroll(&state, body)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+async fn enroll(
+    state: &AppState,
     body: Result<Json<EnrollRequest>, JsonRejection>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let Json(request) = body.map_err(super::json_rejection)?;
@@ -72,6 +98,7 @@ pub async fn post_enroll(
         .await?
     {
         Enrollment::Enrolled { token, secret_id } => {
+            state.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 agent_id = %request.agent_id,
                 hostname = %request.hostname,

@@ -12,19 +12,32 @@
 //! `Content-Encoding: gzip` or `zstd`. `max_body_bytes` bounds both the body as received and the
 //! body after decompression; decompression stops as soon as it passes the limit, so a small
 //! "zip bomb" costs at most that much memory.
+//!
+//! In order, nothing stored on any refusal: the agent token (middleware, `401`); the token's
+//! agent's rate limit (`reports_rate_per_minute`, `reports_burst`: 429 with `Retry-After`),
+//! before the body is read; the decompressed bytes' shape is checked before
+//! the decoder sees them (`census_common::shape`: depth, string and list lengths, lying
+//! lengths); the decoded batch's agent id, seqs and schema, and that it is the token's agent
+//! (`403 agent_forbidden`); then the batch's
+//! limits (`census_common::limits::check_batch`: list sizes, string fields, duplicate seqs,
+//! numbers, `collected_at`), with the arrival time that is also stored.
 
 use std::io::Read;
+use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use census_common::codec::{self, DecodeError, Format};
+use census_common::limits::{self, LimitError, Limits};
 use census_common::{Ack, Batch, ErrorCode, INVENTORY_SCHEMA, ReportBody};
 
 use super::auth::AgentPrincipal;
 use super::{ApiError, AppState};
+use crate::ratelimit::RateLimited;
 use crate::store::IngestBatch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +52,62 @@ pub async fn post_reports(
     Extension(principal): Extension<AgentPrincipal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Ack>, ApiError> {
-    let format = format_of(&headers)?;
-    let encoding = encoding_of(&headers)?;
+) -> Result<Json<Ack>, Response> {
+    // Keyed on the token's agent, before the body is read: a limited agent costs no decoding,
+    // and no one can spend another agent's budget.
+    if let Err(wait) = state.reports_limiter.check(principal.agent_id.as_str()) {
+        let who = format!("agent {}", principal.agent_id);
+        return Err(
+            RateLimited::new(wait, &who, "reports_rate_per_minute or reports_burst")
+                .into_response(),
+        );
+    }
+    let batch = receive(&state, &headers, body)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    if batch.agent_id != principal.agent_id {
+        return Err(foreign_agent(&principal.agent_id, &batch.agent_id).into_response());
+    }
+    let received_at = state.clock.now();
+    limits::check_batch(&batch, &state.limits, received_at)
+        .map_err(|e| limit_error(e).into_response())?;
+
+    let agent = batch.agent_id.clone();
+    let count = batch.reports.len();
+    let outcome = state
+        .store
+        .ingest(IngestBatch {
+            agent_id: batch.agent_id,
+            reports: batch.reports,
+            received_at,
+        })
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    state
+        .metrics
+        .reports_stored
+        .fetch_add(outcome.stored as u64, Ordering::Relaxed);
+    state
+        .metrics
+        .reports_repeated
+        .fetch_add((count - outcome.stored) as u64, Ordering::Relaxed);
+    tracing::debug!(agent = %agent, reports = count, stored = outcome.stored, send_inventory = outcome.send_inventory, "batch stored");
+    Ok(Json(Ack {
+        acked: outcome.acked,
+        send_inventory: outcome.send_inventory,
+        last_seq: outcome.last_seq,
+    }))
+}
+
+/// Reads, decompresses, shape-checks and decodes the body, then checks the agent id, seqs and
+/// schema.
+async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Batch, ApiError> {
+    let format = format_of(headers)?;
+    let encoding = encoding_of(headers)?;
     let limit = state.max_body_bytes;
     let body = body.map_err(|rejection| match rejection {
         BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
@@ -54,37 +120,20 @@ pub async fn post_reports(
     })?;
     // Decompression and decoding are CPU work on up to max_body_bytes: keep them off the
     // async workers.
-    let batch = tokio::task::spawn_blocking(move || decode(&body, encoding, format, limit))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "decoding task failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorCode::Internal,
-                "internal error; the collector log has the details",
-            )
-        })??;
+    let limits = state.limits;
+    let batch =
+        tokio::task::spawn_blocking(move || decode(&body, encoding, format, limit, &limits))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "decoding task failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal,
+                    "internal error; the collector log has the details",
+                )
+            })??;
     validate(&batch)?;
-    if batch.agent_id != principal.agent_id {
-        return Err(foreign_agent(&principal.agent_id, &batch.agent_id));
-    }
-
-    let agent = batch.agent_id.clone();
-    let count = batch.reports.len();
-    let outcome = state
-        .store
-        .ingest(IngestBatch {
-            agent_id: batch.agent_id,
-            reports: batch.reports,
-            received_at: state.clock.now(),
-        })
-        .await?;
-    tracing::debug!(agent = %agent, reports = count, stored = outcome.stored, send_inventory = outcome.send_inventory, "batch stored");
-    Ok(Json(Ack {
-        acked: outcome.acked,
-        send_inventory: outcome.send_inventory,
-        last_seq: outcome.last_seq,
-    }))
+    Ok(batch)
 }
 
 fn foreign_agent(token_agent: &str, batch_agent: &str) -> ApiError {
@@ -103,9 +152,21 @@ fn too_large(limit: usize) -> ApiError {
         StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::PayloadTooLarge,
         format!(
-            "the body is larger than {limit} bytes (max_body_bytes); send fewer reports per batch"
+            "the body is larger than the collector accepts, as sent or decompressed \
+             (max_body_bytes = {limit} bytes); send fewer reports per batch"
         ),
     )
+}
+
+/// A batch beyond the configured limits: the status that goes with each code.
+fn limit_error(e: LimitError) -> ApiError {
+    let code = e.code();
+    let status = match code {
+        ErrorCode::FieldTooLong | ErrorCode::TooManyItems => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::ValueOutOfRange => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, code, e.to_string())
 }
 
 fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
@@ -204,6 +265,7 @@ fn decode(
     encoding: Encoding,
     format: Format,
     limit: usize,
+    limits: &Limits,
 ) -> Result<Batch, ApiError> {
     let inflated;
     let plain: &[u8] = match encoding {
@@ -226,7 +288,8 @@ fn decode(
             inflated.as_deref().map_err(|e| inflate_error(e, limit))?
         }
     };
-    codec::decode_batch(plain, format).map_err(|e| match e {
+    codec::decode_batch_within(plain, format, limits).map_err(|e| match e {
+        DecodeError::Limit(e) => limit_error(e),
         DecodeError::UnsupportedProtocol { .. } => {
             ApiError::bad_request(ErrorCode::UnsupportedProtocol, e.to_string())
         }
@@ -325,7 +388,14 @@ mod tests {
         // It stopped right after the limit instead of inflating all 64 MiB.
         assert!(counting.read <= limit + 64 * 1024, "read {}", counting.read);
 
-        let err = decode(&bomb, Encoding::Gzip, Format::MessagePack, limit).unwrap_err();
+        let err = decode(
+            &bomb,
+            Encoding::Gzip,
+            Format::MessagePack,
+            limit,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             (err.status(), err.code()),
             (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
@@ -335,9 +405,23 @@ mod tests {
     #[test]
     fn zstd_is_limited_too_and_garbage_is_invalid() {
         let big = zstd::encode_all(vec![0u8; 4 << 20].as_slice(), 3).unwrap();
-        let err = decode(&big, Encoding::Zstd, Format::Json, 1 << 20).unwrap_err();
+        let err = decode(
+            &big,
+            Encoding::Zstd,
+            Format::Json,
+            1 << 20,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "payload_too_large");
-        let err = decode(b"not gzip", Encoding::Gzip, Format::Json, 1 << 20).unwrap_err();
+        let err = decode(
+            b"not gzip",
+            Encoding::Gzip,
+            Format::Json,
+            1 << 20,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             (err.status(), err.code()),
             (StatusCode::BAD_REQUEST, "invalid_body")
@@ -399,18 +483,39 @@ mod tests {
     fn decoder_errors_map_to_their_codes() {
         let agent = "0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11";
         let json = format!(r#"{{"protocol": 99, "agent_id": "{agent}", "reports": []}}"#);
-        let err = decode(json.as_bytes(), Encoding::Identity, Format::Json, 1 << 20).unwrap_err();
+        let err = decode(
+            json.as_bytes(),
+            Encoding::Identity,
+            Format::Json,
+            1 << 20,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "unsupported_protocol");
         let json = format!(
             r#"{{"agent_id": "{agent}", "reports": [{{"seq": 1, "kind": "health",
                 "agent_id": "someone-else", "collected_at": "2025-03-01T12:00:00Z"}}]}}"#
         );
-        let err = decode(json.as_bytes(), Encoding::Identity, Format::Json, 1 << 20).unwrap_err();
+        let err = decode(
+            json.as_bytes(),
+            Encoding::Identity,
+            Format::Json,
+            1 << 20,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             (err.status(), err.code()),
             (StatusCode::FORBIDDEN, "agent_forbidden")
         );
-        let err = decode(b"\xc1", Encoding::Identity, Format::MessagePack, 1 << 20).unwrap_err();
+        let err = decode(
+            b"\xc1",
+            Encoding::Identity,
+            Format::MessagePack,
+            1 << 20,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "invalid_body");
 
         let batch = Batch {

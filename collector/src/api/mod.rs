@@ -8,23 +8,29 @@ pub mod cursor;
 pub mod enroll;
 pub mod error;
 pub mod ingest;
+pub mod metrics;
 pub mod ops;
 pub mod secrets;
 pub mod software;
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Query};
-use axum::http::{StatusCode, Uri};
-use axum::middleware::from_fn_with_state;
+use axum::extract::{DefaultBodyLimit, Query, Request};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use census_common::ErrorCode;
+use census_common::{ErrorCode, Limits};
 
 use crate::auth::Role;
 use crate::clock::Clock;
+use crate::config::Config;
+use crate::ratelimit::{self, Rate, RateLimiter};
 use crate::store::Store;
 pub use error::ApiError;
 
@@ -33,20 +39,78 @@ pub use error::ApiError;
 pub struct AppState {
     pub store: Arc<Store>,
     pub clock: Arc<dyn Clock>,
-    /// Largest request body, as received and after decompression.
+    /// Largest body of `/agent/v1/reports`, as received and after decompression.
     pub max_body_bytes: usize,
+    /// Largest body of every other route.
+    pub max_api_body_bytes: usize,
+    /// Bounds every batch is checked against before anything of it is stored.
+    pub limits: Limits,
+    /// Report batches per agent id (`reports_rate_per_minute`, `reports_burst`).
+    pub reports_limiter: Arc<RateLimiter<String>>,
+    /// Enrollments per client address, keyed by [`ratelimit::ip_key`]
+    /// (`enroll_rate_per_minute`). Handlers find the client address in
+    /// `ConnectInfo<SocketAddr>`.
+    pub enroll_limiter: Arc<RateLimiter<IpAddr>>,
+    /// Counters served by `GET /metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+    /// `GET /metrics` without a token (`metrics_open`).
+    pub metrics_open: bool,
 }
 
-/// All routes. The groups are separate routers so that each gets its own middleware: agent
-/// tokens on the report route, admin roles on the API, nothing on enrollment and the probes.
+impl AppState {
+    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, config: &Config) -> AppState {
+        fn limiter<K: Eq + Hash>(
+            per_minute: u32,
+            burst: u32,
+            clock: &Arc<dyn Clock>,
+        ) -> Arc<RateLimiter<K>> {
+            let rate = Rate { per_minute, burst };
+            Arc::new(RateLimiter::new(
+                rate,
+                ratelimit::DEFAULT_MAX_KEYS,
+                clock.clone(),
+            ))
+        }
+        AppState {
+            reports_limiter: limiter(config.reports_rate_per_minute, config.reports_burst, &clock),
+            enroll_limiter: limiter(
+                config.enroll_rate_per_minute,
+                config.enroll_rate_per_minute,
+                &clock,
+            ),
+            store,
+            clock: clock.clone(),
+            max_body_bytes: config.max_body_bytes as usize,
+            max_api_body_bytes: config.max_api_body_bytes as usize,
+            limits: config.limits(),
+            metrics: Arc::default(),
+            metrics_open: config.metrics_open,
+        }
+    }
+}
+
+/// All routes, in groups that each get their own middleware: an agent token on the report
+/// route, an admin role on the API, nothing on enrollment and the probes. Agent batches may be
+/// large (`max_body_bytes`); every other body is a small JSON document, bounded by
+/// `max_api_body_bytes`.
 pub fn router(state: AppState) -> Router {
     let reports = Router::new()
         .route("/agent/v1/reports", post(ingest::post_reports))
-        // The extractor's own limit; decompression enforces the same limit again.
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .route_layer(from_fn_with_state(state.clone(), auth::require_agent));
     let enroll = Router::new().route("/agent/v1/enroll", post(enroll::post_enroll));
-    let read = Router::new()
+    // Open, or behind any admin role, as `metrics_open` says.
+    let (open_metrics, guarded_metrics) = if state.metrics_open {
+        (
+            Router::new().route("/metrics", get(metrics::get)),
+            Router::new(),
+        )
+    } else {
+        (
+            Router::new(),
+            Router::new().route("/metrics", get(metrics::get)),
+        )
+    };
+    let read = guarded_metrics
         .route("/api/v1/cis", get(cis::list))
         .route("/api/v1/cis/{id}", get(cis::get))
         .route("/api/v1/cis/{id}/software", get(cis::software))
@@ -62,21 +126,33 @@ pub fn router(state: AppState) -> Router {
             (state.clone(), Role::Admin),
             auth::require_role,
         ));
-    let ops = Router::new()
+    let ops = open_metrics
         .route("/livez", get(ops::livez))
         .route("/readyz", get(ops::readyz));
-    Router::new()
-        .merge(reports)
+    let small = Router::new()
         .merge(enroll)
         .merge(read)
         .merge(admin)
-        .merge(ops)
+        .merge(ops);
+    Router::new()
+        .merge(limit_bodies(
+            reports,
+            state.max_body_bytes,
+            "max_body_bytes",
+        ))
+        .merge(limit_bodies(
+            small,
+            state.max_api_body_bytes,
+            "max_api_body_bytes",
+        ))
         .fallback(ops::no_route)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), metrics::count_responses))
         .with_state(state)
 }
 
-/// A JSON body that could not be read: too large (`413`) or not the expected document (`400`).
+/// A JSON body that could not be read: too large (`413`), not JSON (`415`) or not the expected
+/// document (`400`).
 pub(crate) fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -99,6 +175,55 @@ pub(crate) fn json_rejection(rejection: JsonRejection) -> ApiError {
             ),
         ),
     }
+}
+
+/// Bounds the request bodies of every route in `routes` to `max` bytes, set by config key
+/// `key`. A body declared larger (`Content-Length`) is refused before it is read; one that
+/// turns out larger is refused by the extractor reading it (`DefaultBodyLimit`), whose
+/// plain-text answer is replaced by the JSON error body. Either way: 413 `payload_too_large`.
+pub fn limit_bodies(routes: Router<AppState>, max: usize, key: &'static str) -> Router<AppState> {
+    routes
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| async move {
+                if content_length(request.headers()).is_some_and(|len| len > max as u64) {
+                    return payload_too_large(max, key).into_response();
+                }
+                let response = next.run(request).await;
+                if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+                    && !is_json(response.headers())
+                {
+                    return payload_too_large(max, key).into_response();
+                }
+                response
+            },
+        ))
+        .layer(DefaultBodyLimit::max(max))
+}
+
+/// 413 `payload_too_large`, naming the limit and its config key.
+pub fn payload_too_large(max: usize, key: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+        format!("the request body is larger than the collector accepts here ({key} = {max} bytes)"),
+    )
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
 }
 
 /// The query string as named parameters, refusing names not in `allowed` and repeated names,
@@ -211,11 +336,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store =
             Arc::new(Store::open(&dir.path().join("census.db"), &StoreOptions::default()).unwrap());
-        let state = AppState {
-            store: store.clone(),
-            clock: Arc::new(SystemClock),
-            max_body_bytes: 1 << 20,
-        };
+        let state = AppState::new(store.clone(), Arc::new(SystemClock), &Config::default());
         let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
         let (status, _) = call(router(state.clone()), get("/readyz")).await;
         assert_eq!(status, StatusCode::OK);
@@ -241,5 +362,52 @@ mod tests {
         let (status, body) = call(router(state), post).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["error"]["code"], "unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_answers_the_json_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(Store::open(&dir.path().join("census.db"), &StoreOptions::default()).unwrap());
+        let state = AppState::new(store.clone(), Arc::new(SystemClock), &Config::default());
+        let echo = Router::new().route(
+            "/echo",
+            post(|axum::Json(v): axum::Json<serde_json::Value>| async move { axum::Json(v) }),
+        );
+        let app = limit_bodies(echo, 64, "max_api_body_bytes").with_state(state);
+        let big = format!(r#"{{"text": "{}"}}"#, "x".repeat(100));
+
+        // Declared too large: refused before reading.
+        let declared = Request::post("/echo")
+            .header("content-type", "application/json")
+            .header("content-length", big.len())
+            .body(Body::from(big.clone()))
+            .unwrap();
+        // Not declared: the extractor finds out while reading, and its plain-text rejection
+        // is replaced.
+        let undeclared = Request::post("/echo")
+            .header("content-type", "application/json")
+            .body(Body::from(big))
+            .unwrap();
+        for request in [declared, undeclared] {
+            let (status, body) = call(app.clone(), request).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(body["error"]["code"], "payload_too_large");
+            assert_eq!(
+                body["error"]["message"],
+                "the request body is larger than the collector accepts here \
+                 (max_api_body_bytes = 64 bytes)"
+            );
+        }
+        let small = Request::post("/echo")
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"text": "hi"}"#))
+            .unwrap();
+        let (status, body) = call(app, small).await;
+        assert_eq!(
+            (status, &body["text"]),
+            (StatusCode::OK, &serde_json::json!("hi"))
+        );
+        store.close().await;
     }
 }

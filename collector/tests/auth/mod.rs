@@ -264,3 +264,54 @@ async fn an_agent_token_writes_only_its_own_agents_reports() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(cis(&c).await, 1);
 }
+
+async fn metrics_as(c: &TestCollector, token: Option<&str>) -> (StatusCode, String) {
+    let mut request = c.client.get(c.url("/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_need_a_token_unless_configured_open_and_count_refusals() {
+    let c = TestCollector::start();
+    let (status, _) = metrics_as(&c, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    c.ingest(&batch(
+        AGENT,
+        vec![health_report(AGENT, 1, OffsetDateTime::now_utc(), 5.0)],
+    ))
+    .await;
+    c.ingest(&batch(
+        AGENT,
+        vec![health_report(AGENT, 1, OffsetDateTime::now_utc(), 5.0)],
+    ))
+    .await;
+    let (status, text) = metrics_as(&c, Some(&c.admin_token)).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "census_reports_stored_total 1",
+        "census_reports_repeated_total 1",
+        "census_enrollments_total 1",
+        "census_http_errors_total{code=\"token_invalid\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+
+    let open = TestCollector::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.metrics_open = true;
+    });
+    let (status, text) = metrics_as(&open, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains("# TYPE census_store_commits_total counter"),
+        "{text}"
+    );
+    // The API stays closed.
+    assert_eq!(
+        open.get_as(None, "/api/v1/cis").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}

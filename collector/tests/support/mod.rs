@@ -3,13 +3,14 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use census_collector::auth::Role;
+use census_collector::clock::{Clock, SystemClock};
 use census_collector::config::Config;
 use census_collector::store::{Store, StoreOptions};
 use census_common::codec::{self, Format};
@@ -27,6 +28,8 @@ pub const OTHER_AGENT: &str = "5a4c1e0e-2f43-4d8e-9b7e-1d2c3b4a5f60";
 
 pub struct TestCollector {
     pub addr: SocketAddr,
+    /// `https` when the configuration sets `tls_cert`, else `http`.
+    pub scheme: &'static str,
     pub client: reqwest::Client,
     /// An admin-role token, sent by [`TestCollector::get`].
     pub admin_token: String,
@@ -49,6 +52,15 @@ impl TestCollector {
     }
 
     pub fn start_with(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestCollector {
+        TestCollector::start_with_clock(dir, Arc::new(SystemClock), tweak)
+    }
+
+    /// Starts with `clock` as the collector's time, so tests can move it.
+    pub fn start_with_clock(
+        dir: TempDir,
+        clock: Arc<dyn Clock>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestCollector {
         static PROVIDER: Once = Once::new();
         PROVIDER.call_once(|| {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -62,6 +74,11 @@ impl TestCollector {
         };
         tweak(&mut config);
         let (admin_token, enroll_secret) = credentials(&config);
+        let scheme = if config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -70,7 +87,7 @@ impl TestCollector {
                 .build()?;
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                census_collector::server::serve(listener, config, async {
+                census_collector::server::serve_with_clock(listener, config, clock, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -78,6 +95,7 @@ impl TestCollector {
         });
         TestCollector {
             addr,
+            scheme,
             client: reqwest::Client::new(),
             admin_token,
             enroll_secret,
@@ -93,7 +111,7 @@ impl TestCollector {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Stops gracefully and hands back the data dir.
