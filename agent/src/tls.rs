@@ -87,40 +87,59 @@ impl Trust {
         }
     }
 
-    /// The message for a collector certificate this trust does not accept; `detail` is
-    /// rustls's reason.
-    pub fn untrusted_message(&self, detail: &str) -> String {
-        match self {
-            Trust::System => format!(
-                "the collector's certificate is not trusted ({detail}): it is not signed by a \
-                 CA in this system's trust store; set ca_file to a PEM file holding the CA \
-                 that signed it, or install that CA in the system's store"
+    /// The message for a collector certificate this trust does not accept.
+    pub fn untrusted_message(&self, refused: &Refused) -> String {
+        let detail = &refused.detail;
+        match (self, refused.unknown_issuer) {
+            (Trust::System, true) => format!(
+                "the collector's certificate is not trusted ({detail}): no CA in this system's \
+                 trust store signed it; set ca_file to a PEM file holding the CA that did, or \
+                 add that CA to the system's store"
             ),
-            Trust::Pinned { path, .. } => format!(
-                "the collector's certificate is not trusted ({detail}): only the CA \
-                 certificates in ca_file {} are trusted; check that ca_file holds the CA that \
-                 signed the collector's certificate and that the certificate is valid for the \
-                 server's name",
+            (Trust::Pinned { path, .. }, true) => format!(
+                "the collector's certificate is not trusted ({detail}): no CA in ca_file {} \
+                 signed it; check that ca_file holds the CA that signed the collector's \
+                 certificate",
                 path.display()
+            ),
+            (trust, false) => format!(
+                "the collector's certificate is not trusted ({detail}): check the certificate \
+                 the collector serves (its validity dates, and that the server URL's host is \
+                 one of the names it is valid for); trusted CAs: {}",
+                match trust {
+                    Trust::System => "the system's (ca_file is not set)".to_owned(),
+                    Trust::Pinned { path, .. } => format!("ca_file {}", path.display()),
+                }
             ),
         }
     }
+}
+
+/// Why rustls refused the collector's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// rustls's words: "invalid peer certificate: UnknownIssuer".
+    pub detail: String,
+    /// No trusted CA signed it (rather than expired, or issued for another name).
+    pub unknown_issuer: bool,
 }
 
 /// The rustls certificate error somewhere in `error`'s chain, if any: why the collector's
 /// certificate was refused. rustls's error travels inside an `io::Error` (tokio-rustls), itself
 /// inside another (hyper-rustls), and an `io::Error`'s `source()` skips the error it wraps, so
 /// each `io::Error`'s inner error is followed too.
-pub fn certificate_error(error: &(dyn Error + 'static)) -> Option<String> {
+pub fn certificate_error(error: &(dyn Error + 'static)) -> Option<Refused> {
     let mut pending = vec![error];
     // Bounded, should some error's chain loop.
     for _ in 0..64 {
         let error = pending.pop()?;
-        if let Some(e @ rustls::Error::InvalidCertificate(_)) =
+        if let Some(e @ rustls::Error::InvalidCertificate(kind)) =
             error.downcast_ref::<rustls::Error>()
         {
-            // "invalid peer certificate: UnknownIssuer"
-            return Some(e.to_string());
+            return Some(Refused {
+                detail: e.to_string(),
+                unknown_issuer: matches!(kind, rustls::CertificateError::UnknownIssuer),
+            });
         }
         if let Some(source) = error.source() {
             pending.push(source);
@@ -198,12 +217,36 @@ mod tests {
         #[derive(Debug, thiserror::Error)]
         #[error("error sending request")]
         struct Outer(#[source] std::io::Error);
-        let detail = certificate_error(&Outer(io)).unwrap();
-        assert!(
-            detail.contains("certificate") && detail.contains("UnknownIssuer"),
-            "{detail}"
-        );
+        let refused = certificate_error(&Outer(io)).unwrap();
+        assert_eq!(refused.detail, "invalid peer certificate: UnknownIssuer");
+        assert!(refused.unknown_issuer);
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(certificate_error(&plain), None);
+        let expired = rustls::Error::InvalidCertificate(rustls::CertificateError::Expired);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, expired);
+        assert!(!certificate_error(&io).unwrap().unknown_issuer);
+    }
+
+    #[test]
+    fn every_untrusted_message_says_so_and_names_ca_file() {
+        let (_dir, path) = write(CA);
+        let pinned = Trust::load(Some(&path)).unwrap();
+        for unknown_issuer in [true, false] {
+            let refused = Refused {
+                detail: "invalid peer certificate: X".to_owned(),
+                unknown_issuer,
+            };
+            for trust in [&Trust::System, &pinned] {
+                let text = trust.untrusted_message(&refused);
+                assert!(
+                    text.starts_with("the collector's certificate is not trusted"),
+                    "{text}"
+                );
+                assert!(text.contains("ca_file") && text.contains("X"), "{text}");
+                if trust.ca_file().is_some() {
+                    assert!(text.contains(&path.display().to_string()), "{text}");
+                }
+            }
+        }
     }
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use census_common::codec::{self, Format};
 use census_common::{
-    Ack, Batch, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorBody, MSGPACK_CONTENT_TYPE,
+    Ack, Batch, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorBody, ErrorCode,
+    MSGPACK_CONTENT_TYPE,
 };
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -219,9 +220,9 @@ impl Transport {
     /// A request that got no answer: an untrusted certificate says so, naming `ca_file`.
     fn failed(&self, url: &str, error: &reqwest::Error) -> TransportError {
         match tls::certificate_error(error) {
-            Some(detail) => TransportError::Untrusted {
+            Some(refused) => TransportError::Untrusted {
                 url: url.to_owned(),
-                message: self.trust.untrusted_message(&detail),
+                message: self.trust.untrusted_message(&refused),
             },
             None => TransportError::Unreachable {
                 url: url.to_owned(),
@@ -251,14 +252,15 @@ fn rejected(url: &str, status: u16, retry_after: Option<&str>, body: &[u8]) -> T
         }
     };
     let url = url.to_owned();
-    match (status, code.as_str()) {
-        (429, _) => TransportError::RateLimited {
+    let is = |expected: ErrorCode| code == expected.as_str();
+    match status {
+        429 => TransportError::RateLimited {
             url,
             retry_after: parse_retry_after(retry_after, OffsetDateTime::now_utc()),
         },
-        (401, "agent_token_invalid") => TransportError::TokenInvalid { url, message },
-        (401, "enroll_secret_invalid") => TransportError::SecretInvalid { url, message },
-        (403, "agent_forbidden") => TransportError::AgentForbidden { url, message },
+        401 if is(ErrorCode::AgentTokenInvalid) => TransportError::TokenInvalid { url, message },
+        401 if is(ErrorCode::EnrollSecretInvalid) => TransportError::SecretInvalid { url, message },
+        403 if is(ErrorCode::AgentForbidden) => TransportError::AgentForbidden { url, message },
         _ => TransportError::Rejected {
             url,
             status,
@@ -306,7 +308,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use census_common::{ErrorCode, HealthSample, Report, ReportBody};
+    use census_common::{HealthSample, Report, ReportBody};
     use std::io::Read;
     use time::OffsetDateTime;
 
