@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::auth::Secret;
+
 /// Exit code when the configuration (file, environment or flags) is invalid.
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit code of `once` when the collector did not acknowledge every report.
@@ -31,6 +33,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
 
+    /// PEM file of the CA(s) that signed the collector's certificate; when set, only these
+    /// are trusted
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -42,6 +49,11 @@ impl Cli {
             config: self.config.clone(),
             state_dir: self.state_dir.clone(),
             server: self.server.clone(),
+            ca_file: self.ca_file.clone(),
+            enroll_secret: match &self.command {
+                Command::Enroll { secret } => secret.clone(),
+                _ => None,
+            },
         }
     }
 }
@@ -56,6 +68,13 @@ pub enum Command {
     },
     /// Take one health sample and print it as JSON; nothing is sent
     Health,
+    /// Trade an enrollment secret for this agent's own token, kept in the state directory
+    Enroll {
+        /// Enrollment secret from `census-collector enroll-secret create` (or set
+        /// CENSUS_ENROLL_SECRET, which other users cannot see in the process list)
+        #[arg(long, value_name = "SECRET")]
+        secret: Option<Secret>,
+    },
     /// Run the service loop: health every health_interval, inventory when it changes
     Run,
     /// Run one cycle (inventory if changed, health, flush) and exit
@@ -88,5 +107,25 @@ mod tests {
         assert_eq!(cli.server.as_deref(), Some("http://127.0.0.1:9"));
         assert_eq!(cli.state_dir, Some(PathBuf::from("/tmp/x")));
         assert!(matches!(cli.command, Command::Once));
+    }
+
+    #[test]
+    fn the_enroll_secret_is_a_flag_of_enroll_only_and_is_redacted() {
+        let cli = Cli::try_parse_from([
+            "census-agent",
+            "enroll",
+            "--server",
+            "https://c.example",
+            "--secret",
+            "s3cr3t-value",
+        ])
+        .unwrap();
+        let flags = cli.flags();
+        assert_eq!(
+            flags.enroll_secret.as_ref().map(Secret::expose),
+            Some("s3cr3t-value")
+        );
+        assert!(!format!("{cli:?} {flags:?}").contains("s3cr3t"));
+        assert!(Cli::try_parse_from(["census-agent", "once", "--secret", "x"]).is_err());
     }
 }

@@ -6,12 +6,21 @@
 //! `request_timeout` 1s to 10m (an absurd value is refused at load, naming the key and the
 //! range, rather than overflowing a clock later). A key the agent does not know is an error
 //! that names the key: a typo must not silently fall back to a default.
+//!
+//! Trust keys: `enroll_secret` (never logged or printed: `print-config` shows `<redacted>`),
+//! `ca_file` (when set, only its CA certificates are trusted; checked by the commands that talk
+//! to the collector, see [`crate::tls`]) and `allow_insecure_http`. A `server` with `http://` to
+//! a host other than this machine (127.0.0.0/8, `::1`, `localhost`) is refused unless
+//! `allow_insecure_http = true`: reports, the agent token and the enrollment secret would cross
+//! the network in clear text, and anyone on the path could read or change them.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::auth::{REDACTED, Secret};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/census/agent.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/census";
@@ -38,6 +47,14 @@ pub struct Config {
     /// Collector base URL without a trailing slash; `None` until configured. Only `run` and
     /// `once` need it.
     pub server: Option<String>,
+    /// Traded for the agent's token by `enroll`, and by `run` and `once` when there is no
+    /// token or the collector refused it. `Debug` prints `<redacted>`.
+    pub enroll_secret: Option<Secret>,
+    /// PEM file of the CA certificates to trust for the collector; when set, only these are
+    /// trusted (the system's roots are not).
+    pub ca_file: Option<PathBuf>,
+    /// Allows `http://` to a host other than this machine.
+    pub allow_insecure_http: bool,
     pub state_dir: PathBuf,
     pub health_interval: Duration,
     pub inventory_interval: Duration,
@@ -52,6 +69,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             server: None,
+            enroll_secret: None,
+            ca_file: None,
+            allow_insecure_http: false,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             health_interval: DEFAULT_HEALTH_INTERVAL,
             inventory_interval: DEFAULT_INVENTORY_INTERVAL,
@@ -68,6 +88,9 @@ pub struct Flags {
     pub config: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub server: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    /// `enroll --secret`.
+    pub enroll_secret: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +104,21 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("no collector URL: set `server` in the config file, CENSUS_SERVER or --server")]
     MissingServer,
+    #[error(
+        "no enrollment secret: use --secret, CENSUS_ENROLL_SECRET or `enroll_secret` in the \
+         config file (create one on the collector with `census-collector enroll-secret create \
+         --name NAME`)"
+    )]
+    MissingSecret,
+    #[error(
+        "server `{server}` is plain http:// to a host that is not this machine: reports, the \
+         agent token and the enrollment secret would cross the network unencrypted; use \
+         https://, or set allow_insecure_http = true (CENSUS_ALLOW_INSECURE_HTTP=true) if the \
+         network in between is trusted"
+    )]
+    InsecureServer { server: String },
+    #[error("invalid ca_file {}: it {message}", path.display())]
+    CaFile { path: PathBuf, message: String },
     #[error("invalid {key} from {origin}: {message}")]
     Value {
         key: &'static str,
@@ -94,6 +132,9 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     server: Option<String>,
+    enroll_secret: Option<Secret>,
+    ca_file: Option<PathBuf>,
+    allow_insecure_http: Option<bool>,
     state_dir: Option<PathBuf>,
     health_interval: Option<String>,
     inventory_interval: Option<String>,
@@ -134,10 +175,22 @@ impl Config {
         }
 
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        let env_origin = "the environment";
+        let allow_insecure_http = var("CENSUS_ALLOW_INSECURE_HTTP")
+            .map(|v| parse_bool(&v))
+            .transpose()
+            .map_err(|message| ConfigError::Value {
+                key: "allow_insecure_http",
+                origin: env_origin.to_owned(),
+                message,
+            })?;
         config.apply(Layer {
-            origin: "the environment".to_owned(),
+            origin: env_origin.to_owned(),
             values: FileConfig {
                 server: var("CENSUS_SERVER"),
+                enroll_secret: var("CENSUS_ENROLL_SECRET").map(Secret::new),
+                ca_file: var("CENSUS_CA_FILE").map(PathBuf::from),
+                allow_insecure_http,
                 state_dir: var("CENSUS_STATE_DIR").map(PathBuf::from),
                 health_interval: var("CENSUS_HEALTH_INTERVAL"),
                 inventory_interval: var("CENSUS_INVENTORY_INTERVAL"),
@@ -151,10 +204,31 @@ impl Config {
             values: FileConfig {
                 server: flags.server.clone(),
                 state_dir: flags.state_dir.clone(),
+                ca_file: flags.ca_file.clone(),
+                enroll_secret: flags.enroll_secret.clone(),
                 ..FileConfig::default()
             },
         })?;
+
+        // Checked once every layer is in: the file may name the server and the environment
+        // allow plain HTTP, or the other way round.
+        if let Some(server) = &config.server
+            && !config.allow_insecure_http
+            && is_plain_http_off_loopback(server)
+        {
+            return Err(ConfigError::InsecureServer {
+                server: server.clone(),
+            });
+        }
         Ok(config)
+    }
+
+    /// Whether the server is reached over plain HTTP on the network (allowed only with
+    /// `allow_insecure_http`); the commands that talk to the collector warn about it.
+    pub fn sends_in_clear_text(&self) -> bool {
+        self.server
+            .as_deref()
+            .is_some_and(is_plain_http_off_loopback)
     }
 
     fn apply(&mut self, layer: Layer) -> Result<(), ConfigError> {
@@ -167,6 +241,32 @@ impl Config {
         };
         if let Some(server) = values.server {
             self.server = Some(validate_server(&server).map_err(|m| invalid("server", m))?);
+        }
+        if let Some(secret) = values.enroll_secret {
+            // The messages never quote the value: it is a secret.
+            let text = secret.expose().trim();
+            if text.is_empty() {
+                return Err(invalid("enroll_secret", "must not be empty".to_owned()));
+            }
+            if text == REDACTED {
+                return Err(invalid(
+                    "enroll_secret",
+                    format!(
+                        "`{REDACTED}` is what print-config shows in place of the secret; write \
+                         the secret itself"
+                    ),
+                ));
+            }
+            self.enroll_secret = Some(Secret::new(text));
+        }
+        if let Some(path) = values.ca_file {
+            if path.as_os_str().is_empty() {
+                return Err(invalid("ca_file", "must not be empty".to_owned()));
+            }
+            self.ca_file = Some(path);
+        }
+        if let Some(allow) = values.allow_insecure_http {
+            self.allow_insecure_http = allow;
         }
         if let Some(dir) = values.state_dir {
             if dir.as_os_str().is_empty() {
@@ -229,6 +329,11 @@ impl Config {
         struct Out<'a> {
             #[serde(skip_serializing_if = "Option::is_none")]
             server: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            ca_file: Option<&'a Path>,
+            allow_insecure_http: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            enroll_secret: Option<&'a str>,
             state_dir: &'a Path,
             health_interval: String,
             inventory_interval: String,
@@ -237,6 +342,9 @@ impl Config {
         }
         let out = Out {
             server: self.server.as_deref(),
+            ca_file: self.ca_file.as_deref(),
+            allow_insecure_http: self.allow_insecure_http,
+            enroll_secret: self.enroll_secret.as_ref().map(|_| REDACTED),
             state_dir: &self.state_dir,
             health_interval: format_duration(self.health_interval),
             inventory_interval: format_duration(self.inventory_interval),
@@ -252,6 +360,14 @@ impl Config {
         if self.server.is_none() {
             text.push_str(
                 "# server is not set: use --server, CENSUS_SERVER or `server = \"https://...\"`\n",
+            );
+        }
+        if self.ca_file.is_none() {
+            text.push_str("# ca_file is not set: the system's trusted CAs verify the collector\n");
+        }
+        if self.enroll_secret.is_none() {
+            text.push_str(
+                "# enroll_secret is not set: the agent uses the token in its state directory\n",
             );
         }
         text.push_str(&toml::to_string(&out).expect("config always serialises to TOML"));
@@ -281,7 +397,12 @@ fn read_file(path: &Path, explicit: bool) -> Result<Option<FileConfig>, ConfigEr
             message: match e.span() {
                 Some(span) => {
                     let number = text[..span.start].matches('\n').count() + 1;
-                    let line = text.lines().nth(number - 1).unwrap_or("").trim();
+                    let mut line = text.lines().nth(number - 1).unwrap_or("").trim();
+                    // The line is quoted to help find the mistake, unless it may hold the
+                    // secret.
+                    if line.contains("enroll_secret") {
+                        line = "enroll_secret = <redacted>";
+                    }
                     format!("{} (line {number}: `{line}`)", e.message())
                 }
                 None => e.message().to_owned(),
@@ -299,6 +420,38 @@ fn validate_server(url: &str) -> Result<String, String> {
         return Err(format!("`{url}` has no host"));
     }
     Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// Whether `url` is `http://` to a host other than this machine. Loopback is 127.0.0.0/8,
+/// `::1` (also as `::ffff:127.x.y.z`) and the name `localhost`; any other name is taken for the
+/// network, since it may resolve anywhere.
+fn is_plain_http_off_loopback(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let loopback = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => host.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
+    };
+    !loopback
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`), as environment variables are written.
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{}` is not true or false", text.trim())),
+    }
 }
 
 /// Parses `"60s"`, `"5m"`, `"1h30m"`, `"250ms"`, `"1d"`. A number needs a unit: a bare `60`
@@ -527,7 +680,8 @@ mod tests {
     fn layers_apply_in_order_defaults_file_env_flags() {
         let (_dir, path) = write_config(
             "server = \"http://from-file:1\"\nstate_dir = \"/file/state\"\n\
-             health_interval = \"10s\"\ninventory_interval = \"2h\"\n",
+             health_interval = \"10s\"\ninventory_interval = \"2h\"\n\
+             allow_insecure_http = true\n",
         );
         let env: HashMap<&str, &str> = [
             ("CENSUS_SERVER", "http://from-env:2/"),
@@ -551,6 +705,7 @@ mod tests {
             config: Some(path.clone()),
             state_dir: Some(PathBuf::from("/flag/state")),
             server: Some("https://from-flag:3".to_owned()),
+            ..Flags::default()
         };
         let all = Config::load_with_env(&flags, env).unwrap();
         assert_eq!(all.server.as_deref(), Some("https://from-flag:3"));
@@ -587,6 +742,138 @@ mod tests {
         let reread = Config::load_with_env(&flags_with_file(&path), no_env).unwrap();
         assert_eq!(reread, config);
         drop(dir);
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback_unless_allowed() {
+        for loopback in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://localhost:8080/",
+            "http://LOCALHOST",
+            "http://[::1]:8080",
+            "http://[::ffff:127.0.0.1]:80",
+            "http://user@127.0.0.1:9/census",
+            "https://census.example.org",
+            "https://192.0.2.7:8443",
+        ] {
+            assert!(!is_plain_http_off_loopback(loopback), "{loopback}");
+        }
+        for network in [
+            "http://census.example.org",
+            "http://192.0.2.7:8080",
+            "http://[2001:db8::1]:80",
+            "http://localhost.example.org",
+            "http://127.0.0.1.example.org",
+            "http://127.0.0.1@census.example.org",
+            "http://0.0.0.0:8080",
+        ] {
+            assert!(is_plain_http_off_loopback(network), "{network}");
+        }
+
+        let (_dir, path) = write_config("server = \"http://census.example.org:8080\"\n");
+        let err = Config::load_with_env(&flags_with_file(&path), no_env).unwrap_err();
+        assert!(matches!(err, ConfigError::InsecureServer { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("http://census.example.org:8080")
+                && text.contains("allow_insecure_http")
+                && text.contains("https://"),
+            "{text}"
+        );
+        // Allowed from another layer than the one that names the server.
+        let env = |k: &str| (k == "CENSUS_ALLOW_INSECURE_HTTP").then(|| "true".to_owned());
+        let config = Config::load_with_env(&flags_with_file(&path), env).unwrap();
+        assert!(config.allow_insecure_http && config.sends_in_clear_text());
+        // A flag naming an https server makes the file's http server irrelevant.
+        let flags = Flags {
+            server: Some("https://census.example.org".to_owned()),
+            ..flags_with_file(&path)
+        };
+        assert!(
+            !Config::load_with_env(&flags, no_env)
+                .unwrap()
+                .sends_in_clear_text()
+        );
+        let env = |k: &str| (k == "CENSUS_ALLOW_INSECURE_HTTP").then(|| "maybe".to_owned());
+        let text = Config::load_with_env(&flags_with_file(&path), env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("allow_insecure_http") && text.contains("maybe"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_enroll_secret_layers_like_every_key_and_is_never_shown() {
+        let (_dir, path) = write_config(
+            "enroll_secret = \"from-file-s3cret\"\nca_file = \"/etc/census/ca.pem\"\n",
+        );
+        let config = Config::load_with_env(&flags_with_file(&path), no_env).unwrap();
+        assert_eq!(
+            config.enroll_secret.as_ref().map(Secret::expose),
+            Some("from-file-s3cret")
+        );
+        assert_eq!(config.ca_file, Some(PathBuf::from("/etc/census/ca.pem")));
+        let env = |k: &str| (k == "CENSUS_ENROLL_SECRET").then(|| " from-env-s3cret\n".to_owned());
+        let config = Config::load_with_env(&flags_with_file(&path), env).unwrap();
+        assert_eq!(
+            config.enroll_secret.as_ref().map(Secret::expose),
+            Some("from-env-s3cret")
+        );
+        let flags = Flags {
+            enroll_secret: Some(Secret::new("from-flag-s3cret")),
+            ca_file: Some(PathBuf::from("/flag/ca.pem")),
+            ..flags_with_file(&path)
+        };
+        let config = Config::load_with_env(&flags, env).unwrap();
+        assert_eq!(
+            config.enroll_secret.as_ref().map(Secret::expose),
+            Some("from-flag-s3cret")
+        );
+        assert_eq!(config.ca_file, Some(PathBuf::from("/flag/ca.pem")));
+
+        let debug = format!("{config:?}");
+        let printed = config.to_toml();
+        for text in [&debug, &printed] {
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains(REDACTED), "{text}");
+        }
+        assert!(
+            printed.contains("enroll_secret = \"<redacted>\""),
+            "{printed}"
+        );
+        assert!(printed.contains("ca_file = \"/flag/ca.pem\""), "{printed}");
+        assert!(printed.contains("allow_insecure_http = false"), "{printed}");
+        // Pasting print-config's output back does not enroll with the placeholder.
+        std::fs::write(&path, &printed).unwrap();
+        let text = Config::load_with_env(&flags_with_file(&path), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("enroll_secret") && text.contains("print-config"),
+            "{text}"
+        );
+        // A mistake on the secret's line is located without quoting the line.
+        let (_dir, path) = write_config("enroll_secret = \"s3cret-unterminated\n");
+        let text = Config::load_with_env(&flags_with_file(&path), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("line 1: `enroll_secret = <redacted>`"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        // An empty secret is a mistake, not "no secret".
+        let (_dir, path) = write_config("enroll_secret = \" \"\n");
+        let text = Config::load_with_env(&flags_with_file(&path), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("enroll_secret") && text.contains("empty"),
+            "{text}"
+        );
     }
 
     #[test]

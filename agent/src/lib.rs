@@ -4,6 +4,9 @@
 //! Module map:
 //! - [`cli`]: the command line (clap) and the exit codes.
 //! - [`config`]: defaults < file < environment < flags, and `print-config`.
+//! - [`auth`]: the enrollment secret, the agent token, and what to do when one is refused.
+//! - [`tls`]: which CA certificates the agent trusts for its collector.
+//! - [`enroll`]: `census-agent enroll`, and the enrollment `run` and `once` do by themselves.
 //! - [`state`]: the state directory: agent id, next sequence number, last acknowledged
 //!   inventory digest; every file written atomically.
 //! - [`collect`]: the inventory, one facet a module, each allowed to fail alone.
@@ -12,13 +15,16 @@
 //! - [`transport`]: encoding batches and posting them to the collector.
 //! - [`service`]: `run` (the service loop) and `once`.
 
+pub mod auth;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod enroll;
 pub mod health;
 pub mod pending;
 pub mod service;
 pub mod state;
+pub mod tls;
 pub mod transport;
 
 use std::io::Write;
@@ -50,6 +56,10 @@ pub fn run(cli: &Cli, config: Config) -> anyhow::Result<()> {
             write_output(None, &json)
         }
         Command::PrintConfig => write_output(None, config.to_toml().as_bytes()),
+        Command::Enroll { .. } => {
+            let line = enroll::command(&config)?;
+            write_output(None, format!("{line}\n").as_bytes())
+        }
         Command::Run => service::run(config),
         Command::Once => service::once(config),
     }

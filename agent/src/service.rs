@@ -63,6 +63,13 @@
 //! one jump each, a copy's further jumps are refused (above), which makes the conflict visible
 //! instead of letting the two leapfrog.
 //!
+//! **Credentials.** Every batch carries the agent token from the state directory; what happens
+//! without one, or when the collector refuses it, is decided by [`Auth`] (see
+//! [`crate::auth`]): enroll with `enroll_secret` (at most once per send attempt), or stop
+//! delivering, log the situation once, and keep collecting and queueing until the token file
+//! changes. A 429 stops all sending until its `Retry-After` has passed (`run` wakes up then to
+//! flush); a 403 `agent_forbidden` is logged once and the reports stay queued.
+//!
 //! Collection runs on a blocking thread, off the async executor; the [`Collector`] and its
 //! sysinfo handles live as long as the loop. SIGINT and SIGTERM end `run` between or during
 //! cycles; nothing half-written is left behind, since state files are replaced atomically.
@@ -75,8 +82,9 @@ use census_common::{Ack, Batch, HealthSample, Inventory, PROTOCOL_VERSION, Repor
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use crate::auth::{Auth, Next, Problem, Token};
 use crate::collect::{Collector, Root};
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::pending::Pending;
 use crate::state::{StateDir, StateError, StateLock};
 use crate::transport::{Transport, TransportError};
@@ -109,7 +117,45 @@ pub struct NotAcknowledged {
     pub acked: usize,
     pub total: usize,
     pub unacked: Vec<u64>,
-    pub cause: Option<TransportError>,
+    pub cause: Option<SendError>,
+}
+
+/// Why a flush did not deliver everything.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Enrolling failed; the batch was not sent.
+    #[error("could not enroll: {0}")]
+    Enroll(TransportError),
+    /// Delivery is stopped until an admin acts (no token, a refused token or secret, a token
+    /// for another agent); the message says what to do. Logged once, when it began.
+    #[error("{0}")]
+    Stopped(String),
+    /// The collector's `Retry-After` has not passed yet; nothing was sent.
+    #[error("not sending for {}s more, as the collector asked (HTTP 429)", .0.as_secs())]
+    Waiting(Duration),
+    /// The token from enrollment could not be saved.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl SendError {
+    /// Whether the batch may have been stored although no ack said so.
+    fn may_have_been_stored(&self) -> bool {
+        match self {
+            SendError::Transport(e) => e.may_have_been_stored(),
+            SendError::Enroll(_)
+            | SendError::Stopped(_)
+            | SendError::Waiting(_)
+            | SendError::State(_) => false,
+        }
+    }
+}
+
+/// How long is left of a pause that lasts `until`, at `now`; `None` once it is over.
+pub fn pause_left(until: Option<Instant>, now: Instant) -> Option<Duration> {
+    until.filter(|until| *until > now).map(|until| until - now)
 }
 
 /// When health and inventory are next due. Takes the time as an argument, so tests drive it
@@ -294,6 +340,9 @@ struct Agent {
     state: StateDir,
     agent_id: String,
     transport: Transport,
+    auth: Auth,
+    /// No request before this time: the collector answered 429 with a `Retry-After`.
+    paused_until: Option<Instant>,
     collector: Arc<Mutex<Collector>>,
     pending: Pending,
     inventory: InventoryTracker,
@@ -307,17 +356,18 @@ struct Agent {
 
 impl Agent {
     fn open(config: &Config) -> anyhow::Result<(Agent, StateLock)> {
-        let server = config.server.as_deref().ok_or(ConfigError::MissingServer)?;
+        let transport = Transport::from_config(config)?;
         let state = StateDir::new(&config.state_dir);
         let lock = state.lock()?;
         let agent_id = state.load_or_create_agent_id()?;
         let acked_digest = state.read_inventory_digest()?;
-        let transport = Transport::new(server, config.request_timeout)?;
-        info!(agent_id = %agent_id, server = %server, state_dir = %state.path().display(), "agent starting");
+        info!(agent_id = %agent_id, server = %transport.server(), state_dir = %state.path().display(), "agent starting");
         let agent = Agent {
             state,
             agent_id,
             transport,
+            auth: Auth::new(config.enroll_secret.clone()),
+            paused_until: None,
             collector: Arc::new(Mutex::new(Collector::new(Root::host()))),
             pending: Pending::new(),
             inventory: InventoryTracker::new(acked_digest),
@@ -379,14 +429,14 @@ impl Agent {
     /// collector does not acknowledge waits for the next cycle rather than being hammered in.
     /// One exception: reports renumbered because the collector was ahead of this agent's
     /// sequence (see the module doc) go out once more at once, under numbers never sent before.
-    async fn flush(&mut self) -> Result<(), TransportError> {
+    async fn flush(&mut self) -> Result<(), SendError> {
         if self.flush_pass().await? == Pass::Renumbered {
             self.flush_pass().await?;
         }
         Ok(())
     }
 
-    async fn flush_pass(&mut self) -> Result<Pass, TransportError> {
+    async fn flush_pass(&mut self) -> Result<Pass, SendError> {
         let seqs = self.pending.seqs();
         for chunk in seqs.chunks(MAX_BATCH) {
             let reports: Vec<Report> = chunk
@@ -402,7 +452,7 @@ impl Agent {
                 agent_id: self.agent_id.clone(),
                 reports,
             };
-            let ack = match self.transport.send(&batch).await {
+            let ack = match self.send_batch(&batch).await {
                 Ok(ack) => ack,
                 Err(e) => {
                     if e.may_have_been_stored() {
@@ -460,6 +510,110 @@ impl Agent {
             }
         }
         Ok(Pass::Done)
+    }
+
+    /// Sends one batch with the agent's token, enrolling first when [`Auth`] says so, and once
+    /// more after the collector refused the token if a secret allows it (module doc).
+    async fn send_batch(&mut self, batch: &Batch) -> Result<Ack, SendError> {
+        if let Some(left) = pause_left(self.paused_until, Instant::now()) {
+            return Err(SendError::Waiting(left));
+        }
+        self.paused_until = None;
+        // Each round sends a token not refused before, or one enrolled in this attempt (at most
+        // one): a refused token ends the rounds at the latest after the third.
+        for _ in 0..3 {
+            let token = self.token().await?;
+            match self.transport.send(batch, &token).await {
+                Ok(ack) => {
+                    if let Some(problem) = self.auth.delivered() {
+                        info!(
+                            was = %problem.message(self.transport.server()),
+                            "the collector accepts this agent's reports again"
+                        );
+                    }
+                    return Ok(ack);
+                }
+                Err(TransportError::TokenInvalid { message, .. }) => {
+                    self.auth.token_refused(token);
+                    if self.auth.can_enroll() {
+                        warn!(
+                            collector_message = %message,
+                            "the collector refused this agent's token; enrolling again with \
+                             enroll_secret"
+                        );
+                    }
+                }
+                Err(TransportError::AgentForbidden { message, .. }) => {
+                    return Err(self.stop(Problem::Forbidden, Some(&message)));
+                }
+                Err(e) => return Err(SendError::Transport(self.transport_failed(e))),
+            }
+        }
+        Err(self.stop(Problem::TokenRefused { reenrolled: true }, None))
+    }
+
+    /// The token to send, from the state directory or from enrolling.
+    async fn token(&mut self) -> Result<Token, SendError> {
+        let stored = self.state.read_token().map_err(|e| match e {
+            StateError::BadToken { path, detail } => format!("{}: {detail}", path.display()),
+            other => other.to_string(),
+        });
+        let (next, ended) = self.auth.next(stored);
+        if let Some(problem) = ended {
+            info!(
+                was = %problem.message(self.transport.server()),
+                token_file = %self.state.token_path().display(),
+                "the agent token changed; sending again"
+            );
+        }
+        match next {
+            Next::Send(token) => Ok(token),
+            Next::Enroll => self.enroll().await,
+            Next::Stop(problem) => Err(self.stop(problem, None)),
+        }
+    }
+
+    /// Trades `enroll_secret` for a token and saves it.
+    async fn enroll(&mut self) -> Result<Token, SendError> {
+        let Some(secret) = self.auth.enrolling() else {
+            return Err(self.stop(Problem::NoToken { detail: None }, None));
+        };
+        match crate::enroll::enroll(&self.transport, &self.agent_id, &secret).await {
+            Ok(token) => {
+                self.state.write_token(&token)?;
+                info!(
+                    token_file = %self.state.token_path().display(),
+                    "enrolled with the collector; agent token saved"
+                );
+                Ok(token)
+            }
+            Err(TransportError::SecretInvalid { message, .. }) => {
+                self.auth.secret_refused();
+                Err(self.stop(Problem::SecretRefused, Some(&message)))
+            }
+            Err(e) => Err(SendError::Enroll(self.transport_failed(e))),
+        }
+    }
+
+    /// Delivery stops until the situation changes; logged when it is new.
+    fn stop(&mut self, problem: Problem, collector_message: Option<&str>) -> SendError {
+        let message = problem.message(self.transport.server());
+        if self.auth.enter(&problem) {
+            let pending = self.pending.len();
+            match collector_message {
+                Some(said) => error!(collector_message = %said, pending, "{message}"),
+                None => error!(pending, "{message}"),
+            }
+        }
+        SendError::Stopped(message)
+    }
+
+    /// A 429 pauses every request until its `Retry-After` has passed.
+    fn transport_failed(&mut self, e: TransportError) -> TransportError {
+        if let TransportError::RateLimited { retry_after, .. } = &e {
+            self.paused_until = Instant::now().checked_add(*retry_after);
+        }
+        e
     }
 
     /// Compares the ack's `last_seq` with this agent's sequence and, when the collector is
@@ -581,11 +735,13 @@ impl Agent {
         {
             error!(error = format!("{e:#}"), "could not queue health sample");
         }
-        self.flush_and_answer().await.map_err(log_transport).ok();
+        self.flush_and_answer().await.map_err(log_send_error).ok();
     }
 
     /// Flushes, and if the collector asked for the inventory, collects and sends it at once.
-    async fn flush_and_answer(&mut self) -> Result<(), TransportError> {
+    /// This is one send attempt: it enrolls at most once.
+    async fn flush_and_answer(&mut self) -> Result<(), SendError> {
+        self.auth.start_attempt();
         self.flush().await?;
         if self.inventory.requested {
             if let Err(e) = self.inventory_step().await {
@@ -621,8 +777,33 @@ fn log_unsaved(last_seq: u64, e: &StateError) {
     }
 }
 
+fn log_send_error(e: SendError) {
+    match e {
+        SendError::Transport(e) => log_transport(e),
+        SendError::Enroll(e @ TransportError::RateLimited { .. }) => log_transport(e),
+        SendError::Enroll(e) => {
+            error!(error = %e, "could not enroll with enroll_secret; trying again next cycle")
+        }
+        // Logged once, when delivery stopped.
+        SendError::Stopped(_) => {
+            debug!("reports kept: the situation logged as an error has not changed")
+        }
+        SendError::Waiting(left) => debug!(
+            seconds_left = left.as_secs(),
+            "not sending: the collector's Retry-After has not passed"
+        ),
+        SendError::State(e) => error!(error = %e, "could not save the agent token"),
+    }
+}
+
 fn log_transport(e: TransportError) {
     match &e {
+        TransportError::RateLimited { retry_after, .. } => warn!(
+            retry_after_secs = retry_after.as_secs(),
+            "the collector asks this agent to slow down (HTTP 429); nothing is sent before \
+             Retry-After has passed, reports are kept"
+        ),
+        TransportError::Untrusted { .. } => error!(error = %e, "could not deliver reports"),
         TransportError::Rejected {
             status,
             code,
@@ -635,7 +816,7 @@ fn log_transport(e: TransportError) {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -660,8 +841,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 () = agent.cycle(due) => {}
                 () = &mut shutdown => break,
             }
+            // A 429's pause may end before anything is due: wake then, to flush.
+            let wake = match agent.paused_until {
+                Some(until) => until.min(schedule.next_wake()),
+                None => schedule.next_wake(),
+            };
             tokio::select! {
-                () = tokio::time::sleep_until(schedule.next_wake()) => {}
+                () = tokio::time::sleep_until(wake) => {}
                 () = &mut shutdown => break,
             }
         }
@@ -851,15 +1037,32 @@ mod tests {
     }
 
     #[test]
+    fn a_pause_lasts_until_its_instant() {
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(30);
+        assert_eq!(pause_left(None, t0), None);
+        assert_eq!(pause_left(Some(until), t0), Some(Duration::from_secs(30)));
+        assert_eq!(
+            pause_left(Some(until), t0 + Duration::from_secs(29)),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(pause_left(Some(until), until), None);
+        assert_eq!(
+            pause_left(Some(until), until + Duration::from_secs(1)),
+            None
+        );
+    }
+
+    #[test]
     fn not_acknowledged_message_lists_what_was_lost_and_why() {
         let err = NotAcknowledged {
             acked: 1,
             total: 3,
             unacked: vec![5, 6],
-            cause: Some(TransportError::Unreachable {
+            cause: Some(SendError::Transport(TransportError::Unreachable {
                 url: "http://127.0.0.1:9/agent/v1/reports".to_owned(),
                 message: "connection refused".to_owned(),
-            }),
+            })),
         };
         let text = err.to_string();
         assert!(text.contains("acknowledged 1 of 3"), "{text}");

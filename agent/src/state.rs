@@ -5,6 +5,8 @@
 //! - `agent_id`: the agent's UUID (v4), created on the first `run` or `once`.
 //! - `seq`: the next sequence number to hand out.
 //! - `inventory.digest`: content digest of the last inventory the collector acknowledged.
+//! - `token`: the agent's bearer token from enrollment (mode 0600, like every file here; the
+//!   directory itself is 0700 when the agent creates it).
 //! - `lock`: held (flock) by a running `run` or `once`, so two agents never share a sequence.
 //!
 //! **Promises:** every file is replaced atomically (temp file, fsync, rename, fsync of the
@@ -28,10 +30,13 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
+use crate::auth::Token;
+
 const AGENT_ID: &str = "agent_id";
 const SEQ: &str = "seq";
 const INVENTORY_DIGEST: &str = "inventory.digest";
 const LOCK: &str = "lock";
+const TOKEN: &str = "token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -59,6 +64,11 @@ pub enum StateError {
         path: PathBuf,
         detail: String,
     },
+    #[error(
+        "{} does not hold a usable agent token ({detail}); run `census-agent enroll` to replace it",
+        path.display()
+    )]
+    BadToken { path: PathBuf, detail: String },
     #[error("another census-agent is already using state directory {}", path.display())]
     Locked { path: PathBuf },
     /// No number is left: the sequence would pass `u64::MAX`.
@@ -296,6 +306,33 @@ impl StateDir {
         Ok(())
     }
 
+    /// Where the agent token is kept.
+    pub fn token_path(&self) -> PathBuf {
+        self.path.join(TOKEN)
+    }
+
+    /// The agent token, if the agent has enrolled. A file that does not hold a usable token
+    /// is [`StateError::BadToken`]; the error never quotes the file's content.
+    pub fn read_token(&self) -> Result<Option<Token>, StateError> {
+        let path = self.token_path();
+        let Some(text) = read_optional(&path, "agent token")? else {
+            return Ok(None);
+        };
+        Token::parse(&text)
+            .map(Some)
+            .map_err(|detail| StateError::BadToken { path, detail })
+    }
+
+    /// Replaces the agent token, atomically and durably, mode 0600 from the first byte.
+    pub fn write_token(&self, token: &Token) -> Result<(), StateError> {
+        self.ensure()?;
+        self.write(
+            TOKEN,
+            "agent token",
+            format!("{}\n", token.expose()).as_bytes(),
+        )
+    }
+
     fn write(&self, name: &str, what: &'static str, contents: &[u8]) -> Result<(), StateError> {
         write_atomic(&self.path, name, contents).map_err(|source| StateError::Write {
             what,
@@ -317,13 +354,16 @@ fn read_optional(path: &Path, what: &'static str) -> Result<Option<String>, Stat
     }
 }
 
-/// Replaces `dir/name` so that a crash at any point leaves the old or the new content.
+/// Replaces `dir/name` so that a crash at any point leaves the old or the new content. The
+/// file is created with mode 0600 (before a byte is written): some of these files are secrets.
 fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
+    // A temporary file left by a crash keeps whatever mode it had; only a file created here is
+    // known to be 0600. If the removal fails, whatever is in the way makes the create fail.
+    let _ = fs::remove_file(&tmp);
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
     file.write_all(contents)?;
@@ -501,6 +541,40 @@ mod tests {
         assert_eq!(state.read_inventory_digest().unwrap(), None);
         // Forgetting what is not there is no error.
         state.forget_inventory_digest().unwrap();
+    }
+
+    #[test]
+    fn token_is_written_0600_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("census"));
+        assert_eq!(state.read_token().unwrap(), None);
+        // A stale temporary file with a loose mode (a crash, an admin's copy) is not reused.
+        state.ensure().unwrap();
+        let stale = dir.path().join("census/.token.tmp");
+        fs::write(&stale, "old").unwrap();
+        fs::set_permissions(&stale, fs::Permissions::from_mode(0o644)).unwrap();
+        let token = Token::parse("tok-1").unwrap();
+        state.write_token(&token).unwrap();
+        assert_eq!(state.read_token().unwrap(), Some(token));
+        let path = state.token_path();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "tok-1\n");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn an_unusable_token_file_is_an_error_that_does_not_quote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        fs::write(state.token_path(), "secret part\n").unwrap();
+        let err = state.read_token().unwrap_err();
+        assert!(matches!(err, StateError::BadToken { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("census-agent enroll"), "{text}");
+        assert!(!text.contains("secret part"), "{text}");
     }
 
     #[test]
