@@ -98,7 +98,9 @@ struct Sent {
 
 #[test]
 fn every_batch_acked_before_a_sigkill_is_stored_exactly_once() {
-    let collector = TestCollector::start();
+    // The test sends as fast as it can; the per-agent rate limit is not what it is about.
+    const CONFIG: &str = "reports_rate_per_minute = 0\n";
+    let collector = TestCollector::start_with_config(tempfile::tempdir().unwrap(), CONFIG);
     // An hour ago, so every sample is inside the health route's default window.
     let base = OffsetDateTime::now_utc() - time::Duration::hours(1);
     let acked_total = Arc::new(AtomicUsize::new(0));
@@ -137,7 +139,7 @@ fn every_batch_acked_before_a_sigkill_is_stored_exactly_once() {
     let data_dir = collector.kill();
     let runs: Vec<Sent> = senders.into_iter().map(|s| s.join().unwrap()).collect();
 
-    let collector = TestCollector::start_in(data_dir);
+    let collector = TestCollector::start_with_config(data_dir, CONFIG);
     for run in &runs {
         assert!(run.acked.len() > 1, "{} sent no health", run.agent);
         let samples = stored_samples(&collector, run.agent);
