@@ -48,7 +48,7 @@ PID=
 stop() {
   if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
     kill -TERM "$PID"
-    wait "$PID" || true
+    wait "$PID" || echo "the collector did not stop cleanly" >&2
   fi
   rm -rf "$TMP"
 }
@@ -70,7 +70,10 @@ else
 fi
 
 echo "== serve"
-collector serve --listen 127.0.0.1:0 2>"$TMP/collector.log" &
+# The binary itself, not through `collector`: a backgrounded function is a subshell, and $!
+# would be the subshell's pid, which SIGTERM would not stop the collector through.
+"$BIN" --config "$TMP/collector.toml" --data-dir "$DATA" serve --listen 127.0.0.1:0 \
+  2>"$TMP/collector.log" &
 PID=$!
 for _ in $(seq 300); do
   [ -s "$DATA/collector.addr" ] && break
