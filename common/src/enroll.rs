@@ -7,6 +7,7 @@ pub const ENROLL_PATH: &str = "/agent/v1/enroll";
 
 /// `{ "secret", "agent_id", "hostname" }`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollRequest {
     /// An enrollment secret from `census-collector enroll-secret create`.
     pub secret: String,
@@ -18,6 +19,7 @@ pub struct EnrollRequest {
 
 /// `{ "token" }`: the agent's own bearer token, shown once. The collector keeps only a hash.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollResponse {
     pub token: String,
 }

@@ -5,9 +5,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthSample {
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub agent_id: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub collected_at: OffsetDateTime,
     #[serde(default)]
     pub uptime_secs: Option<u64>,
@@ -16,6 +19,7 @@ pub struct HealthSample {
     pub cpu_percent: Option<f64>,
     /// Load averages over 1, 5 and 15 minutes.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_items = 3, max_items = 3))]
     pub load: Option<[f64; 3]>,
     #[serde(default)]
     pub memory_used_percent: Option<f64>,
@@ -36,6 +40,7 @@ pub struct HealthSample {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FilesystemUsage {
     pub mount: String,
     #[serde(default)]

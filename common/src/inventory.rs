@@ -12,10 +12,14 @@ use crate::INVENTORY_SCHEMA;
 const BOOT_TIME_DIGEST_SECS: i64 = 600;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inventory {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1))]
     pub schema: u32,
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub agent_id: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub collected_at: OffsetDateTime,
     #[serde(default)]
     pub host: Host,
@@ -40,6 +44,7 @@ pub struct Inventory {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Host {
     pub hostname: Option<String>,
     pub fqdn: Option<String>,
@@ -48,6 +53,7 @@ pub struct Host {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Hardware {
     pub vendor: Option<String>,
     pub model: Option<String>,
@@ -68,6 +74,7 @@ pub struct Hardware {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Os {
     /// `linux`, `macos`, `windows`, ...
     pub family: Option<String>,
@@ -76,10 +83,12 @@ pub struct Os {
     pub kernel: Option<String>,
     pub arch: Option<String>,
     #[serde(with = "time::serde::rfc3339::option", default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub boot_time: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cpu {
     pub model: Option<String>,
     pub vendor: Option<String>,
@@ -89,12 +98,14 @@ pub struct Cpu {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Memory {
     pub total_bytes: Option<u64>,
     pub swap_total_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Filesystem {
     pub mount: String,
     pub device: Option<String>,
@@ -105,6 +116,7 @@ pub struct Filesystem {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NetworkInterface {
     pub name: String,
     pub mac: Option<String>,
@@ -116,6 +128,7 @@ pub struct NetworkInterface {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Software {
     pub name: String,
     pub version: Option<String>,

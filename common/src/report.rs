@@ -6,10 +6,13 @@ use crate::{HealthSample, Inventory};
 
 /// `{ "protocol": 1, "agent_id": "...", "reports": [ { "seq": 7, "kind": "health", ... } ] }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Batch {
     #[serde(default = "default_protocol")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1))]
     pub protocol: u32,
     /// The agent that sent the batch; every report in it must carry the same id.
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
     pub agent_id: String,
     pub reports: Vec<Report>,
 }
@@ -21,7 +24,9 @@ fn default_protocol() -> u32 {
 /// One report. `seq` is the agent's own sequence number: it rises by one per report and is
 /// never reused, so the collector can acknowledge it and drop a repeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Report {
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
     pub seq: u64,
     #[serde(flatten)]
     pub body: ReportBody,
@@ -31,6 +36,7 @@ pub struct Report {
 // box would only add an allocation per report.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ReportBody {
     Inventory(Inventory),
@@ -56,13 +62,17 @@ impl ReportBody {
 /// The collector's answer: which sequence numbers are durable now (including repeats of ones
 /// stored before), and whether it wants a full inventory at once.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ack {
     pub acked: Vec<u64>,
     #[serde(default)]
+    // The collector always sends every field; only an older collector might leave one out.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub send_inventory: bool,
     /// The highest sequence number the collector has stored for this agent. An agent whose
     /// next number is not above it (its state dir went back in time: a VM snapshot reverted, a
     /// backup restored) must continue above it, or its new reports would be taken as repeats.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_seq: Option<u64>,
 }

@@ -3,21 +3,63 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
-use census_common::ErrorCode;
-use serde_json::{Value, json};
+use census_common::{ErrorBody, ErrorCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+// The OpenAPI document is declared here only until `api/mod.rs` declares it as
+// `pub mod openapi;`, which is being changed on another branch; then these two lines go.
+#[path = "openapi.rs"]
+pub mod openapi;
 
 use super::error::codes;
 use super::{ApiError, AppState};
 
+/// The answer of a probe that passed: `{ "status": "ok" }`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProbeOk {
+    status: ProbeStatus,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ProbeStatus {
+    Ok,
+}
+
+impl ProbeOk {
+    const OK: ProbeOk = ProbeOk {
+        status: ProbeStatus::Ok,
+    };
+}
+
 /// `GET /livez`: the process is up and serving HTTP.
-pub async fn livez() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/livez",
+    operation_id = "livez",
+    tag = "operations",
+    responses((status = 200, description = "The process is up.", body = ProbeOk)),
+)]
+pub async fn livez() -> Json<ProbeOk> {
+    Json(ProbeOk::OK)
 }
 
 /// `GET /readyz`: the database answers a query on a read connection and the writer runs.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers.", body = ProbeOk),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the database does not \
+            answer."),
+    ),
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<ProbeOk>, ApiError> {
     match state.store.ping().await {
-        Ok(()) => Ok(Json(json!({ "status": "ok" }))),
+        Ok(()) => Ok(Json(ProbeOk::OK)),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             Err(ApiError::new(

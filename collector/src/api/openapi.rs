@@ -1,0 +1,318 @@
+//! The OpenAPI 3.1 document of every route, served at `GET /api/v1/openapi.json` without a
+//! token (a client needs it to learn how to authenticate).
+//!
+//! **Promise:** the document is generated from the code: each handler carries its own
+//! `#[utoipa::path]` (parameters, answers, error statuses) next to the code that parses its
+//! query, and each response schema is derived from the view struct the handler serialises, so a
+//! renamed or added field changes the document in the same commit. `collector/tests/openapi.rs`
+//! checks that every route `router()` serves is in the document and that real answers validate
+//! against it; `.ci/schemathesis.sh` fuzzes the running collector against it.
+//!
+//! Two things are written here by hand rather than next to a handler:
+//! - the two security schemes, and the answers of the token check (401, 403, 429), which a layer
+//!   in front of the handlers gives, so they are added to every operation that needs a token;
+//! - the agent routes `POST /agent/v1/reports` and `POST /agent/v1/enroll`, described on
+//!   stand-in functions below until their attributes move onto the real handlers.
+
+use std::sync::OnceLock;
+
+use axum::http::{Uri, header};
+use axum::response::{IntoResponse, Response};
+use census_common::{Ack, Batch, EnrollRequest, EnrollResponse, ErrorBody};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+// Absolute paths, so that the module compiles wherever it is declared.
+use crate::api::{ApiError, cis, ops, query_params, software};
+
+/// The security scheme of the admin API: `Authorization: Bearer <admin token>`.
+pub const ADMIN_TOKEN: &str = "admin_token";
+/// The security scheme of the agent's reports: `Authorization: Bearer <agent token>`.
+pub const AGENT_TOKEN: &str = "agent_token";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Census collector",
+        description = "The collector's admin API (JSON under `/api/v1`, `Authorization: Bearer \
+            <admin token>`), the agent routes and the operational probes. Lists answer \
+            `{ \"items\": [...], \"next_cursor\": ... }` and take `limit` and an opaque \
+            `cursor`; unknown query parameters are refused. Every error answers \
+            `{ \"error\": { \"code\": \"snake_case\", \"message\": \"...\" } }`; scripts branch \
+            on `code`."
+    ),
+    paths(
+        cis::list,
+        cis::get,
+        cis::software,
+        cis::health,
+        software::list,
+        post_reports,
+        enroll,
+        ops::livez,
+        ops::readyz,
+        openapi,
+    ),
+    modifiers(&TokenCheck),
+    tags(
+        (name = "cis", description = "Configuration items and what belongs to them."),
+        (name = "software", description = "The software catalog across the fleet."),
+        (name = "agent", description = "What agents call."),
+        (name = "operations", description = "Probes and this document; no token."),
+    )
+)]
+struct ApiDoc;
+
+/// The document, built anew.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as JSON.
+pub fn openapi_json() -> String {
+    document()
+        .to_json()
+        .expect("an OpenAPI document always serialises to JSON")
+}
+
+/// This document; no token needed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    operation_id = "openapi",
+    tag = "operations",
+    responses(
+        (status = 200, description = "This document (OpenAPI 3.1).",
+            body = serde_json::Value),
+        (status = 400, body = ErrorBody,
+            description = "`invalid_filter`: a query parameter (this route takes none)."),
+    ),
+)]
+pub async fn openapi(uri: Uri) -> Result<Response, ApiError> {
+    static JSON: OnceLock<String> = OnceLock::new();
+    query_params(&uri, &[])?;
+    let json = JSON.get_or_init(openapi_json).as_str();
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+// Stand-in carrying the description of `POST /agent/v1/reports`, whose handler is
+// `ingest::post_reports`: the attribute belongs on that handler.
+#[utoipa::path(
+    post,
+    path = "/agent/v1/reports",
+    operation_id = "post_reports",
+    tag = "agent",
+    summary = "An agent's batch of reports.",
+    description = "The answer is sent only after every report of the batch is durable. A report \
+        whose (agent, seq) was stored before is acknowledged again and not stored twice. On any \
+        error nothing of the batch is stored.",
+    request_body(
+        description = "A batch of reports, MessagePack with named fields or JSON, optionally \
+            compressed (`Content-Encoding: gzip` or `zstd`). At most `max_body_bytes` as \
+            received and after decompression.",
+        content(
+            (Batch = "application/msgpack"),
+            (Batch = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, body = Ack, description = "Every report of the batch is durable; \
+            `acked` lists each seq, repeats of reports stored before included."),
+        (status = 400, body = ErrorBody, description = "`invalid_body`, \
+            `unsupported_protocol`, `agent_mismatch` (a report of another agent than the \
+            batch's), `duplicate_seq`, `nesting_too_deep`."),
+        (status = 401, body = ErrorBody, description = "`agent_token_invalid`: the agent \
+            token is missing, unknown or revoked; enroll again."),
+        (status = 403, body = ErrorBody, description = "`agent_forbidden`: the batch names \
+            an agent other than the token's."),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`, \
+            `field_too_long`, `too_many_items`."),
+        (status = 415, body = ErrorBody, description = "`unsupported_media_type`, \
+            `unsupported_encoding`."),
+        (status = 422, body = ErrorBody, description = "`value_out_of_range`: a number or \
+            time outside the range it can have."),
+        (status = 429, body = ErrorBody, description = "`rate_limited`; `Retry-After` says \
+            when to try again.",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, body = ErrorBody, description = "`internal`."),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the batch could not \
+            be stored now; nothing of it is stored; send it again later."),
+    ),
+    security(("agent_token" = [])),
+)]
+#[allow(dead_code)] // a description only; the route is served by `ingest::post_reports`
+fn post_reports() {}
+
+// Stand-in carrying the description of `POST /agent/v1/enroll`: the attribute belongs on its
+// handler.
+#[utoipa::path(
+    post,
+    path = "/agent/v1/enroll",
+    operation_id = "enroll",
+    tag = "agent",
+    summary = "Trade an enrollment secret for the agent's own token.",
+    request_body = EnrollRequest,
+    responses(
+        (status = 200, body = EnrollResponse, description = "The agent's own token, shown \
+            once."),
+        (status = 400, body = ErrorBody, description = "`invalid_body`."),
+        (status = 401, body = ErrorBody, description = "`enroll_secret_invalid`: the \
+            enrollment secret is unknown, revoked or expired."),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`, \
+            `field_too_long`."),
+        (status = 415, body = ErrorBody, description = "`unsupported_media_type`."),
+        (status = 429, body = ErrorBody, description = "`rate_limited`; `Retry-After` says \
+            when to try again.",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, body = ErrorBody, description = "`internal`."),
+        (status = 503, body = ErrorBody, description = "`unavailable`."),
+    ),
+)]
+#[allow(dead_code)] // a description only; the route is served by the enrollment handler
+fn enroll() {}
+
+/// Declares the two bearer schemes and adds the token check's answers to every operation that
+/// requires [`ADMIN_TOKEN`].
+struct TokenCheck;
+
+impl Modify for TokenCheck {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (name, description) in [
+            (
+                ADMIN_TOKEN,
+                "An admin token from `census-collector token create --role \
+                 viewer|operator|admin`.",
+            ),
+            (
+                AGENT_TOKEN,
+                "An agent's own token, from `POST /agent/v1/enroll`.",
+            ),
+        ] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(description))
+                        .build(),
+                ),
+            );
+        }
+        for item in doc.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if requires(operation, ADMIN_TOKEN) {
+                    add_token_check_answers(operation);
+                }
+            }
+        }
+    }
+}
+
+fn requires(operation: &Operation, scheme: &str) -> bool {
+    let Some(requirements) = &operation.security else {
+        return false;
+    };
+    // A requirement serialises as `{ "scheme": [scopes] }`.
+    requirements.iter().any(|r| {
+        serde_json::to_value(r)
+            .ok()
+            .and_then(|v| v.as_object().map(|o| o.contains_key(scheme)))
+            .unwrap_or(false)
+    })
+}
+
+fn add_token_check_answers(operation: &mut Operation) {
+    let error = || {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+            .build()
+    };
+    let answers = [
+        (
+            "401",
+            "`token_invalid`: the admin token is missing, unknown or revoked.",
+        ),
+        (
+            "403",
+            "`forbidden`: the token is valid but its role may not do this.",
+        ),
+        (
+            "429",
+            "`rate_limited`: too many requests; `Retry-After` says when to try again.",
+        ),
+    ];
+    for (status, description) in answers {
+        let mut response = ResponseBuilder::new()
+            .description(description)
+            .content("application/json", error());
+        if status == "429" {
+            response = response.header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(Some(u64::schema()))
+                    .description(Some("Seconds to wait."))
+                    .build(),
+            );
+        }
+        operation
+            .responses
+            .responses
+            .insert(status.to_owned(), RefOr::T(response.build()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_and_names_its_schemes() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_json()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        for scheme in [ADMIN_TOKEN, AGENT_TOKEN] {
+            assert_eq!(
+                doc["components"]["securitySchemes"][scheme]["scheme"],
+                "bearer"
+            );
+        }
+    }
+
+    #[test]
+    fn a_health_sample_answered_has_every_field() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_json()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for (view, wire) in [
+            ("HealthSampleView", "HealthSample"),
+            ("FilesystemUsageView", "FilesystemUsage"),
+        ] {
+            let properties: Vec<_> = schemas[wire]["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect();
+            let required: Vec<_> = schemas[view]["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
+            assert_eq!(properties, required, "{view}");
+        }
+        assert_eq!(
+            schemas["HealthSampleView"]["properties"]["filesystems"]["items"]["$ref"],
+            "#/components/schemas/FilesystemUsageView"
+        );
+    }
+}
