@@ -105,6 +105,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { .. } => {
             let shutdown = server::shutdown_signal();
+            // Refused before binding: nothing listens off loopback, even for a moment.
+            // (`serve` checks again and gives the warning when it is allowed.)
+            if config.tls().is_none() && !config.allow_insecure_http {
+                server::check_plain_http(config.listen, false)?;
+            }
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("could not listen on {}", config.listen))?;

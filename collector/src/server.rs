@@ -134,7 +134,7 @@ pub async fn serve_app(
 
 /// Refuses plain HTTP on an address other than loopback unless `allow_insecure_http` is set,
 /// and then warns.
-fn check_plain_http(addr: SocketAddr, allow_insecure_http: bool) -> anyhow::Result<()> {
+pub fn check_plain_http(addr: SocketAddr, allow_insecure_http: bool) -> anyhow::Result<()> {
     if addr.ip().is_loopback() {
         return Ok(());
     }

@@ -363,3 +363,50 @@ impl TestAgent {
         serde_json::from_slice(&out.stdout).expect("inventory is JSON")
     }
 }
+
+/// A test certificate authority and a server certificate for 127.0.0.1 and localhost signed by
+/// it, written as PEM files into a directory: what an admin would give `tls_cert`, `tls_key`
+/// (collector) and `ca_file` (agent).
+pub struct TestCa {
+    pub ca_pem: String,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl TestCa {
+    /// Generates a new CA named `name` and its server certificate into `dir`.
+    pub fn generate(dir: &Path, name: &str) -> TestCa {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, format!("Census test CA {name}"));
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_pem = ca.self_signed(&ca_key).expect("CA certificate").pem();
+        let issuer = Issuer::new(ca, ca_key);
+
+        let key = KeyPair::generate().expect("server key");
+        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("server params");
+        leaf.distinguished_name
+            .push(DnType::CommonName, "census-collector");
+        let cert = leaf.signed_by(&key, &issuer).expect("server certificate");
+        let files = TestCa {
+            ca_file: dir.join(format!("{name}-ca.pem")),
+            cert_file: dir.join(format!("{name}.crt")),
+            key_file: dir.join(format!("{name}.key")),
+            ca_pem,
+        };
+        std::fs::write(&files.ca_file, &files.ca_pem).expect("CA written");
+        std::fs::write(&files.cert_file, cert.pem()).expect("certificate written");
+        std::fs::write(&files.key_file, key.serialize_pem()).expect("key written");
+        files
+    }
+}

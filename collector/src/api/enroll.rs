@@ -16,7 +16,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use census_common::{EnrollRequest, EnrollResponse, ErrorCode};
+use census_common::{EnrollRequest, EnrollResponse, ErrorBody, ErrorCode};
 
 use super::{ApiError, AppState};
 use crate::auth::{Credential, Kind};
@@ -26,6 +26,29 @@ use crate::store::auth::{Enrollment, SecretRefusal};
 /// Longest hostname accepted (DNS names are at most 253 characters).
 const MAX_HOSTNAME: usize = 255;
 
+#[utoipa::path(
+    post,
+    path = "/agent/v1/enroll",
+    operation_id = "enroll",
+    tag = "agent",
+    summary = "Trade an enrollment secret for the agent's own token.",
+    request_body = EnrollRequest,
+    responses(
+        (status = 200, body = EnrollResponse, description = "The agent's own token, shown \
+            once."),
+        (status = 400, body = ErrorBody, description = "`invalid_body`."),
+        (status = 401, body = ErrorBody, description = "`enroll_secret_invalid`: the \
+            enrollment secret is unknown, revoked or expired."),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`, \
+            `field_too_long`."),
+        (status = 415, body = ErrorBody, description = "`unsupported_media_type`."),
+        (status = 429, body = ErrorBody, description = "`rate_limited`; `Retry-After` says \
+            when to try again.",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, body = ErrorBody, description = "`internal`."),
+        (status = 503, body = ErrorBody, description = "`unavailable`."),
+    ),
+)]
 pub async fn post_enroll(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

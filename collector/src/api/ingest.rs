@@ -33,7 +33,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use census_common::codec::{self, DecodeError, Format};
 use census_common::limits::{self, LimitError, Limits};
-use census_common::{Ack, Batch, ErrorCode, INVENTORY_SCHEMA, ReportBody};
+use census_common::{Ack, Batch, ErrorBody, ErrorCode, INVENTORY_SCHEMA, ReportBody};
 
 use super::auth::AgentPrincipal;
 use super::{ApiError, AppState};
@@ -47,6 +47,48 @@ pub enum Encoding {
     Zstd,
 }
 
+#[utoipa::path(
+    post,
+    path = "/agent/v1/reports",
+    operation_id = "post_reports",
+    tag = "agent",
+    summary = "An agent's batch of reports.",
+    description = "The answer is sent only after every report of the batch is durable. A report \
+        whose (agent, seq) was stored before is acknowledged again and not stored twice. On any \
+        error nothing of the batch is stored.",
+    request_body(
+        description = "A batch of reports, MessagePack with named fields or JSON, optionally \
+            compressed (`Content-Encoding: gzip` or `zstd`). At most `max_body_bytes` as \
+            received and after decompression.",
+        content(
+            (Batch = "application/msgpack"),
+            (Batch = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, body = Ack, description = "Every report of the batch is durable; \
+            `acked` lists each seq, repeats of reports stored before included."),
+        (status = 400, body = ErrorBody, description = "`invalid_body`, \
+            `unsupported_protocol`, `duplicate_seq`, `nesting_too_deep`."),
+        (status = 401, body = ErrorBody, description = "`agent_token_invalid`: the agent \
+            token is missing, unknown or revoked; enroll again."),
+        (status = 403, body = ErrorBody, description = "`agent_forbidden`: the batch, or a \
+            report in it, names an agent other than the token's."),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`, \
+            `field_too_long`, `too_many_items`."),
+        (status = 415, body = ErrorBody, description = "`unsupported_media_type`, \
+            `unsupported_encoding`."),
+        (status = 422, body = ErrorBody, description = "`value_out_of_range`: a number or \
+            time outside the range it can have."),
+        (status = 429, body = ErrorBody, description = "`rate_limited`; `Retry-After` says \
+            when to try again.",
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, body = ErrorBody, description = "`internal`."),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the batch could not \
+            be stored now; nothing of it is stored; send it again later."),
+    ),
+    security(("agent_token" = [])),
+)]
 pub async fn post_reports(
     State(state): State<AppState>,
     Extension(principal): Extension<AgentPrincipal>,

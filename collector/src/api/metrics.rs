@@ -133,6 +133,18 @@ pub async fn count_responses(
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    summary = "Prometheus text exposition; needs an admin token unless `metrics_open`.",
+    responses(
+        (status = 200, description = "Counters since start, Prometheus text format 0.0.4.",
+            body = String, content_type = "text/plain"),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn get(State(state): State<AppState>) -> Response {
     let mut response = state.metrics.render(state.store.commits()).into_response();
     response.headers_mut().insert(

@@ -9,6 +9,7 @@ pub mod enroll;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod secrets;
 pub mod software;
@@ -128,7 +129,8 @@ pub fn router(state: AppState) -> Router {
         ));
     let ops = open_metrics
         .route("/livez", get(ops::livez))
-        .route("/readyz", get(ops::readyz));
+        .route("/readyz", get(ops::readyz))
+        .route("/api/v1/openapi.json", get(openapi::openapi));
     let small = Router::new()
         .merge(enroll)
         .merge(read)

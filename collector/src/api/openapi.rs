@@ -8,24 +8,22 @@
 //! checks that every route `router()` serves is in the document and that real answers validate
 //! against it; `.ci/schemathesis.sh` fuzzes the running collector against it.
 //!
-//! Two things are written here by hand rather than next to a handler:
-//! - the two security schemes, and the answers of the token check (401, 403, 429), which a layer
-//!   in front of the handlers gives, so they are added to every operation that needs a token;
-//! - the agent routes `POST /agent/v1/reports` and `POST /agent/v1/enroll`, described on
-//!   stand-in functions below until their attributes move onto the real handlers.
+//! Written here by hand rather than next to a handler: the two security schemes, and the
+//! answers of the token check (401, 403, 429), which a layer in front of the handlers gives, so
+//! they are added to every operation that needs a token.
 
 use std::sync::OnceLock;
 
 use axum::http::{Uri, header};
 use axum::response::{IntoResponse, Response};
-use census_common::{Ack, Batch, EnrollRequest, EnrollResponse, ErrorBody};
+use census_common::ErrorBody;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 // Absolute paths, so that the module compiles wherever it is declared.
-use crate::api::{ApiError, cis, ops, query_params, software};
+use crate::api::{ApiError, cis, enroll, ingest, metrics, ops, query_params, secrets, software};
 
 /// The security scheme of the admin API: `Authorization: Bearer <admin token>`.
 pub const ADMIN_TOKEN: &str = "admin_token";
@@ -49,8 +47,10 @@ pub const AGENT_TOKEN: &str = "agent_token";
         cis::software,
         cis::health,
         software::list,
-        post_reports,
-        enroll,
+        ingest::post_reports,
+        enroll::post_enroll,
+        secrets::list,
+        metrics::get,
         ops::livez,
         ops::readyz,
         openapi,
@@ -96,82 +96,6 @@ pub async fn openapi(uri: Uri) -> Result<Response, ApiError> {
     let json = JSON.get_or_init(openapi_json).as_str();
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
-
-// Stand-in carrying the description of `POST /agent/v1/reports`, whose handler is
-// `ingest::post_reports`: the attribute belongs on that handler.
-#[utoipa::path(
-    post,
-    path = "/agent/v1/reports",
-    operation_id = "post_reports",
-    tag = "agent",
-    summary = "An agent's batch of reports.",
-    description = "The answer is sent only after every report of the batch is durable. A report \
-        whose (agent, seq) was stored before is acknowledged again and not stored twice. On any \
-        error nothing of the batch is stored.",
-    request_body(
-        description = "A batch of reports, MessagePack with named fields or JSON, optionally \
-            compressed (`Content-Encoding: gzip` or `zstd`). At most `max_body_bytes` as \
-            received and after decompression.",
-        content(
-            (Batch = "application/msgpack"),
-            (Batch = "application/json"),
-        ),
-    ),
-    responses(
-        (status = 200, body = Ack, description = "Every report of the batch is durable; \
-            `acked` lists each seq, repeats of reports stored before included."),
-        (status = 400, body = ErrorBody, description = "`invalid_body`, \
-            `unsupported_protocol`, `agent_mismatch` (a report of another agent than the \
-            batch's), `duplicate_seq`, `nesting_too_deep`."),
-        (status = 401, body = ErrorBody, description = "`agent_token_invalid`: the agent \
-            token is missing, unknown or revoked; enroll again."),
-        (status = 403, body = ErrorBody, description = "`agent_forbidden`: the batch names \
-            an agent other than the token's."),
-        (status = 413, body = ErrorBody, description = "`payload_too_large`, \
-            `field_too_long`, `too_many_items`."),
-        (status = 415, body = ErrorBody, description = "`unsupported_media_type`, \
-            `unsupported_encoding`."),
-        (status = 422, body = ErrorBody, description = "`value_out_of_range`: a number or \
-            time outside the range it can have."),
-        (status = 429, body = ErrorBody, description = "`rate_limited`; `Retry-After` says \
-            when to try again.",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
-        (status = 500, body = ErrorBody, description = "`internal`."),
-        (status = 503, body = ErrorBody, description = "`unavailable`: the batch could not \
-            be stored now; nothing of it is stored; send it again later."),
-    ),
-    security(("agent_token" = [])),
-)]
-#[allow(dead_code)] // a description only; the route is served by `ingest::post_reports`
-fn post_reports() {}
-
-// Stand-in carrying the description of `POST /agent/v1/enroll`: the attribute belongs on its
-// handler.
-#[utoipa::path(
-    post,
-    path = "/agent/v1/enroll",
-    operation_id = "enroll",
-    tag = "agent",
-    summary = "Trade an enrollment secret for the agent's own token.",
-    request_body = EnrollRequest,
-    responses(
-        (status = 200, body = EnrollResponse, description = "The agent's own token, shown \
-            once."),
-        (status = 400, body = ErrorBody, description = "`invalid_body`."),
-        (status = 401, body = ErrorBody, description = "`enroll_secret_invalid`: the \
-            enrollment secret is unknown, revoked or expired."),
-        (status = 413, body = ErrorBody, description = "`payload_too_large`, \
-            `field_too_long`."),
-        (status = 415, body = ErrorBody, description = "`unsupported_media_type`."),
-        (status = 429, body = ErrorBody, description = "`rate_limited`; `Retry-After` says \
-            when to try again.",
-            headers(("Retry-After" = u64, description = "Seconds to wait."))),
-        (status = 500, body = ErrorBody, description = "`internal`."),
-        (status = 503, body = ErrorBody, description = "`unavailable`."),
-    ),
-)]
-#[allow(dead_code)] // a description only; the route is served by the enrollment handler
-fn enroll() {}
 
 /// Declares the two bearer schemes and adds the token check's answers to every operation that
 /// requires [`ADMIN_TOKEN`].

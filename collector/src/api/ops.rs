@@ -7,11 +7,6 @@ use census_common::{ErrorBody, ErrorCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-// The OpenAPI document is declared here only until `api/mod.rs` declares it as
-// `pub mod openapi;`, which is being changed on another branch; then these two lines go.
-#[path = "openapi.rs"]
-pub mod openapi;
-
 use super::error::codes;
 use super::{ApiError, AppState};
 

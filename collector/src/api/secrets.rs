@@ -6,22 +6,29 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
+use census_common::ErrorBody;
 use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use super::{ApiError, AppState, query_params, rfc3339_utc};
 use crate::store::auth::EnrollSecretRecord;
 
-#[derive(Debug, Serialize)]
+/// An enrollment secret, without its text.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EnrollSecretView {
     pub id: String,
     pub name: String,
     #[serde(with = "rfc3339_utc")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "rfc3339_utc::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
     #[serde(with = "rfc3339_utc::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<OffsetDateTime>,
+    /// How many agents enrolled with it.
     pub uses: i64,
 }
 
@@ -38,12 +45,28 @@ impl From<EnrollSecretRecord> for EnrollSecretView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EnrollSecretList {
     pub items: Vec<EnrollSecretView>,
     pub next_cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/enroll-secrets",
+    operation_id = "list_enroll_secrets",
+    tag = "operations",
+    summary = "The enrollment secrets (admin role), never their text.",
+    responses(
+        (status = 200, description = "Every enrollment secret, oldest first, in one page.",
+            body = EnrollSecretList),
+        (status = 400, body = ErrorBody, description = "`invalid_filter`: this route takes no \
+            query parameters."),
+        (status = 500, body = ErrorBody, description = "`internal`."),
+        (status = 503, body = ErrorBody, description = "`unavailable`."),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     uri: Uri,
