@@ -282,8 +282,20 @@ pub async fn list(
     State(state): State<AppState>,
     uri: Uri,
 ) -> Result<Json<ListView<CiView>>, ApiError> {
+    let filter = parse_ci_filter(&uri)?;
+    let page = state.store.list_cis(filter).await?;
+    Ok(Json(ListView {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next.map(|id| cursor::encode(&[id])),
+    }))
+}
+
+/// The filter of `GET /api/v1/cis` from its query string: only the allowlisted names, each at
+/// most once, `status` from its fixed set, `limit` in range, `cursor` one this list returned.
+/// Every value becomes a bound parameter of the store's query. The fuzz targets call it.
+pub fn parse_ci_filter(uri: &Uri) -> Result<CiFilter, ApiError> {
     let mut params = query_params(
-        &uri,
+        uri,
         &[
             "class", "status", "name", "hostname", "os", "limit", "cursor",
         ],
@@ -301,7 +313,7 @@ pub async fn list(
         Some(c) => Some(cursor::decode(c, 1)?[0]),
         None => None,
     };
-    let filter = CiFilter {
+    Ok(CiFilter {
         class: params.remove("class"),
         status: params.remove("status"),
         name_prefix: params.remove("name"),
@@ -309,12 +321,7 @@ pub async fn list(
         os: params.remove("os"),
         after,
         limit,
-    };
-    let page = state.store.list_cis(filter).await?;
-    Ok(Json(ListView {
-        items: page.items.into_iter().map(Into::into).collect(),
-        next_cursor: page.next.map(|id| cursor::encode(&[id])),
-    }))
+    })
 }
 
 /// A CI id from the path: a positive integer.

@@ -164,7 +164,7 @@ async fn receive(
     // async workers.
     let limits = state.limits;
     let batch =
-        tokio::task::spawn_blocking(move || decode(&body, encoding, format, limit, &limits))
+        tokio::task::spawn_blocking(move || decode_body(&body, encoding, format, limit, &limits))
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "decoding task failed");
@@ -174,7 +174,6 @@ async fn receive(
                     "internal error; the collector log has the details",
                 )
             })??;
-    validate(&batch)?;
     Ok(batch)
 }
 
@@ -300,6 +299,22 @@ pub fn inflate(
         return Err(InflateError::TooLarge(limit));
     }
     Ok(out)
+}
+
+/// The report decoder, as the route runs it on a body that passed the token check:
+/// decompression within `limit`, the shape check, decoding, and what the codec does not check
+/// (agent id form, seq range, inventory schema). The fuzz targets and property tests call it.
+/// [`limits::check_batch`] then checks the decoded batch against the arrival time.
+pub fn decode_body(
+    body: &[u8],
+    encoding: Encoding,
+    format: Format,
+    limit: usize,
+    limits: &Limits,
+) -> Result<Batch, ApiError> {
+    let batch = decode(body, encoding, format, limit, limits)?;
+    validate(&batch)?;
+    Ok(batch)
 }
 
 fn decode(
