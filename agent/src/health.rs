@@ -352,8 +352,11 @@ mod tests {
             "{:?} with {spinners} spinners on {machine_cpus} CPUs",
             sample.cpu_percent
         );
+        // The process's own share depends on what else runs: on a CI machine busy with other
+        // test binaries the spinners get a fraction of the CPUs. A tenth of it still tells a
+        // measured interval from a first reading of zero.
         assert!(
-            sample.agent_cpu_percent.unwrap() > threshold,
+            sample.agent_cpu_percent.unwrap() > expected / 10.0,
             "{:?} with {spinners} spinners on {machine_cpus} CPUs",
             sample.agent_cpu_percent
         );
