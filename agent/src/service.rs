@@ -803,7 +803,10 @@ fn log_transport(e: TransportError) {
             "the collector asks this agent to slow down (HTTP 429); nothing is sent before \
              Retry-After has passed, reports are kept"
         ),
-        TransportError::Untrusted { .. } => error!(error = %e, "could not deliver reports"),
+        // Both need an admin: the trust or the server URL is wrong.
+        TransportError::Untrusted { .. } | TransportError::Redirected { .. } => {
+            error!(error = %e, "could not deliver reports")
+        }
         TransportError::Rejected {
             status,
             code,

@@ -6,6 +6,10 @@
 //! Answers the agent acts on have their own [`TransportError`] variants: a refused token or
 //! secret, a token for another agent, a rate limit with its `Retry-After`, and a collector
 //! certificate the agent does not trust (found in the rustls error, see [`crate::tls`]).
+//!
+//! Redirects are not followed: following one would send the batch with its token, or the
+//! enrollment secret, to wherever the answer points, another host or plain `http://`
+//! included. A 3xx is an error naming where it pointed, so an admin can set `server` to it.
 
 use std::io::Write;
 use std::time::Duration;
@@ -73,6 +77,16 @@ pub enum TransportError {
         retry_after.as_secs()
     )]
     RateLimited { url: String, retry_after: Duration },
+    /// A 3xx: the agent follows no redirect (module doc).
+    #[error(
+        "the collector at {url} answered a redirect (HTTP {status}) to {location}; set server \
+         to the final URL"
+    )]
+    Redirected {
+        url: String,
+        status: u16,
+        location: String,
+    },
     #[error("the collector at {url} sent an answer that could not be read: {message}")]
     BadAnswer { url: String, message: String },
     #[error("could not set up the HTTP client: {0}")]
@@ -90,6 +104,7 @@ impl TransportError {
             TransportError::Unreachable { .. } | TransportError::BadAnswer { .. } => true,
             TransportError::Rejected { status, .. } => *status >= 500,
             TransportError::Untrusted { .. }
+            | TransportError::Redirected { .. }
             | TransportError::TokenInvalid { .. }
             | TransportError::SecretInvalid { .. }
             | TransportError::AgentForbidden { .. }
@@ -115,6 +130,7 @@ impl Transport {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let builder = reqwest::Client::builder()
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("census-agent/", env!("CARGO_PKG_VERSION")));
         let client = trust
             .configure(builder)
@@ -199,6 +215,9 @@ impl Transport {
     ) -> Result<Vec<u8>, TransportError> {
         let response = request.send().await.map_err(|e| self.failed(url, &e))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(redirected(url, status.as_u16(), response.headers()));
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -267,6 +286,26 @@ fn rejected(url: &str, status: u16, retry_after: Option<&str>, body: &[u8]) -> T
             code,
             message,
         },
+    }
+}
+
+/// A 3xx answer, naming where it points: its `Location` resolved against `url`, so that the
+/// message holds the whole URL to configure.
+fn redirected(url: &str, status: u16, headers: &reqwest::header::HeaderMap) -> TransportError {
+    let location = match headers.get(reqwest::header::LOCATION).map(|v| v.to_str()) {
+        None => "nowhere (the answer has no Location header)".to_owned(),
+        Some(Err(_)) => "an unreadable Location header".to_owned(),
+        Some(Ok(location)) => {
+            let location = reqwest::Url::parse(url)
+                .and_then(|base| base.join(location.trim()))
+                .map_or_else(|_| location.trim().to_owned(), String::from);
+            location.chars().take(300).collect()
+        }
+    };
+    TransportError::Redirected {
+        url: url.to_owned(),
+        status,
+        location,
     }
 }
 
@@ -390,6 +429,27 @@ mod tests {
             rejected("http://c/x", 401, None, b"Unauthorized"),
             TransportError::Rejected { status: 401, .. }
         ));
+    }
+
+    #[test]
+    fn a_redirect_names_the_whole_url_it_points_to() {
+        use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
+        let url = "https://c.example/agent/v1/reports";
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            LOCATION,
+            HeaderValue::from_static("/census/agent/v1/reports"),
+        );
+        let err = redirected(url, 308, &headers);
+        assert!(!err.may_have_been_stored());
+        let text = err.to_string();
+        assert!(
+            text.contains("redirect (HTTP 308) to https://c.example/census/agent/v1/reports"),
+            "{text}"
+        );
+        assert!(text.contains("set server to the final URL"), "{text}");
+        let text = redirected(url, 301, &HeaderMap::new()).to_string();
+        assert!(text.contains("no Location header"), "{text}");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::time::Duration;
 use census_common::{ErrorBody, ErrorCode};
 
 use super::util::{
-    Answer, FakeCollector, RunningAgent, TEST_SECRET, TestAgent, ack_all, closed_port, issue_token,
-    stderr, stdout, tls_fixture, token_invalid,
+    Answer, EnrollAnswer, FakeCollector, RunningAgent, TEST_SECRET, TestAgent, ack_all,
+    closed_port, issue_token, stderr, stdout, tls_fixture, token_invalid,
 };
 use super::{LIMIT, assert_config_error, kinds};
 
@@ -466,4 +466,47 @@ fn an_unusable_ca_file_is_a_config_error() {
         .unwrap();
     let output = super::util::checked(output);
     assert_config_error(&output, &["ca_file", "empty.pem", "holds no certificate"]);
+}
+
+#[test]
+fn a_redirect_is_not_followed_and_names_where_it_points() {
+    // Following the redirect would hand the secret, or the batch and its token, to another
+    // host; this one acks and issues tokens to anybody, so a follow would succeed.
+    let elsewhere = FakeCollector::start_full(issue_token, |received, _| {
+        Answer::Ack(ack_all(&received.batch, false))
+    });
+    let target = format!("{}/agent/v1/enroll", elsewhere.url);
+    let reports = format!("{}/agent/v1/reports", elsewhere.url);
+    let moved = {
+        let (target, reports) = (target.clone(), reports.clone());
+        FakeCollector::start_full(
+            move |_, _| EnrollAnswer::Redirect(target.clone()),
+            move |_, _| Answer::Redirect(reports.clone()),
+        )
+    };
+
+    let agent = TestAgent::new();
+    let output = agent.run(&["enroll", "--server", &moved.url]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!("answered a redirect (HTTP 307) to {target}")),
+        "{err}"
+    );
+    assert!(err.contains("set server to the final URL"), "{err}");
+    assert_eq!(moved.next_enrollment(LIMIT).request.secret, TEST_SECRET);
+    assert!(elsewhere.enrollments.try_recv().is_err());
+    assert_eq!(agent.state_file("token"), None);
+
+    let agent = TestAgent::without_secret();
+    agent.write_token("token-7");
+    let output = agent.run(&["once", "--server", &moved.url]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!("redirect (HTTP 307) to {reports}")),
+        "{err}"
+    );
+    assert_eq!(seqs(&moved.next(LIMIT)), vec![1, 2]);
+    assert!(elsewhere.try_next().is_none());
 }

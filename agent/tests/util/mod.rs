@@ -185,12 +185,16 @@ pub enum Answer {
     Error(u16, ErrorBody),
     /// 429 `rate_limited` with `Retry-After: <seconds>`.
     RateLimited(u64),
+    /// 307 Temporary Redirect to this URL.
+    Redirect(String),
 }
 
 /// What the fake collector answers to one enrollment.
 pub enum EnrollAnswer {
     Token(String),
     Error(u16, ErrorBody),
+    /// 307 Temporary Redirect to this URL.
+    Redirect(String),
 }
 
 /// One batch the fake collector received.
@@ -423,22 +427,24 @@ fn serve(
     reader.read_exact(&mut body).ok()?;
     drop(reader);
 
-    let (request, status, json, retry_after) = if request_line.starts_with("POST /agent/v1/enroll ")
-    {
+    let (request, status, json, header) = if request_line.starts_with("POST /agent/v1/enroll ") {
         let request: EnrollRequest =
             serde_json::from_slice(&body).expect("body is an enrollment request");
-        let (status, json) = match enroll(&request, *enrollments) {
-            EnrollAnswer::Token(token) => {
-                (200, serde_json::to_vec(&EnrollResponse { token }).unwrap())
-            }
-            EnrollAnswer::Error(status, body) => (status, serde_json::to_vec(&body).unwrap()),
+        let (status, json, header) = match enroll(&request, *enrollments) {
+            EnrollAnswer::Token(token) => (
+                200,
+                serde_json::to_vec(&EnrollResponse { token }).unwrap(),
+                None,
+            ),
+            EnrollAnswer::Error(status, body) => (status, serde_json::to_vec(&body).unwrap(), None),
+            EnrollAnswer::Redirect(to) => (307, Vec::new(), Some(format!("Location: {to}"))),
         };
         *enrollments += 1;
         let enrollment = Enrollment {
             request,
             content_type,
         };
-        (Request::Enroll(enrollment), status, json, None)
+        (Request::Enroll(enrollment), status, json, header)
     } else {
         assert!(
             request_line.starts_with("POST /agent/v1/reports "),
@@ -456,24 +462,24 @@ fn serve(
             batch,
             at,
         };
-        let (status, json, retry_after) = match reports(&received, *batches) {
+        let (status, json, header) = match reports(&received, *batches) {
             Answer::Ack(ack) => (200, serde_json::to_vec(&ack).unwrap(), None),
             Answer::Error(status, body) => (status, serde_json::to_vec(&body).unwrap(), None),
             Answer::RateLimited(secs) => {
                 let body = ErrorBody::new(ErrorCode::RateLimited, "slow down");
-                (429, serde_json::to_vec(&body).unwrap(), Some(secs))
+                let header = format!("Retry-After: {secs}");
+                (429, serde_json::to_vec(&body).unwrap(), Some(header))
             }
+            Answer::Redirect(to) => (307, Vec::new(), Some(format!("Location: {to}"))),
         };
         *batches += 1;
-        (Request::Batch(received), status, json, retry_after)
+        (Request::Batch(received), status, json, header)
     };
 
-    let retry_after = retry_after
-        .map(|secs| format!("Retry-After: {secs}\r\n"))
-        .unwrap_or_default();
+    let header = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
     let head = format!(
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         {retry_after}Connection: close\r\n\r\n",
+         {header}Connection: close\r\n\r\n",
         json.len()
     );
     stream.write_all(head.as_bytes()).ok()?;
