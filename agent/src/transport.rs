@@ -10,6 +10,8 @@
 //! Redirects are not followed: following one would send the batch with its token, or the
 //! enrollment secret, to wherever the answer points, another host or plain `http://`
 //! included. A 3xx is an error naming where it pointed, so an admin can set `server` to it.
+//! Answers are read up to [`MAX_ANSWER_BYTES`]; a longer one is an error, not a bigger
+//! allocation.
 
 use std::io::Write;
 use std::time::Duration;
@@ -29,6 +31,11 @@ use crate::config::{Config, ConfigError};
 use crate::tls::{self, Trust};
 
 pub const REPORTS_PATH: &str = "/agent/v1/reports";
+
+/// The largest answer the agent reads. Its answers are an ack, a token or an error body, a
+/// few kilobytes at most; a collector (or something posing as one) must not make the agent
+/// hold an unbounded body in memory.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// How long to wait after a 429 whose `Retry-After` is missing or unreadable.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -223,8 +230,9 @@ impl Transport {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = response.bytes().await.map_err(|e| self.failed(url, &e))?;
+        let (bytes, complete) = self.read_capped(url, response).await?;
         if !status.is_success() {
+            // Only the start of an error body is quoted; the status decides.
             return Err(rejected(
                 url,
                 status.as_u16(),
@@ -232,8 +240,32 @@ impl Transport {
                 &bytes,
             ));
         }
-        // Answers are small (an ack, a token); the copy keeps `bytes` out of the dependencies.
-        Ok(bytes.to_vec())
+        if !complete {
+            return Err(TransportError::BadAnswer {
+                url: url.to_owned(),
+                message: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Reads the body chunk by chunk, at most [`MAX_ANSWER_BYTES`] of it; `false` when there
+    /// was more (the rest is not read).
+    async fn read_capped(
+        &self,
+        url: &str,
+        mut response: reqwest::Response,
+    ) -> Result<(Vec<u8>, bool), TransportError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.failed(url, &e))? {
+            let room = MAX_ANSWER_BYTES - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                return Ok((body, false));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, true))
     }
 
     /// A request that got no answer: an untrusted certificate says so, naming `ca_file`.

@@ -393,6 +393,26 @@ fn once_reports_the_collectors_error_code_and_message() {
 }
 
 #[test]
+fn an_answer_over_a_mebibyte_is_not_read_whole() {
+    // Valid acks, padded with whitespace: one just under the cap is read, one over is not.
+    let collector = FakeCollector::start(|batch, index| {
+        let padding = if index == 0 { 1000 * 1024 } else { 2 << 20 };
+        Answer::Padded(ack_all(batch, false), padding)
+    });
+    let agent = TestAgent::new();
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains("sent an answer that could not be read")
+            && err.contains("larger than 1048576 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
 fn corrupt_agent_id_stops_the_agent_naming_the_file() {
     let agent = TestAgent::new();
     std::fs::create_dir_all(agent.state_dir()).unwrap();

@@ -187,6 +187,8 @@ pub enum Answer {
     RateLimited(u64),
     /// 307 Temporary Redirect to this URL.
     Redirect(String),
+    /// The ack followed by this many bytes of JSON whitespace: a valid answer of any size.
+    Padded(Ack, usize),
 }
 
 /// What the fake collector answers to one enrollment.
@@ -471,6 +473,11 @@ fn serve(
                 (429, serde_json::to_vec(&body).unwrap(), Some(header))
             }
             Answer::Redirect(to) => (307, Vec::new(), Some(format!("Location: {to}"))),
+            Answer::Padded(ack, padding) => {
+                let mut json = serde_json::to_vec(&ack).unwrap();
+                json.resize(json.len() + padding, b' ');
+                (200, json, None)
+            }
         };
         *batches += 1;
         (Request::Batch(received), status, json, header)
