@@ -60,7 +60,7 @@ trap stop EXIT
 # writer while it runs. Each command prints what it creates alone on its last line.
 ADMIN_TOKEN=
 if has_command token create; then
-  ADMIN_TOKEN=$(collector token create --role viewer --name schemathesis | tail -n1)
+  ADMIN_TOKEN=$(collector token create --role admin --name schemathesis | tail -n1)
 else
   echo "note: this build has no \`token\` command; the admin API is fuzzed without a token"
 fi
@@ -143,10 +143,14 @@ st() {
   fi
   # From the temp dir: schemathesis keeps a cache of failures in `.schemathesis/` under the
   # working directory, which must not land in the checkout.
-  (cd "$TMP" && "$VENV/bin/schemathesis" run "$BASE/api/v1/openapi.json" \
+  (cd "$TMP" && "$VENV/bin/schemathesis" run "$TMP/openapi.json" --url "$BASE" \
     --max-examples "$MAX_EXAMPLES" --seed "$SEED" --workers 2 \
     --generation-database none --no-color --request-timeout 10 "$@")
 }
+
+# The document itself needs a token, like every /api/v1 route.
+curl -sSf ${ADMIN_TOKEN:+-H "authorization: Bearer $ADMIN_TOKEN"} "$BASE/api/v1/openapi.json" \
+  -o "$TMP/openapi.json"
 
 failed=0
 echo "== schemathesis: admin API and probes"

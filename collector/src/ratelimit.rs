@@ -157,12 +157,19 @@ fn retry_after_secs(wait: Duration) -> u64 {
 
 impl IntoResponse for RateLimited {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, self.retry_after_secs().to_string())],
             Json(ErrorBody::new(ErrorCode::RateLimited, self.message)),
         )
-            .into_response()
+            .into_response();
+        // Counted under its code by the metrics, like every `ApiError`.
+        response
+            .extensions_mut()
+            .insert(crate::api::error::ErrorCodeTag(
+                ErrorCode::RateLimited.as_str(),
+            ));
+        response
     }
 }
 

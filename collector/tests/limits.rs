@@ -413,12 +413,20 @@ async fn a_stalled_or_failed_handshake_holds_up_nobody_and_not_the_shutdown() {
     let _ = garbage.read_to_end(&mut answer).await;
     assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
 
+    // Well inside the 10 s handshake timeout: were the accept loop or the shutdown waiting on
+    // the stalled handshake, these would run out.
+    let within = std::time::Duration::from_secs(5);
     for _ in 0..3 {
-        c.get_ok("/livez").await;
+        tokio::time::timeout(within, c.get_ok("/livez"))
+            .await
+            .expect("served while a handshake stalls");
     }
     // Dropping the collector stops it gracefully (and asserts that it stopped cleanly) while
     // the stalled handshake is still pending.
-    drop(c);
+    tokio::time::timeout(within, tokio::task::spawn_blocking(move || drop(c)))
+        .await
+        .expect("stopped while a handshake stalls")
+        .unwrap();
 }
 
 #[tokio::test]

@@ -51,6 +51,17 @@ impl Limits {
             .max(self.max_software_entries)
             .max(self.max_parts)
     }
+
+    /// The most entries all the arrays and maps of one batch may hold together. Each list is
+    /// bounded alone by [`Limits::max_items`]; this bounds their sum, so a body of many small
+    /// lists (six bytes of MessagePack can decode into a 120-byte software entry) cannot decode
+    /// into many times its size. Room for a largest inventory (every software entry a map of
+    /// five fields) plus a full batch of health samples.
+    pub fn max_total_items(&self) -> usize {
+        self.max_software_entries
+            .saturating_mul(8)
+            .saturating_add(self.max_reports_per_batch.saturating_mul(64))
+    }
 }
 
 /// No report can have been collected before this: a machine dating one earlier has a clock

@@ -5,7 +5,8 @@
 //! frame per open map or array, at most `max_nesting_depth` of them. A body they accept is
 //! bounded the way the decoder needs: no deeper than `max_nesting_depth`, no string or binary
 //! longer than `max_string_bytes`, no array or map with more entries than the longest list a
-//! batch may hold, and no length that claims more bytes than the body has left (so a 20-byte
+//! batch may hold, no more entries in all of them together than [`Limits::max_total_items`]
+//! (so a small body cannot decode into many times its size), and no length that claims more bytes than the body has left (so a 20-byte
 //! body cannot make the decoder reserve room for four billion entries).
 //!
 //! MessagePack gets the whole check. JSON gets the depth check only: its strings and lists
@@ -39,6 +40,8 @@ enum Item {
 /// Checks that `bytes` is one MessagePack value within `limits`, without decoding it.
 pub fn check_msgpack(bytes: &[u8], limits: &Limits) -> Result<(), LimitError> {
     let (max_items, items_key) = largest_list(limits);
+    let max_total = limits.max_total_items() as u64;
+    let mut total: u64 = 0;
     let mut stack = vec![Frame {
         remaining: 1,
         map: false,
@@ -108,6 +111,15 @@ pub fn check_msgpack(bytes: &[u8], limits: &Limits) -> Result<(), LimitError> {
                         len,
                         max: max_items,
                         key: items_key,
+                    });
+                }
+                total = total.saturating_add(len);
+                if total > max_total {
+                    return Err(LimitError::TooManyItems {
+                        list: format!("the lists of the batch together (at byte {at})"),
+                        len: total,
+                        max: max_total as usize,
+                        key: "max_software_entries",
                     });
                 }
                 if depth > limits.max_nesting_depth {
@@ -374,6 +386,31 @@ mod tests {
              (max_software_entries = 3)"
         );
         assert_eq!(err.code(), ErrorCode::TooManyItems);
+    }
+
+    #[test]
+    fn many_small_lists_are_bounded_together() {
+        // The review's amplification: software entries of six bytes each (an array of five
+        // fields: "", nil, nil, nil, ""), each list within max_software_entries, many lists.
+        let limits = Limits::default();
+        let entry = [0x95u8, 0xa0, 0xc0, 0xc0, 0xc0, 0xa0];
+        let per_list = limits.max_software_entries;
+        let lists = limits.max_total_items() / (per_list * 6) + 1;
+        let mut bytes = vec![0xdd];
+        bytes.extend_from_slice(&(lists as u32).to_be_bytes());
+        for _ in 0..lists {
+            bytes.push(0xdd);
+            bytes.extend_from_slice(&(per_list as u32).to_be_bytes());
+            for _ in 0..per_list {
+                bytes.extend_from_slice(&entry);
+            }
+        }
+        let err = check_msgpack(&bytes, &limits).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::TooManyItems);
+        assert!(err.to_string().contains("together"), "{err}");
+        // One such list alone passes.
+        let one = &bytes[5..5 + 5 + per_list * entry.len()];
+        check_msgpack(one, &limits).unwrap();
     }
 
     #[test]

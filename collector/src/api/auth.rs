@@ -9,10 +9,13 @@
 //!   to goes in the extensions as [`AgentPrincipal`]; the handler refuses a batch for any other
 //!   agent with `403 agent_forbidden`.
 //!
-//! A refusal is decided before the body is read and writes nothing. Tokens never reach a log:
+//! The rate limits (reports per token's agent, enrollments per client address) are checked here
+//! too. A refusal is decided before the body is read and writes nothing. Tokens never reach a log:
 //! only the token id of a refused credential is logged, at debug level.
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -20,6 +23,7 @@ use census_common::ErrorCode;
 
 use super::{ApiError, AppState};
 use crate::auth::{Credential, Kind, Role};
+use crate::ratelimit::{self, RateLimited};
 pub use crate::store::auth::AdminPrincipal;
 
 /// The agent a valid agent token is bound to.
@@ -117,7 +121,36 @@ pub async fn require_agent(
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
+    // The token's agent's rate limit, here, before the handler reads the body: a limited
+    // agent costs no buffering or decoding, and no one can spend another agent's budget.
+    if let Err(wait) = state.reports_limiter.check(agent_id.as_str()) {
+        return RateLimited::new(
+            wait,
+            &format!("agent {agent_id}"),
+            "reports_rate_per_minute or reports_burst",
+        )
+        .into_response();
+    }
     request.extensions_mut().insert(AgentPrincipal { agent_id });
+    next.run(request).await
+}
+
+/// Middleware for the enrollment route: the client address's rate limit
+/// (`enroll_rate_per_minute`, IPv6 per /64), before the body is read.
+pub async fn limit_enrollment(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Err(wait) = state.enroll_limiter.check(&ratelimit::ip_key(peer.ip())) {
+        return RateLimited::new(
+            wait,
+            &format!("address {}", peer.ip()),
+            "enroll_rate_per_minute",
+        )
+        .into_response();
+    }
     next.run(request).await
 }
 

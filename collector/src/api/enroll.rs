@@ -5,22 +5,19 @@
 //! secret is `401 enroll_secret_invalid` (the agent is not told which; the collector log says,
 //! naming the secret's id, never the secret). The secret is checked on a read connection first,
 //! so a flood of wrong secrets never reaches the writer; the write transaction checks it again.
-//! Enrollments are rate-limited per client address (`enroll_rate_per_minute`; IPv6 per /64):
-//! `429 rate_limited` with `Retry-After`.
+//! Enrollments are rate-limited per client address (`enroll_rate_per_minute`; IPv6 per /64) by
+//! middleware before the body is read: `429 rate_limited` with `Retry-After`.
 
-use axum::Json;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
+use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use census_common::{EnrollRequest, EnrollResponse, ErrorBody, ErrorCode};
 
 use super::{ApiError, AppState};
 use crate::auth::{Credential, Kind};
-use crate::ratelimit::{self, RateLimited};
 use crate::store::auth::{Enrollment, SecretRefusal};
 
 /// Longest hostname accepted (DNS names are at most 253 characters).
@@ -51,21 +48,9 @@ const MAX_HOSTNAME: usize = 255;
 )]
 pub async fn post_enroll(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<EnrollRequest>, JsonRejection>,
-) -> Result<Json<EnrollResponse>, Response> {
-    // Before the body is read: a client over its budget costs nothing more.
-    if let Err(wait) = state.enroll_limiter.check(&ratelimit::ip_key(peer.ip())) {
-        return Err(RateLimited::new(
-            wait,
-            &format!("address {}", peer.ip()),
-            "enroll_rate_per_minute",
-        )
-        .into_response());
-    }
-    enroll(&state, body)
-        .await
-        .map_err(IntoResponse::into_response)
+) -> Result<Json<EnrollResponse>, ApiError> {
+    enroll(&state, body).await
 }
 
 async fn enroll(
@@ -73,10 +58,13 @@ async fn enroll(
     body: Result<Json<EnrollRequest>, JsonRejection>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let Json(request) = body.map_err(super::json_rejection)?;
-    if uuid::Uuid::parse_str(&request.agent_id).is_err() {
+    if !super::is_canonical_uuid(&request.agent_id) {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidBody,
-            format!("agent_id {:?} is not a UUID", request.agent_id),
+            format!(
+                "agent_id {:?} is not a UUID in lowercase hyphenated form",
+                request.agent_id
+            ),
         ));
     }
     if request.hostname.is_empty()
@@ -120,7 +108,23 @@ async fn enroll(
         )
         .await?
     {
-        Enrollment::Enrolled { token, secret_id } => {
+        Enrollment::Enrolled {
+            token,
+            secret_id,
+            earlier_tokens,
+        } => {
+            if !earlier_tokens.is_empty() {
+                // Expected after a reinstall that lost the state dir; otherwise someone who
+                // holds a secret and knows this agent id can now write as it.
+                tracing::warn!(
+                    agent_id = %request.agent_id,
+                    secret_id,
+                    earlier_tokens = %earlier_tokens.join(","),
+                    "an agent id enrolled again while its earlier tokens are valid; if this \
+                     agent was not reinstalled, revoke the tokens it does not use \
+                     (census-collector token list / token revoke)"
+                );
+            }
             state.metrics.enrollments.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 agent_id = %request.agent_id,

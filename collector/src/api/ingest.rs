@@ -13,9 +13,9 @@
 //! body after decompression; decompression stops as soon as it passes the limit, so a small
 //! "zip bomb" costs at most that much memory.
 //!
-//! In order, nothing stored on any refusal: the agent token (middleware, `401`); the token's
-//! agent's rate limit (`reports_rate_per_minute`, `reports_burst`: 429 with `Retry-After`),
-//! before the body is read; the decompressed bytes' shape is checked before
+//! In order, nothing stored on any refusal: the agent token and the token's agent's rate limit
+//! (middleware, `401`; `reports_rate_per_minute`, `reports_burst`: 429 with `Retry-After`),
+//! before the body is read; at most one decode per CPU at a time; the decompressed bytes' shape is checked before
 //! the decoder sees them (`census_common::shape`: depth, string and list lengths, lying
 //! lengths); the decoded batch's agent id, seqs and schema, and that it is the token's agent
 //! (`403 agent_forbidden`); then the batch's
@@ -37,7 +37,6 @@ use census_common::{Ack, Batch, ErrorBody, ErrorCode, INVENTORY_SCHEMA, ReportBo
 
 use super::auth::AgentPrincipal;
 use super::{ApiError, AppState};
-use crate::ratelimit::RateLimited;
 use crate::store::IngestBatch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,15 +94,6 @@ pub async fn post_reports(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Ack>, Response> {
-    // Keyed on the token's agent, before the body is read: a limited agent costs no decoding,
-    // and no one can spend another agent's budget.
-    if let Err(wait) = state.reports_limiter.check(principal.agent_id.as_str()) {
-        let who = format!("agent {}", principal.agent_id);
-        return Err(
-            RateLimited::new(wait, &who, "reports_rate_per_minute or reports_burst")
-                .into_response(),
-        );
-    }
     let batch = receive(&state, &headers, body)
         .await
         .map_err(IntoResponse::into_response)?;
@@ -163,6 +153,12 @@ async fn receive(
     // Decompression and decoding are CPU work on up to max_body_bytes: keep them off the
     // async workers.
     let limits = state.limits;
+    // At most one decode per CPU at a time: a decoded batch can be several times its body.
+    let _permit = state
+        .decode_permits
+        .acquire()
+        .await
+        .map_err(|_| ApiError::from(crate::store::StoreError::WriterGone))?;
     let batch =
         tokio::task::spawn_blocking(move || decode_body(&body, encoding, format, limit, &limits))
             .await
@@ -374,10 +370,13 @@ fn inflate_error(e: &InflateError, limit: usize) -> ApiError {
 
 /// What the codec does not check: the agent id's form, seq range, the inventory schema.
 fn validate(batch: &Batch) -> Result<(), ApiError> {
-    if uuid::Uuid::parse_str(&batch.agent_id).is_err() {
+    if !super::is_canonical_uuid(&batch.agent_id) {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidBody,
-            format!("agent_id {:?} is not a UUID", batch.agent_id),
+            format!(
+                "agent_id {:?} is not a UUID in lowercase hyphenated form",
+                batch.agent_id
+            ),
         ));
     }
     for report in &batch.reports {

@@ -52,6 +52,9 @@ pub struct AppState {
     /// (`enroll_rate_per_minute`). Handlers find the client address in
     /// `ConnectInfo<SocketAddr>`.
     pub enroll_limiter: Arc<RateLimiter<IpAddr>>,
+    /// Report bodies decoded at once: one per CPU (a decoded batch can be several times its
+    /// body, so this bounds the memory decoding takes).
+    pub decode_permits: Arc<tokio::sync::Semaphore>,
     /// Counters served by `GET /metrics`.
     pub metrics: Arc<metrics::Metrics>,
     /// `GET /metrics` without a token (`metrics_open`).
@@ -84,6 +87,9 @@ impl AppState {
             max_body_bytes: config.max_body_bytes as usize,
             max_api_body_bytes: config.max_api_body_bytes as usize,
             limits: config.limits(),
+            decode_permits: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, usize::from),
+            )),
             metrics: Arc::default(),
             metrics_open: config.metrics_open,
         }
@@ -98,7 +104,9 @@ pub fn router(state: AppState) -> Router {
     let reports = Router::new()
         .route("/agent/v1/reports", post(ingest::post_reports))
         .route_layer(from_fn_with_state(state.clone(), auth::require_agent));
-    let enroll = Router::new().route("/agent/v1/enroll", post(enroll::post_enroll));
+    let enroll = Router::new()
+        .route("/agent/v1/enroll", post(enroll::post_enroll))
+        .route_layer(from_fn_with_state(state.clone(), auth::limit_enrollment));
     // Open, or behind any admin role, as `metrics_open` says.
     let (open_metrics, guarded_metrics) = if state.metrics_open {
         (
@@ -117,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cis/{id}/software", get(cis::software))
         .route("/api/v1/cis/{id}/health", get(cis::health))
         .route("/api/v1/software", get(software::list))
+        .route("/api/v1/openapi.json", get(openapi::openapi))
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Viewer),
             auth::require_role,
@@ -129,8 +138,7 @@ pub fn router(state: AppState) -> Router {
         ));
     let ops = open_metrics
         .route("/livez", get(ops::livez))
-        .route("/readyz", get(ops::readyz))
-        .route("/api/v1/openapi.json", get(openapi::openapi));
+        .route("/readyz", get(ops::readyz));
     let small = Router::new()
         .merge(enroll)
         .merge(read)
@@ -151,6 +159,13 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), metrics::count_responses))
         .with_state(state)
+}
+
+/// Whether `text` is a UUID in its one canonical form (lowercase, hyphenated), as agents write
+/// them: the braced, `urn:`, hyphenless and uppercase forms of one UUID would otherwise be as
+/// many agent ids.
+pub(crate) fn is_canonical_uuid(text: &str) -> bool {
+    uuid::Uuid::parse_str(text).is_ok_and(|id| id.hyphenated().to_string() == text)
 }
 
 /// A JSON body that could not be read: too large (`413`), not JSON (`415`) or not the expected
@@ -331,6 +346,20 @@ mod tests {
             .await
             .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn only_the_canonical_uuid_form_is_an_agent_id() {
+        assert!(is_canonical_uuid("0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11"));
+        for other in [
+            "0B0C6A34-8D54-4A4A-9D51-8F0E1C3B7A11",
+            "{0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11}",
+            "urn:uuid:0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11",
+            "0b0c6a348d544a4a9d518f0e1c3b7a11",
+            "not-a-uuid",
+        ] {
+            assert!(!is_canonical_uuid(other), "{other}");
+        }
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
-//! The OpenAPI 3.1 document of every route, served at `GET /api/v1/openapi.json` without a
-//! token (a client needs it to learn how to authenticate).
+//! The OpenAPI 3.1 document of every route, served at `GET /api/v1/openapi.json` to any admin
+//! token, like every `/api/v1` route.
 //!
 //! **Promise:** the document is generated from the code: each handler carries its own
 //! `#[utoipa::path]` (parameters, answers, error statuses) next to the code that parses its
@@ -60,7 +60,7 @@ pub const AGENT_TOKEN: &str = "agent_token";
         (name = "cis", description = "Configuration items and what belongs to them."),
         (name = "software", description = "The software catalog across the fleet."),
         (name = "agent", description = "What agents call."),
-        (name = "operations", description = "Probes and this document; no token."),
+        (name = "operations", description = "Probes, metrics, enrollment secrets and this document."),
     )
 )]
 struct ApiDoc;
@@ -77,7 +77,7 @@ pub fn openapi_json() -> String {
         .expect("an OpenAPI document always serialises to JSON")
 }
 
-/// This document; no token needed.
+/// This document; any admin token.
 #[utoipa::path(
     get,
     path = "/api/v1/openapi.json",
@@ -89,6 +89,7 @@ pub fn openapi_json() -> String {
         (status = 400, body = ErrorBody,
             description = "`invalid_filter`: a query parameter (this route takes none)."),
     ),
+    security(("admin_token" = [])),
 )]
 pub async fn openapi(uri: Uri) -> Result<Response, ApiError> {
     static JSON: OnceLock<String> = OnceLock::new();

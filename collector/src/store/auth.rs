@@ -79,6 +79,9 @@ pub enum Enrollment {
     Enrolled {
         token: Credential,
         secret_id: String,
+        /// Ids of the agent's tokens that were valid before and stay valid: an agent that lost
+        /// its state dir, or someone else enrolling with its id. The handler warns.
+        earlier_tokens: Vec<String>,
     },
     Refused(SecretRefusal),
 }
@@ -306,6 +309,14 @@ impl Store {
                 if let Err(refusal) = secret_state(conn, &secret, now)? {
                     return Ok(Enrollment::Refused(refusal));
                 }
+                let earlier_tokens = conn
+                    .prepare_cached(
+                        "SELECT id FROM token
+                         WHERE agent_id = ?1 AND kind = 'agent' AND revoked_at IS NULL
+                         ORDER BY id",
+                    )?
+                    .query_map([&agent_id], |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()?;
                 conn.prepare_cached(
                     "INSERT INTO token (id, kind, agent_id, name, hash, created_at, enroll_secret_id)
                      VALUES (?1, 'agent', ?2, ?3, ?4, ?5, ?6)",
@@ -323,6 +334,7 @@ impl Store {
                 Ok(Enrollment::Enrolled {
                     token,
                     secret_id: secret.id.clone(),
+                    earlier_tokens,
                 })
             })
             .await
@@ -330,8 +342,7 @@ impl Store {
 }
 
 fn new_credential(kind: Kind) -> Result<Credential, StoreError> {
-    Credential::generate(kind)
-        .map_err(|e| StoreError::Invalid(format!("the system random source failed: {e}")))
+    Credential::generate(kind).map_err(|e| StoreError::Random(e.to_string()))
 }
 
 struct TokenRow {
@@ -490,7 +501,11 @@ mod tests {
             .create_enroll_secret("laptops".into(), Some(expires), NOW)
             .await
             .unwrap();
-        let Enrollment::Enrolled { token, secret_id } = store
+        let Enrollment::Enrolled {
+            token,
+            secret_id,
+            earlier_tokens,
+        } = store
             .enroll(secret.clone(), AGENT.into(), "pc-1".into(), NOW)
             .await
             .unwrap()
@@ -498,6 +513,7 @@ mod tests {
             panic!("refused")
         };
         assert_eq!(secret_id, record.id);
+        assert!(earlier_tokens.is_empty());
         assert_eq!(
             store
                 .verify_agent_token(token.clone())

@@ -114,6 +114,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid input: {0}")]
     Invalid(String),
+    #[error("the system random source failed: {0}")]
+    Random(String),
     #[error("could not start the writer thread: {0}")]
     Thread(#[from] std::io::Error),
 }

@@ -133,9 +133,12 @@ async fn enrollment_trades_a_valid_secret_for_a_token_bound_to_the_agent() {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
 
-    // Wrong, malformed and revoked secrets: 401, and nothing is created.
+    // Wrong, malformed and revoked secrets: 401, and nothing is written.
+    let db = c.data_dir().join("census.db");
     let wrong = format!("ces_{}_{}", id_of(&secret), "0".repeat(64));
-    for bad in [wrong.as_str(), "hunter2", ""] {
+    cli(&c, &["enroll-secret", "revoke", id_of(&secret)]);
+    let before = crate::hostile::dump(&db);
+    for bad in [wrong.as_str(), "hunter2", "", secret.as_str()] {
         let (status, body) = enroll(&c, bad, OTHER_AGENT).await;
         assert_error(
             status,
@@ -144,13 +147,10 @@ async fn enrollment_trades_a_valid_secret_for_a_token_bound_to_the_agent() {
             "enroll_secret_invalid",
         );
     }
-    cli(&c, &["enroll-secret", "revoke", id_of(&secret)]);
-    let (status, body) = enroll(&c, &secret, OTHER_AGENT).await;
-    assert_error(
-        status,
-        &body,
-        StatusCode::UNAUTHORIZED,
-        "enroll_secret_invalid",
+    assert_eq!(
+        crate::hostile::dump(&db),
+        before,
+        "a refused enrollment wrote"
     );
     // Agents enrolled with a revoked secret keep their tokens.
     let response = c
@@ -203,6 +203,8 @@ async fn an_agent_token_writes_only_its_own_agents_reports() {
         }
     };
 
+    let db = c.data_dir().join("census.db");
+    let before = crate::hostile::dump(&db);
     // A batch for another agent.
     let (status, body) = post(Some(token.clone()), health_batch(OTHER_AGENT, 1)).await;
     let message = assert_error(status, &body, StatusCode::FORBIDDEN, "agent_forbidden");
@@ -223,6 +225,7 @@ async fn an_agent_token_writes_only_its_own_agents_reports() {
     .await;
     assert_error(status, &body, StatusCode::FORBIDDEN, "agent_forbidden");
     assert_eq!(cis(&c).await, 0, "a refused batch stored something");
+    assert_eq!(crate::hostile::dump(&db), before, "a refused batch wrote");
 
     // Missing, malformed, admin and revoked tokens.
     for bad in [
@@ -313,5 +316,59 @@ async fn metrics_need_a_token_unless_configured_open_and_count_refusals() {
     assert_eq!(
         open.get_as(None, "/api/v1/cis").await.0,
         StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn enrollment_is_rate_limited_per_client_address() {
+    let c = TestCollector::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.enroll_rate_per_minute = 3;
+    });
+    // The test's own credentials were made in the store, so the budget is whole.
+    let agents = [
+        "11111111-1111-4111-8111-111111111111",
+        "22222222-2222-4222-8222-222222222222",
+        "33333333-3333-4333-8333-333333333333",
+    ];
+    for agent in agents {
+        let (status, body) = enroll(&c, &c.enroll_secret, agent).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let db = c.data_dir().join("census.db");
+    let before = crate::hostile::dump(&db);
+    let response = c
+        .client
+        .post(c.url("/agent/v1/enroll"))
+        .json(&json!({ "secret": c.enroll_secret, "agent_id": AGENT, "hostname": "pc" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    // 3 a minute: the next one in at most 20 s.
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry), "Retry-After {retry}");
+    let body: Value = response.json().await.unwrap();
+    let message = assert_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        &body,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+    );
+    assert!(message.contains("enroll_rate_per_minute"), "{message}");
+    assert_eq!(
+        crate::hostile::dump(&db),
+        before,
+        "a limited enrollment wrote"
+    );
+    let (_, metrics) = metrics_as(&c, Some(&c.admin_token)).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "census_http_errors_total{code=\"rate_limited\"} 1"),
+        "{metrics}"
     );
 }
