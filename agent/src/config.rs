@@ -392,22 +392,52 @@ fn read_file(path: &Path, explicit: bool) -> Result<Option<FileConfig>, ConfigEr
         .map(Some)
         .map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            // toml's Display spans several lines with a source excerpt; its message names the
-            // problem and the key, and the line number is enough to find it.
-            message: match e.span() {
-                Some(span) => {
-                    let number = text[..span.start].matches('\n').count() + 1;
-                    let mut line = text.lines().nth(number - 1).unwrap_or("").trim();
-                    // The line is quoted to help find the mistake, unless it may hold the
-                    // secret.
-                    if line.contains("enroll_secret") {
-                        line = "enroll_secret = <redacted>";
-                    }
-                    format!("{} (line {number}: `{line}`)", e.message())
-                }
-                None => e.message().to_owned(),
-            },
+            message: parse_error_message(&text, &e),
         })
+}
+
+/// toml's `Display` spans several lines with a source excerpt that quotes the line, value
+/// and all. Any value may be the secret (under a misspelt key, or pasted into the wrong one),
+/// so the message names the line and at most its key, and drops the value from serde's
+/// "invalid type" text.
+fn parse_error_message(text: &str, e: &toml::de::Error) -> String {
+    let message = without_value(e.message());
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let number = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(number - 1).unwrap_or("");
+    match line_key(line) {
+        Some(key) => format!("{message} (line {number}, key `{key}`)"),
+        None => format!("{message} (line {number})"),
+    }
+}
+
+/// The key of a `key = value` line, if the text before `=` is a bare (possibly dotted) key.
+/// Anything else, say a line of a multi-line array or string, may be part of a value.
+fn line_key(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ');
+    (!key.is_empty() && key.chars().all(bare)).then_some(key)
+}
+
+/// serde writes the offending value into "invalid type: string \"...\", expected a boolean"
+/// (and "invalid value: ..."); keeps only what kind of value it was.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((unexpected, expected)) = rest.rsplit_once(", expected ")
+        {
+            // `string "..."`, `integer `5``, `floating point `1.5``, or a bare kind (`sequence`).
+            let kind = unexpected
+                .split_once(['`', '"'])
+                .map_or(unexpected, |(kind, _)| kind)
+                .trim();
+            return format!("{prefix}{kind}, expected {expected}");
+        }
+    }
+    message.to_owned()
 }
 
 fn validate_server(url: &str) -> Result<String, String> {
@@ -620,7 +650,11 @@ mod tests {
         let text = Config::load_with_env(&flags_with_file(&path), no_env)
             .unwrap_err()
             .to_string();
-        assert!(text.contains("line 1: `health_interval = 60`"), "{text}");
+        assert!(text.contains("line 1, key `health_interval`"), "{text}");
+        assert!(
+            text.contains("invalid type: integer, expected a string"),
+            "{text}"
+        );
         let (_dir, path) = write_config("health_interval = \"60\"\n");
         let text = Config::load_with_env(&flags_with_file(&path), no_env)
             .unwrap_err()
@@ -860,10 +894,7 @@ mod tests {
         let text = Config::load_with_env(&flags_with_file(&path), no_env)
             .unwrap_err()
             .to_string();
-        assert!(
-            text.contains("line 1: `enroll_secret = <redacted>`"),
-            "{text}"
-        );
+        assert!(text.contains("line 1, key `enroll_secret`"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
         // An empty secret is a mistake, not "no secret".
         let (_dir, path) = write_config("enroll_secret = \" \"\n");
@@ -874,6 +905,42 @@ mod tests {
             text.contains("enroll_secret") && text.contains("empty"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_parse_error_quotes_no_value_whatever_the_key() {
+        let cases = [
+            // A misspelt key holding the secret.
+            (
+                "enrolment_secret = \"ces_1_s3cret\"\n",
+                "line 1, key `enrolment_secret`",
+            ),
+            // The secret pasted into the wrong key: serde would quote it in "invalid type".
+            (
+                "server = \"https://c\"\nallow_insecure_http = \"ces_1_s3cret\"\n",
+                "invalid type: string, expected a boolean (line 2, key `allow_insecure_http`)",
+            ),
+            (
+                "enroll_secret = \"ces_1_s3cret\nserver = 1\n",
+                "line 1, key `enroll_secret`",
+            ),
+            (
+                "enroll_secret = 'a'\nenroll_secret = 'ces_1_s3cret'\n",
+                "duplicate key",
+            ),
+            // Lines without a key, or where the text before `=` is part of a value.
+            ("ces_1_s3cret\n", "(line 1)"),
+            ("server = [\n  \"ces_1_s3cret=x\",\n  1 2\n]\n", "(line 3)"),
+            ("server = 'x' ces_1_s3cret\n", "line 1, key `server`"),
+        ];
+        for (file, expected) in cases {
+            let (_dir, path) = write_config(file);
+            let text = Config::load_with_env(&flags_with_file(&path), no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(text.contains(expected), "{file:?}: {text}");
+            assert!(!text.contains("s3cret"), "{file:?}: {text}");
+        }
     }
 
     #[test]
