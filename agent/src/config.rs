@@ -449,23 +449,35 @@ fn validate_server(url: &str) -> Result<String, String> {
     if rest.trim_end_matches('/').is_empty() {
         return Err(format!("`{url}` has no host"));
     }
+    // The same parser as reqwest's, so what is accepted here is what gets requested.
+    reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
     Ok(url.trim_end_matches('/').to_owned())
 }
 
 /// Whether `url` is `http://` to a host other than this machine. Loopback is 127.0.0.0/8,
 /// `::1` (also as `::ffff:127.x.y.z`) and the name `localhost`; any other name is taken for the
 /// network, since it may resolve anywhere.
+///
+/// The host is the one reqwest connects to: the URL is parsed by the same WHATWG parser
+/// (`reqwest::Url`), which also reads `\` as `/` and normalises `127.1` or `0x7f.0.0.1`, so
+/// `http://evil.example\@127.0.0.1/` is evil.example, as reqwest sees it. A URL it cannot
+/// parse is taken for the network.
 fn is_plain_http_off_loopback(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
+    let Ok(url) = reqwest::Url::parse(url.trim()) else {
+        return true;
+    };
+    if url.scheme() != "http" {
         return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host_port.split(':').next().unwrap_or(""),
-    };
-    let loopback = match host.parse::<std::net::IpAddr>() {
+    }
+    // `host_str` is the parsed host, serialised: a domain, a dotted IPv4 address, or an IPv6
+    // address in brackets.
+    let host = url.host_str().unwrap_or("");
+    let ip = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .parse::<std::net::IpAddr>();
+    let loopback = match ip {
         Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
         Ok(std::net::IpAddr::V6(ip)) => {
             ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
@@ -788,6 +800,13 @@ mod tests {
             "http://[::1]:8080",
             "http://[::ffff:127.0.0.1]:80",
             "http://user@127.0.0.1:9/census",
+            "http://user:pass@[::1]:8080/census",
+            "http://[0:0:0:0:0:0:0:1]",
+            "http://127.1:8080",
+            "http://0x7f.0.0.1",
+            "http://LocalHost.:8080",
+            // `\` is read as `/`: the host is 127.0.0.1, the rest is the path.
+            "http://127.0.0.1\\@evil.example/",
             "https://census.example.org",
             "https://192.0.2.7:8443",
         ] {
@@ -801,10 +820,38 @@ mod tests {
             "http://127.0.0.1.example.org",
             "http://127.0.0.1@census.example.org",
             "http://0.0.0.0:8080",
+            // reqwest reads `\` as `/`: the host is evil.example, the rest is the path.
+            "http://evil.example\\@127.0.0.1/",
+            "http://evil.example\\@localhost:8080/",
+            "http://[::1]@evil.example/",
+            "http://localhost:8080@evil.example/",
         ] {
             assert!(is_plain_http_off_loopback(network), "{network}");
         }
 
+        // A URL reqwest could not request is refused as such.
+        let (_dir, path) = write_config("server = \"http://[::1:8080\"\n");
+        let text = Config::load_with_env(&flags_with_file(&path), no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("is not a valid URL"), "{text}");
+        let evil = "http://evil.example\\@127.0.0.1:8080";
+        let flags = Flags {
+            server: Some(evil.to_owned()),
+            ..Flags::default()
+        };
+        let (_dir, empty) = write_config("");
+        let err = Config::load_with_env(
+            &Flags {
+                config: Some(empty),
+                ..flags
+            },
+            no_env,
+        );
+        assert!(
+            matches!(err, Err(ConfigError::InsecureServer { .. })),
+            "{err:?}"
+        );
         let (_dir, path) = write_config("server = \"http://census.example.org:8080\"\n");
         let err = Config::load_with_env(&flags_with_file(&path), no_env).unwrap_err();
         assert!(matches!(err, ConfigError::InsecureServer { .. }), "{err}");
