@@ -61,12 +61,16 @@ pub async fn enroll(
     agent_id: &str,
     secret: &Secret,
 ) -> Result<Token, TransportError> {
-    let request = EnrollRequest {
+    transport.enroll(&request(agent_id, secret)).await
+}
+
+/// The enrollment request for `agent_id`, named by this machine's hostname.
+pub fn request(agent_id: &str, secret: &Secret) -> EnrollRequest {
+    EnrollRequest {
         secret: secret.expose().to_owned(),
         agent_id: agent_id.to_owned(),
         hostname: hostname(),
-    };
-    transport.enroll(&request).await
+    }
 }
 
 /// The name shown next to the token in `census-collector token list`; not an identity.

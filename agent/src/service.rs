@@ -87,7 +87,7 @@ use crate::collect::{Collector, Root};
 use crate::config::Config;
 use crate::pending::Pending;
 use crate::state::{StateDir, StateError, StateLock};
-use crate::transport::{Transport, TransportError};
+use crate::transport::{Transport, TransportError, Uplink};
 
 /// Reports per request: keeps a request small after a long outage.
 pub const MAX_BATCH: usize = 100;
@@ -336,10 +336,10 @@ enum SeqCheck {
     Refused,
 }
 
-struct Agent {
+struct Agent<U = Transport> {
     state: StateDir,
     agent_id: String,
-    transport: Transport,
+    transport: U,
     auth: Auth,
     /// No request before this time: the collector answered 429 with a `Retry-After`.
     paused_until: Option<Instant>,
@@ -356,7 +356,13 @@ struct Agent {
 
 impl Agent {
     fn open(config: &Config) -> anyhow::Result<(Agent, StateLock)> {
-        let transport = Transport::from_config(config)?;
+        Agent::open_with(config, Transport::from_config(config)?)
+    }
+}
+
+impl<U: Uplink> Agent<U> {
+    /// The agent of `config`'s state directory, talking to the collector through `transport`.
+    fn open_with(config: &Config, transport: U) -> anyhow::Result<(Agent<U>, StateLock)> {
         let state = StateDir::new(&config.state_dir);
         let lock = state.lock()?;
         let agent_id = state.load_or_create_agent_id()?;
@@ -578,7 +584,8 @@ impl Agent {
         let Some(secret) = self.auth.enrolling() else {
             return Err(self.stop(Problem::NoToken { detail: None }, None));
         };
-        match crate::enroll::enroll(&self.transport, &self.agent_id, &secret).await {
+        let request = crate::enroll::request(&self.agent_id, &secret);
+        match self.transport.enroll(&request).await {
             Ok(token) => {
                 self.state.write_token(&token)?;
                 info!(
@@ -831,34 +838,43 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (mut agent, _lock) = Agent::open(&config)?;
     let rt = runtime()?;
     let result = rt.block_on(async {
-        let shutdown = shutdown_signal()?;
-        tokio::pin!(shutdown);
-        let mut schedule = Schedule::new(
-            Instant::now(),
-            config.health_interval,
-            config.inventory_interval,
-        );
-        loop {
-            let due = schedule.take_due(Instant::now());
-            tokio::select! {
-                () = agent.cycle(due) => {}
-                () = &mut shutdown => break,
-            }
-            // A 429's pause may end before anything is due: wake then, to flush.
-            let wake = match agent.paused_until {
-                Some(until) => until.min(schedule.next_wake()),
-                None => schedule.next_wake(),
-            };
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
-                () = &mut shutdown => break,
-            }
-        }
-        info!(pending = agent.pending.len(), "agent stopping");
+        serve(&mut agent, &config, shutdown_signal()?).await;
         anyhow::Ok(())
     });
     rt.shutdown_timeout(SHUTDOWN_GRACE);
     result
+}
+
+/// Cycles on `config`'s schedule until `shutdown` resolves. Every wait is on tokio's clock, so
+/// tests run it on a paused one.
+async fn serve<U: Uplink>(
+    agent: &mut Agent<U>,
+    config: &Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut schedule = Schedule::new(
+        Instant::now(),
+        config.health_interval,
+        config.inventory_interval,
+    );
+    loop {
+        let due = schedule.take_due(Instant::now());
+        tokio::select! {
+            () = agent.cycle(due) => {}
+            () = &mut shutdown => break,
+        }
+        // A 429's pause may end before anything is due: wake then, to flush.
+        let wake = match agent.paused_until {
+            Some(until) => until.min(schedule.next_wake()),
+            None => schedule.next_wake(),
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            () = &mut shutdown => break,
+        }
+    }
+    info!(pending = agent.pending.len(), "agent stopping");
 }
 
 /// One cycle: the inventory if it changed (or was never acknowledged), one health sample, a
@@ -902,6 +918,117 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::{Cell, RefCell};
+
+    use census_common::EnrollRequest;
+
+    use crate::auth::Secret;
+
+    /// One batch the scripted collector received.
+    struct Sent {
+        at: Instant,
+        token: String,
+        seqs: Vec<u64>,
+    }
+
+    type Answer = dyn Fn(&Batch, usize) -> Result<Ack, TransportError>;
+
+    /// A collector in memory for [`Agent`]: issues `token-N` to the N-th enrollment, answers
+    /// batches as the test says, and records what it got, on tokio's clock.
+    struct Scripted {
+        answer: Box<Answer>,
+        sent: RefCell<Vec<Sent>>,
+        enrollments: Cell<usize>,
+        /// Told of every batch, so a test can wait for the N-th.
+        on_send: tokio::sync::mpsc::UnboundedSender<()>,
+    }
+
+    impl Scripted {
+        fn new(
+            answer: impl Fn(&Batch, usize) -> Result<Ack, TransportError> + 'static,
+        ) -> (Scripted, tokio::sync::mpsc::UnboundedReceiver<()>) {
+            let (on_send, sends) = tokio::sync::mpsc::unbounded_channel();
+            let scripted = Scripted {
+                answer: Box::new(answer),
+                sent: RefCell::default(),
+                enrollments: Cell::new(0),
+                on_send,
+            };
+            (scripted, sends)
+        }
+    }
+
+    impl Uplink for &Scripted {
+        fn server(&self) -> &str {
+            "http://127.0.0.1:9"
+        }
+
+        async fn send(&self, batch: &Batch, token: &Token) -> Result<Ack, TransportError> {
+            let index = self.sent.borrow().len();
+            self.sent.borrow_mut().push(Sent {
+                at: Instant::now(),
+                token: token.expose().to_owned(),
+                seqs: batch.reports.iter().map(|r| r.seq).collect(),
+            });
+            let _ = self.on_send.send(());
+            (self.answer)(batch, index)
+        }
+
+        async fn enroll(&self, _: &EnrollRequest) -> Result<Token, TransportError> {
+            let n = self.enrollments.get();
+            self.enrollments.set(n + 1);
+            Ok(Token::parse(&format!("token-{n}")).unwrap())
+        }
+    }
+
+    fn ack_all(batch: &Batch) -> Result<Ack, TransportError> {
+        Ok(Ack {
+            acked: batch.reports.iter().map(|r| r.seq).collect(),
+            send_inventory: false,
+            last_seq: None,
+        })
+    }
+
+    /// An agent with an enrollment secret and its state in `dir`: health every minute.
+    fn test_config(dir: &tempfile::TempDir) -> Config {
+        Config {
+            enroll_secret: Some(Secret::new("s")),
+            state_dir: dir.path().join("state"),
+            health_interval: Duration::from_secs(60),
+            inventory_interval: Duration::from_secs(3600),
+            ..Config::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_stops_every_send_until_retry_after_and_the_loop_wakes_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(&dir);
+        let (collector, mut sends) = Scripted::new(|batch, index| match index {
+            0 => Err(TransportError::RateLimited {
+                url: "http://127.0.0.1:9/agent/v1/reports".to_owned(),
+                retry_after: Duration::from_secs(90),
+            }),
+            _ => ack_all(batch),
+        });
+        let (mut agent, _lock) = Agent::open_with(&config, &collector).unwrap();
+        tokio::select! {
+            () = serve(&mut agent, &config, std::future::pending()) => unreachable!(),
+            _ = async {
+                sends.recv().await;
+                sends.recv().await
+            } => {}
+        }
+        let sent = collector.sent.borrow();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].seqs, [1, 2]);
+        // The health sample due at 60 s was collected but not sent; the loop woke when the
+        // 90 s had passed, not at the next health sample (120 s), and sent everything.
+        assert_eq!(sent[1].at - sent[0].at, Duration::from_secs(90));
+        assert_eq!(sent[1].seqs, [1, 2, 3]);
+        assert!(sent.iter().all(|s| s.token == "token-0"));
+        assert_eq!(collector.enrollments.get(), 1);
+    }
 
     const H: Duration = Duration::from_secs(60);
     const I: Duration = Duration::from_secs(3600);

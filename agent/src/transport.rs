@@ -121,6 +121,32 @@ impl TransportError {
     }
 }
 
+/// What the service needs from its collector. [`Transport`] is the real one; the service's
+/// tests put a scripted collector in its place, so they drive the loop on a paused clock with
+/// no socket (a real socket's wait would let the paused clock jump to reqwest's timeout).
+pub(crate) trait Uplink {
+    /// The collector's base URL, for messages.
+    fn server(&self) -> &str;
+    /// Posts one batch with the agent's token.
+    async fn send(&self, batch: &Batch, token: &Token) -> Result<Ack, TransportError>;
+    /// Trades an enrollment secret for the agent's token.
+    async fn enroll(&self, request: &EnrollRequest) -> Result<Token, TransportError>;
+}
+
+impl Uplink for Transport {
+    fn server(&self) -> &str {
+        Transport::server(self)
+    }
+
+    async fn send(&self, batch: &Batch, token: &Token) -> Result<Ack, TransportError> {
+        Transport::send(self, batch, token).await
+    }
+
+    async fn enroll(&self, request: &EnrollRequest) -> Result<Token, TransportError> {
+        Transport::enroll(self, request).await
+    }
+}
+
 pub struct Transport {
     client: reqwest::Client,
     server: String,

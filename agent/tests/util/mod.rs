@@ -206,8 +206,6 @@ pub struct Received {
     pub content_encoding: Option<String>,
     pub authorization: Option<String>,
     pub batch: Batch,
-    /// When the request arrived.
-    pub at: Instant,
 }
 
 /// One enrollment the fake collector received.
@@ -407,7 +405,6 @@ fn serve(
     let mut authorization = None;
     let mut request_line = String::new();
     reader.read_line(&mut request_line).ok()?;
-    let at = Instant::now();
     loop {
         let mut line = String::new();
         reader.read_line(&mut line).ok()?;
@@ -462,7 +459,6 @@ fn serve(
             content_encoding,
             authorization,
             batch,
-            at,
         };
         let (status, json, header) = match reports(&received, *batches) {
             Answer::Ack(ack) => (200, serde_json::to_vec(&ack).unwrap(), None),
