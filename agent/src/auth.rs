@@ -18,6 +18,10 @@
 //! - Without a usable secret, the agent reads the `token` file before each send, so a token an
 //!   admin writes with `census-agent enroll` while the service runs is picked up by the next
 //!   cycle.
+//! - A token enrolled for but not saved (the `token` file cannot be written) is kept in memory
+//!   and sent as long as the collector accepts it and the file stays as it was
+//!   ([`Auth::unsaved`]): each enrollment leaves a valid token on the collector, so one that
+//!   failed to save must not make the agent enroll again every cycle.
 
 use std::str::FromStr;
 
@@ -136,6 +140,11 @@ pub struct Auth {
     enrolled: bool,
     /// The situation logged last, until a batch is delivered or the token file changes.
     problem: Option<Problem>,
+    /// What the token file held at the last [`Auth::next`].
+    file: Result<Option<Token>, String>,
+    /// A token enrolled for but not saved, and what the file held then. While the file still
+    /// holds that, the agent acts as if the file held the token.
+    unsaved: Option<(Token, Result<Option<Token>, String>)>,
 }
 
 impl Auth {
@@ -146,6 +155,8 @@ impl Auth {
             refused: None,
             enrolled: false,
             problem: None,
+            file: Ok(None),
+            unsaved: None,
         }
     }
 
@@ -172,6 +183,20 @@ impl Auth {
     /// Returns the situation that ended, if a token that is new to this process appeared
     /// while delivery was stopped, so the caller can say that it tries again.
     pub fn next(&mut self, stored: Result<Option<Token>, String>) -> (Next, Option<Problem>) {
+        // A changed file (an admin enrolled, or the failed save went through after all) wins
+        // over the token kept in memory.
+        if self
+            .unsaved
+            .as_ref()
+            .is_some_and(|(_, then)| *then != stored)
+        {
+            self.unsaved = None;
+        }
+        self.file = stored.clone();
+        let stored = match &self.unsaved {
+            Some((token, _)) => Ok(Some(token.clone())),
+            None => stored,
+        };
         let detail = match stored {
             Ok(Some(token)) if self.refused.as_ref() != Some(&token) => {
                 // A token this process has not seen refused: an admin enrolled (or this is the
@@ -197,6 +222,12 @@ impl Auth {
             Problem::NoToken { detail }
         };
         (Next::Stop(problem), None)
+    }
+
+    /// The token just enrolled for could not be saved: it stands in for the token file while
+    /// the file holds what it held at the last [`Auth::next`].
+    pub fn unsaved(&mut self, token: Token) {
+        self.unsaved = Some((token, self.file.clone()));
     }
 
     /// The collector refused this token.
@@ -371,6 +402,45 @@ mod tests {
             auth.next(Ok(Some(token("admin")))).0,
             Next::Send(token("admin"))
         );
+    }
+
+    #[test]
+    fn a_token_that_could_not_be_saved_stands_in_for_the_file_until_it_changes() {
+        let mut auth = Auth::new(Some(Secret::new("s")));
+        let unwritable = || Err("token: is a directory".to_owned());
+        auth.start_attempt();
+        assert_eq!(auth.next(unwritable()).0, Next::Enroll);
+        assert!(auth.enrolling().is_some());
+        auth.unsaved(token("t1"));
+        // The next attempts send it; none enrolls.
+        for _ in 0..3 {
+            auth.start_attempt();
+            assert_eq!(auth.next(unwritable()).0, Next::Send(token("t1")));
+        }
+        // Refused: enrolled again, once in this attempt, as for a refused token file.
+        auth.token_refused(token("t1"));
+        assert_eq!(auth.next(unwritable()).0, Next::Enroll);
+        assert!(auth.enrolling().is_some());
+        auth.unsaved(token("t2"));
+        assert_eq!(auth.next(unwritable()).0, Next::Send(token("t2")));
+        auth.token_refused(token("t2"));
+        assert_eq!(
+            auth.next(unwritable()).0,
+            Next::Stop(Problem::TokenRefused { reenrolled: true })
+        );
+        auth.start_attempt();
+        assert_eq!(auth.next(unwritable()).0, Next::Enroll);
+        assert!(auth.enrolling().is_some());
+        auth.unsaved(token("t3"));
+        auth.start_attempt();
+        assert_eq!(auth.next(unwritable()).0, Next::Send(token("t3")));
+        // An admin wrote a token: the file wins from now on.
+        assert_eq!(
+            auth.next(Ok(Some(token("admin")))).0,
+            Next::Send(token("admin"))
+        );
+        auth.token_refused(token("admin"));
+        assert_eq!(auth.next(Ok(Some(token("admin")))).0, Next::Enroll);
     }
 
     #[test]

@@ -135,9 +135,6 @@ pub enum SendError {
     /// The collector's `Retry-After` has not passed yet; nothing was sent.
     #[error("not sending for {}s more, as the collector asked (HTTP 429)", .0.as_secs())]
     Waiting(Duration),
-    /// The token from enrollment could not be saved.
-    #[error(transparent)]
-    State(#[from] StateError),
 }
 
 impl SendError {
@@ -145,10 +142,7 @@ impl SendError {
     fn may_have_been_stored(&self) -> bool {
         match self {
             SendError::Transport(e) => e.may_have_been_stored(),
-            SendError::Enroll(_)
-            | SendError::Stopped(_)
-            | SendError::Waiting(_)
-            | SendError::State(_) => false,
+            SendError::Enroll(_) | SendError::Stopped(_) | SendError::Waiting(_) => false,
         }
     }
 }
@@ -587,11 +581,23 @@ impl<U: Uplink> Agent<U> {
         let request = crate::enroll::request(&self.agent_id, &secret);
         match self.transport.enroll(&request).await {
             Ok(token) => {
-                self.state.write_token(&token)?;
-                info!(
-                    token_file = %self.state.token_path().display(),
-                    "enrolled with the collector; agent token saved"
-                );
+                match self.state.write_token(&token) {
+                    Ok(()) => info!(
+                        token_file = %self.state.token_path().display(),
+                        "enrolled with the collector; agent token saved"
+                    ),
+                    // Logged once: the token is kept and sent while the collector accepts it,
+                    // so there is no enrollment (and no new token on the collector) per cycle.
+                    Err(e) => {
+                        error!(
+                            error = %e,
+                            "enrolled with the collector, but could not save the agent token; \
+                             it is used until the agent stops, and the next start enrolls \
+                             again (fix the state directory)"
+                        );
+                        self.auth.unsaved(token.clone());
+                    }
+                }
                 Ok(token)
             }
             Err(TransportError::SecretInvalid { message, .. }) => {
@@ -799,7 +805,6 @@ fn log_send_error(e: SendError) {
             seconds_left = left.as_secs(),
             "not sending: the collector's Retry-After has not passed"
         ),
-        SendError::State(e) => error!(error = %e, "could not save the agent token"),
     }
 }
 
@@ -1028,6 +1033,25 @@ mod tests {
         assert_eq!(sent[1].seqs, [1, 2, 3]);
         assert!(sent.iter().all(|s| s.token == "token-0"));
         assert_eq!(collector.enrollments.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_that_cannot_be_saved_is_sent_without_enrolling_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(&dir);
+        // A directory where the token file goes: no write replaces it, whoever runs the test.
+        std::fs::create_dir_all(config.state_dir.join("token/in-the-way")).unwrap();
+        let (collector, _sends) = Scripted::new(|batch, _| ack_all(batch));
+        let (mut agent, _lock) = Agent::open_with(&config, &collector).unwrap();
+        for _ in 0..2 {
+            agent.health_step().await.unwrap();
+            agent.flush_and_answer().await.unwrap();
+        }
+        assert_eq!(collector.enrollments.get(), 1);
+        let sent = collector.sent.borrow();
+        assert_eq!(sent.len(), 2);
+        assert!(sent.iter().all(|s| s.token == "token-0"));
+        assert!(agent.pending.is_empty());
     }
 
     const H: Duration = Duration::from_secs(60);
