@@ -7,6 +7,7 @@ pub mod cis;
 pub mod cursor;
 pub mod enroll;
 pub mod error;
+pub mod fuzz;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;

@@ -5,53 +5,14 @@
 
 use std::io::Write;
 
-use axum::http::{StatusCode, Uri};
-use census_collector::api::cis::parse_ci_filter;
+use census_collector::api::fuzz::{BODY_LIMIT, ci_filter, report_body, report_decoder};
 use census_collector::api::ingest::{Encoding, decode_body};
 use census_common::Format;
-use census_common::limits::{Limits, check_batch};
+use census_common::limits::Limits;
 use proptest::prelude::*;
 use time::OffsetDateTime;
 
 use crate::support::*;
-
-const LIMIT: usize = 1 << 20;
-
-/// What the fuzz target does with one input: the first byte selects encoding and format.
-fn decode_selected(data: &[u8]) {
-    let Some((&selector, body)) = data.split_first() else {
-        return;
-    };
-    let encoding = match selector % 3 {
-        0 => Encoding::Identity,
-        1 => Encoding::Gzip,
-        _ => Encoding::Zstd,
-    };
-    let format = if selector & 0x80 == 0 {
-        Format::MessagePack
-    } else {
-        Format::Json
-    };
-    decode_checked(body, encoding, format);
-}
-
-fn decode_checked(body: &[u8], encoding: Encoding, format: Format) {
-    let limits = Limits::default();
-    match decode_body(body, encoding, format, LIMIT, &limits) {
-        Ok(batch) => {
-            let _ = check_batch(&batch, &limits, OffsetDateTime::now_utc());
-        }
-        Err(e) => assert!(e.status().is_client_error(), "{e:?}"),
-    }
-}
-
-fn filter_checked(query: &str) {
-    if let Ok(uri) = format!("/api/v1/cis?{query}").parse::<Uri>()
-        && let Err(e) = parse_ci_filter(&uri)
-    {
-        assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{query:?}: {e:?}");
-    }
-}
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -69,7 +30,7 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
 #[test]
 fn every_committed_seed_decodes_or_is_refused() {
     for seed in corpus("report_decoder") {
-        decode_selected(&seed);
+        report_decoder(&seed);
     }
     // The golden batch decodes: the seeds are not all refusals.
     let golden = corpus("report_decoder")
@@ -80,12 +41,12 @@ fn every_committed_seed_decodes_or_is_refused() {
         &golden[1..],
         Encoding::Identity,
         Format::MessagePack,
-        LIMIT,
+        BODY_LIMIT,
         &Limits::default(),
     );
     assert!(decoded.is_ok(), "{decoded:?}");
     for seed in corpus("ci_filter") {
-        filter_checked(std::str::from_utf8(&seed).unwrap());
+        ci_filter(&seed);
     }
 }
 
@@ -123,7 +84,7 @@ proptest! {
     fn arbitrary_bytes_never_crash_the_decoder(
         data in proptest::collection::vec(any::<u8>(), 0..2048)
     ) {
-        decode_selected(&data);
+        report_decoder(&data);
     }
 
     #[test]
@@ -139,20 +100,20 @@ proptest! {
         }
         bytes.truncate(cut.index(bytes.len() + 1).max(1));
         if compress {
-            decode_checked(&gzip_fast(&bytes), Encoding::Gzip, Format::MessagePack);
+            report_body(&gzip_fast(&bytes), Encoding::Gzip, Format::MessagePack);
         } else {
-            decode_checked(&bytes, Encoding::Identity, Format::MessagePack);
+            report_body(&bytes, Encoding::Identity, Format::MessagePack);
         }
     }
 
     #[test]
     fn arbitrary_json_text_never_crashes_the_decoder(text in "\\PC{0,512}") {
-        decode_checked(text.as_bytes(), Encoding::Identity, Format::Json);
+        report_body(text.as_bytes(), Encoding::Identity, Format::Json);
     }
 
     #[test]
     fn arbitrary_query_strings_never_crash_the_filter(query in "\\PC{0,256}") {
-        filter_checked(&query);
+        ci_filter(query.as_bytes());
     }
 
     #[test]
@@ -171,6 +132,6 @@ proptest! {
             .iter()
             .map(|(name, value)| format!("{name}={}", query_value(value)))
             .collect();
-        filter_checked(&query.join("&"));
+        ci_filter(query.join("&").as_bytes());
     }
 }
