@@ -45,6 +45,22 @@ fn every_committed_seed_decodes_or_is_refused() {
         &Limits::default(),
     );
     assert!(decoded.is_ok(), "{decoded:?}");
+    // And so do the JSON seeds (identity and gzip), so the fuzzer starts on the JSON path too.
+    for seed in corpus("report_decoder").iter().filter(|s| s[0] & 0x80 != 0) {
+        let encoding = match seed[0] % 3 {
+            0 => Encoding::Identity,
+            1 => Encoding::Gzip,
+            _ => Encoding::Zstd,
+        };
+        let decoded = decode_body(
+            &seed[1..],
+            encoding,
+            Format::Json,
+            BODY_LIMIT,
+            &Limits::default(),
+        );
+        assert!(decoded.is_ok(), "{decoded:?}");
+    }
     for seed in corpus("ci_filter") {
         ci_filter(&seed);
     }
