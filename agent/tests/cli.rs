@@ -139,6 +139,17 @@ fn print_config_layers_file_then_env_then_flags() {
 }
 
 /// The agent refused its configuration (exit 2) with a message naming every one of `words`.
+/// The state dir's acknowledged inventory digest is the one of `report`, an inventory.
+fn assert_digest_is_of(agent: &TestAgent, report: &Report) {
+    let ReportBody::Inventory(inventory) = &report.body else {
+        panic!("report {} is not an inventory", report.seq)
+    };
+    assert_eq!(
+        agent.state_file("inventory.digest").unwrap().trim(),
+        inventory.content_digest()
+    );
+}
+
 fn assert_config_error(output: &std::process::Output, words: &[&str]) {
     let err = stderr(output);
     assert_eq!(output.status.code(), Some(2), "{err}");
@@ -210,13 +221,7 @@ fn once_delivers_inventory_and_health_then_does_not_resend_an_unchanged_inventor
         .map(|r| (r.seq, r.body.kind()))
         .collect();
     assert_eq!(kinds, vec![(1, "inventory"), (2, "health")]);
-    let ReportBody::Inventory(inventory) = &first.batch.reports[0].body else {
-        unreachable!()
-    };
-    assert_eq!(
-        agent.state_file("inventory.digest").unwrap().trim(),
-        inventory.content_digest()
-    );
+    assert_digest_is_of(&agent, &first.batch.reports[0]);
 
     // A second run (a restart) finds the inventory unchanged and sends only health.
     let output = agent.run(&["once", "--server", &collector.url]);
@@ -314,13 +319,7 @@ fn a_state_dir_that_went_back_in_time_continues_above_the_collector_and_resends(
     assert_eq!(stored, vec![51, 52]);
     // The jump is durable, and the inventory counts as delivered only now.
     assert_eq!(agent.state_file("seq").as_deref(), Some("53\n"));
-    let ReportBody::Inventory(inventory) = &second.batch.reports[0].body else {
-        unreachable!()
-    };
-    assert_eq!(
-        agent.state_file("inventory.digest").unwrap().trim(),
-        inventory.content_digest()
-    );
+    assert_digest_is_of(&agent, &second.batch.reports[0]);
 
     // The next run goes on from there, with no warning.
     let output = agent.run(&["once", "--server", &collector.url]);
@@ -586,13 +585,7 @@ fn a_jump_sends_the_current_inventory_even_if_its_digest_is_unchanged() {
     assert!(collector.try_next().is_none());
     let stored: Vec<u64> = stored.lock().unwrap().iter().map(|r| r.seq).collect();
     assert_eq!(stored, vec![51, 52]);
-    let ReportBody::Inventory(inventory) = &third.batch.reports[0].body else {
-        unreachable!()
-    };
-    assert_eq!(
-        agent.state_file("inventory.digest").unwrap().trim(),
-        inventory.content_digest()
-    );
+    assert_digest_is_of(&agent, &third.batch.reports[0]);
 }
 
 #[test]

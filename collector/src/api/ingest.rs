@@ -423,6 +423,11 @@ mod tests {
         }
     }
 
+    /// The refusal of `body` decoded within 1 MiB and the default limits.
+    fn decode_err(body: &[u8], encoding: Encoding, format: Format) -> ApiError {
+        decode(body, encoding, format, 1 << 20, &Limits::default()).unwrap_err()
+    }
+
     #[test]
     fn a_gzip_bomb_stops_at_the_limit() {
         // 64 MiB of zeros compress to about 64 KiB.
@@ -461,23 +466,9 @@ mod tests {
     #[test]
     fn zstd_is_limited_too_and_garbage_is_invalid() {
         let big = zstd::encode_all(vec![0u8; 4 << 20].as_slice(), 3).unwrap();
-        let err = decode(
-            &big,
-            Encoding::Zstd,
-            Format::Json,
-            1 << 20,
-            &Limits::default(),
-        )
-        .unwrap_err();
+        let err = decode_err(&big, Encoding::Zstd, Format::Json);
         assert_eq!(err.code(), "payload_too_large");
-        let err = decode(
-            b"not gzip",
-            Encoding::Gzip,
-            Format::Json,
-            1 << 20,
-            &Limits::default(),
-        )
-        .unwrap_err();
+        let err = decode_err(b"not gzip", Encoding::Gzip, Format::Json);
         assert_eq!(
             (err.status(), err.code()),
             (StatusCode::BAD_REQUEST, "invalid_body")
@@ -539,39 +530,18 @@ mod tests {
     fn decoder_errors_map_to_their_codes() {
         let agent = "0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11";
         let json = format!(r#"{{"protocol": 99, "agent_id": "{agent}", "reports": []}}"#);
-        let err = decode(
-            json.as_bytes(),
-            Encoding::Identity,
-            Format::Json,
-            1 << 20,
-            &Limits::default(),
-        )
-        .unwrap_err();
+        let err = decode_err(json.as_bytes(), Encoding::Identity, Format::Json);
         assert_eq!(err.code(), "unsupported_protocol");
         let json = format!(
             r#"{{"agent_id": "{agent}", "reports": [{{"seq": 1, "kind": "health",
                 "agent_id": "someone-else", "collected_at": "2025-03-01T12:00:00Z"}}]}}"#
         );
-        let err = decode(
-            json.as_bytes(),
-            Encoding::Identity,
-            Format::Json,
-            1 << 20,
-            &Limits::default(),
-        )
-        .unwrap_err();
+        let err = decode_err(json.as_bytes(), Encoding::Identity, Format::Json);
         assert_eq!(
             (err.status(), err.code()),
             (StatusCode::FORBIDDEN, "agent_forbidden")
         );
-        let err = decode(
-            b"\xc1",
-            Encoding::Identity,
-            Format::MessagePack,
-            1 << 20,
-            &Limits::default(),
-        )
-        .unwrap_err();
+        let err = decode_err(b"\xc1", Encoding::Identity, Format::MessagePack);
         assert_eq!(err.code(), "invalid_body");
 
         let batch = Batch {
