@@ -3,9 +3,13 @@
 //!
 //! Durations are written with a unit, as in `"60s"`, `"5m"`, `"1h"` or `"1h30m"`, and must lie
 //! in their key's range: `health_interval` 1s to 1d, `inventory_interval` 1m to 30d,
-//! `request_timeout` 1s to 10m (an absurd value is refused at load, naming the key and the
+//! `request_timeout` 1s to 10m, `retry_max_backoff` 10s to 1h (an absurd value is refused at load, naming the key and the
 //! range, rather than overflowing a clock later). A key the agent does not know is an error
 //! that names the key: a typo must not silently fall back to a default.
+//!
+//! `spool_max_bytes` bounds the on-disk spool of unacknowledged reports (see
+//! [`crate::spool`]): a byte count, or a size such as `"64MiB"` (`KiB`, `MiB`, `GiB`; also
+//! `KB`, `MB`, `GB` as powers of 1000), from 1 MiB to 16 GiB.
 //!
 //! Trust keys: `enroll_secret` (never logged or printed: `print-config` shows `<redacted>`),
 //! `ca_file` (when set, only its CA certificates are trusted; checked by the commands that talk
@@ -28,6 +32,14 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_INVENTORY_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = crate::spool::DEFAULT_MAX_BYTES;
+pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Allowed `spool_max_bytes`, inclusive: below 1 MiB an inventory may not fit beside a day of
+/// health samples; 16 GiB is far past any outage worth spooling.
+pub const SPOOL_MAX_BYTES_RANGE: (u64, u64) = (1 << 20, 16 << 30);
+/// Allowed `retry_max_backoff`, inclusive.
+pub const RETRY_MAX_BACKOFF_RANGE: (Duration, Duration) =
+    (Duration::from_secs(10), Duration::from_secs(3600));
 
 /// Allowed `health_interval`, inclusive: more often than every second is load, not insight;
 /// less often than daily is no health monitoring.
@@ -59,6 +71,11 @@ pub struct Config {
     pub health_interval: Duration,
     pub inventory_interval: Duration,
     pub request_timeout: Duration,
+    /// Bound of the on-disk spool of unacknowledged reports.
+    pub spool_max_bytes: u64,
+    /// The longest wait between two delivery attempts after failures (exponential backoff with
+    /// jitter up to this).
+    pub retry_max_backoff: Duration,
     /// A `tracing` filter: `info`, `debug`, `census_agent=debug,warn`, ...
     pub log_level: String,
     /// The config file that was read, if any.
@@ -76,6 +93,8 @@ impl Default for Config {
             health_interval: DEFAULT_HEALTH_INTERVAL,
             inventory_interval: DEFAULT_INVENTORY_INTERVAL,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            retry_max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
             file: None,
         }
@@ -139,7 +158,17 @@ struct FileConfig {
     health_interval: Option<String>,
     inventory_interval: Option<String>,
     request_timeout: Option<String>,
+    spool_max_bytes: Option<Size>,
+    retry_max_backoff: Option<String>,
     log_level: Option<String>,
+}
+
+/// `spool_max_bytes`: a TOML integer (bytes) or a string with a unit.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
 }
 
 /// One layer above the defaults: every value optional, with where it came from.
@@ -195,6 +224,8 @@ impl Config {
                 health_interval: var("CENSUS_HEALTH_INTERVAL"),
                 inventory_interval: var("CENSUS_INVENTORY_INTERVAL"),
                 request_timeout: var("CENSUS_REQUEST_TIMEOUT"),
+                spool_max_bytes: var("CENSUS_SPOOL_MAX_BYTES").map(Size::Text),
+                retry_max_backoff: var("CENSUS_RETRY_MAX_BACKOFF"),
                 log_level: var("CENSUS_LOG_LEVEL"),
             },
         })?;
@@ -314,6 +345,27 @@ impl Config {
         )? {
             self.request_timeout = d;
         }
+        if let Some(d) = interval(
+            "retry_max_backoff",
+            RETRY_MAX_BACKOFF_RANGE,
+            values.retry_max_backoff,
+        )? {
+            self.retry_max_backoff = d;
+        }
+        if let Some(size) = values.spool_max_bytes {
+            let bytes = match size {
+                Size::Bytes(n) => n,
+                Size::Text(t) => parse_size(&t).map_err(|m| invalid("spool_max_bytes", m))?,
+            };
+            let (min, max) = SPOOL_MAX_BYTES_RANGE;
+            if !(min..=max).contains(&bytes) {
+                return Err(invalid(
+                    "spool_max_bytes",
+                    format!("{bytes} bytes is outside the allowed range 1MiB to 16GiB"),
+                ));
+            }
+            self.spool_max_bytes = bytes;
+        }
         if let Some(level) = values.log_level {
             tracing_subscriber::EnvFilter::try_new(&level)
                 .map_err(|e| invalid("log_level", e.to_string()))?;
@@ -338,6 +390,8 @@ impl Config {
             health_interval: String,
             inventory_interval: String,
             request_timeout: String,
+            spool_max_bytes: String,
+            retry_max_backoff: String,
             log_level: &'a str,
         }
         let out = Out {
@@ -349,6 +403,8 @@ impl Config {
             health_interval: format_duration(self.health_interval),
             inventory_interval: format_duration(self.inventory_interval),
             request_timeout: format_duration(self.request_timeout),
+            spool_max_bytes: format_size(self.spool_max_bytes),
+            retry_max_backoff: format_duration(self.retry_max_backoff),
             log_level: &self.log_level,
         };
         let mut text = String::new();
@@ -373,6 +429,44 @@ impl Config {
         text.push_str(&toml::to_string(&out).expect("config always serialises to TOML"));
         text
     }
+}
+
+/// Parses a size: a byte count, or a number with a unit (`KiB`, `MiB`, `GiB`, or `KB`, `MB`,
+/// `GB` as powers of 1000; `B` for bytes). Case does not matter.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{t}` is not a size such as 67108864 or \"64MiB\""))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{t}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{t}` is too large"))
+}
+
+/// Writes a size the way [`parse_size`] reads it, in the largest binary unit that is exact.
+pub fn format_size(bytes: u64) -> String {
+    for (unit, factor) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    bytes.to_string()
 }
 
 /// Reads and parses the config file. A missing default file is no error (a machine may run the
@@ -589,6 +683,56 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration(" 2d "), Ok(Duration::from_secs(172_800)));
+    }
+
+    #[test]
+    fn sizes_parse_with_units_and_round_trip() {
+        assert_eq!(parse_size("67108864"), Ok(64 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size(" 512 kib "), Ok(512 << 10));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert!(
+            parse_size("64 furlongs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+        assert!(parse_size("MiB").is_err());
+        assert!(
+            parse_size("99999999999GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+        for bytes in [1 << 20, 64 << 20, 3 << 30, 1_500_000] {
+            assert_eq!(parse_size(&format_size(bytes)), Ok(bytes));
+        }
+    }
+
+    #[test]
+    fn spool_and_backoff_keys_come_from_file_and_environment_within_range() {
+        let (_dir, path) = write_config("spool_max_bytes = 2097152\nretry_max_backoff = \"1m\"\n");
+        let config = Config::load_with_env(&flags_with_file(&path), no_env).unwrap();
+        assert_eq!(config.spool_max_bytes, 2 << 20);
+        assert_eq!(config.retry_max_backoff, Duration::from_secs(60));
+        let env: HashMap<&str, &str> = [
+            ("CENSUS_SPOOL_MAX_BYTES", "8MiB"),
+            ("CENSUS_RETRY_MAX_BACKOFF", "30s"),
+        ]
+        .into();
+        let config = Config::load_with_env(&flags_with_file(&path), |k| {
+            env.get(k).map(|v| v.to_string())
+        })
+        .unwrap();
+        assert_eq!(config.spool_max_bytes, 8 << 20);
+        assert_eq!(config.retry_max_backoff, Duration::from_secs(30));
+        for (text, needle) in [
+            ("spool_max_bytes = \"1KiB\"\n", "spool_max_bytes"),
+            ("spool_max_bytes = \"17GiB\"\n", "1MiB to 16GiB"),
+            ("retry_max_backoff = \"1s\"\n", "10s to 1h"),
+        ] {
+            let (_dir, path) = write_config(text);
+            let err = Config::load_with_env(&flags_with_file(&path), no_env).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+        }
     }
 
     #[test]

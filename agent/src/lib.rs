@@ -11,7 +11,8 @@
 //!   inventory digest; every file written atomically.
 //! - [`collect`]: the inventory, one facet a module, each allowed to fail alone.
 //! - [`health`]: one health sample, rates measured against the previous sample.
-//! - [`pending`]: reports waiting for the collector's acknowledgement.
+//! - [`spool`]: reports waiting for the collector's acknowledgement, on disk.
+//! - [`retry`]: exponential backoff with jitter between failed delivery attempts.
 //! - [`transport`]: encoding batches and posting them to the collector.
 //! - [`service`]: `run` (the service loop) and `once`.
 
@@ -21,8 +22,9 @@ pub mod collect;
 pub mod config;
 pub mod enroll;
 pub mod health;
-pub mod pending;
+pub mod retry;
 pub mod service;
+pub mod spool;
 pub mod state;
 pub mod tls;
 pub mod transport;

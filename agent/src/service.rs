@@ -1,12 +1,25 @@
 //! `run` (the service loop) and `once` (one cycle).
 //!
 //! A cycle collects what is due, numbers each new report with the next durable sequence
-//! number, queues it in [`Pending`] and flushes the queue, oldest first. Health is due every
+//! number, writes it to the on-disk [`Spool`] and flushes the spool, oldest first. Health is due every
 //! `health_interval`; the inventory is collected at start and every `inventory_interval`, and
 //! queued only when its content digest differs from the last one the collector acknowledged
 //! (kept in the state directory, so a restart does not resend an unchanged inventory) or when
 //! the collector asks for it (`send_inventory` in its ack). Reports the collector did not
-//! acknowledge stay queued and go out again with the next cycle.
+//! acknowledge stay spooled, across restarts, and go out again with the next attempt.
+//!
+//! **Delivery.** A flush sends the spool oldest first (the collector stores a report only
+//! when its seq is above the last it stored, so order is not negotiable), in batches of at
+//! most [`MAX_BATCH`] reports and about [`MAX_BATCH_BYTES`]. A pass stops after
+//! [`MAX_BATCHES_PER_PASS`] batches or when `run` has something due, collects what is due,
+//! and goes on at once: a backlog after a long outage drains at full speed without holding
+//! up collection. A failed attempt (no answer, a 5xx, an untrusted certificate, ...) makes the
+//! next one wait out an exponential backoff with jitter (1 s doubling up to
+//! `retry_max_backoff`, 5 minutes by default; see [`crate::retry`]); cycles in between collect
+//! and spool but do not send. A refusal that retrying cannot fix (400, 413, 422) sends the
+//! batch's reports one at a time, and each one refused alone is moved to `rejected/` in the
+//! state directory with an error log naming the collector's code and message; a refused
+//! inventory is not queued again in this process until it changes or the collector asks.
 //!
 //! **When the collector is ahead.** Every ack may carry `last_seq`, the highest number the
 //! collector has stored for this agent. If it is at or above the agent's next number, the
@@ -20,14 +33,17 @@
 //!   the time, and the ack's `last_seq` is at least the agent's next number, so above every
 //!   number in the batch. Had any report of the batch been stored, `last_seq` would be one of
 //!   the batch's numbers (lower), so nothing of this batch was stored by this send.
-//! - Every pending report was numbered by this process (the queue does not outlive it), so its
-//!   only other chances to be stored were earlier sends in this process. A send that got a
-//!   definite answer (an ack leaving it out, a 4xx) stored nothing. A send without one (no
-//!   answer, a 5xx) may have stored it, before a copy of the old directory took the numbers
-//!   above it: [`Pending`] marks those reports as uncertain. This assumes the process's memory
-//!   only goes forward in time; a snapshot of the whole machine breaks that.
+//! - A spooled report's other chances to be stored were earlier sends. A send in this process
+//!   that got a definite answer (an ack leaving it out, a 4xx) stored nothing. A send without
+//!   one (no answer, a 5xx) may have stored it, before a copy of the old directory took the
+//!   numbers above it: the [`Spool`] marks those reports as uncertain. Reports spooled by an
+//!   earlier process are all taken as uncertain at start: that process may have sent them
+//!   without recording the outcome (killed mid-send), and the spool itself went back in time
+//!   with the directory, so it may hold reports that the discarded timeline delivered. This
+//!   assumes the process's memory only goes forward in time; a snapshot of the whole machine
+//!   breaks that.
 //!
-//! So every pending report at or below `last_seq` is given a new number above it and sent
+//! So every spooled report at or below `last_seq` is given a new number above it and sent
 //! again at once, except a health sample marked uncertain, which is dropped with a warning
 //! (under a new number it could be stored twice). An uncertain inventory is sent again anyway:
 //! a second copy of the same state does no harm. The acknowledged inventory digest is
@@ -85,12 +101,17 @@ use tracing::{debug, error, info, warn};
 use crate::auth::{Auth, Next, Problem, Token};
 use crate::collect::{Collector, Root};
 use crate::config::Config;
-use crate::pending::Pending;
+use crate::retry::Backoff;
+use crate::spool::{Kind, REJECTED_DIR, SPOOL_DIR, Spool};
 use crate::state::{StateDir, StateError, StateLock};
 use crate::transport::{Transport, TransportError, Uplink};
 
 /// Reports per request: keeps a request small after a long outage.
 pub const MAX_BATCH: usize = 100;
+/// Spooled bytes per request (about its uncompressed size), beyond its first report.
+pub const MAX_BATCH_BYTES: u64 = 1 << 20;
+/// Batches one flush pass of `run` sends before it lets scheduled collection run.
+pub const MAX_BATCHES_PER_PASS: usize = 10;
 
 /// The highest `last_seq` the agent continues above. The collector keeps sequence numbers as
 /// SQLite integers (`i64`), so the number after it must still be one; a higher `last_seq` is a
@@ -135,6 +156,13 @@ pub enum SendError {
     /// The collector's `Retry-After` has not passed yet; nothing was sent.
     #[error("not sending for {}s more, as the collector asked (HTTP 429)", .0.as_secs())]
     Waiting(Duration),
+    /// The collector refused reports for good; they were set aside (`rejected/` in the state
+    /// directory). The message is the last refusal.
+    #[error("{0}; set aside in the state directory's rejected/, not sent again")]
+    Refused(String),
+    /// The backoff after a failed attempt has not passed yet; nothing was sent.
+    #[error("not sending for {:.1}s more: backing off after a failed attempt", .0.as_secs_f64())]
+    Backoff(Duration),
 }
 
 impl SendError {
@@ -142,7 +170,11 @@ impl SendError {
     fn may_have_been_stored(&self) -> bool {
         match self {
             SendError::Transport(e) => e.may_have_been_stored(),
-            SendError::Enroll(_) | SendError::Stopped(_) | SendError::Waiting(_) => false,
+            SendError::Enroll(_)
+            | SendError::Stopped(_)
+            | SendError::Waiting(_)
+            | SendError::Backoff(_)
+            | SendError::Refused(_) => false,
         }
     }
 }
@@ -229,6 +261,8 @@ pub struct InventoryTracker {
     /// The collector asked for a full inventory, and no inventory it acknowledged since has
     /// answered the request.
     pub requested: bool,
+    /// Digest of an inventory the collector refused for good (400, 413, 422).
+    pub refused_digest: Option<String>,
 }
 
 impl InventoryTracker {
@@ -242,7 +276,9 @@ impl InventoryTracker {
     /// Whether a freshly collected inventory with this digest must be queued.
     pub fn needed(&self, digest: &str) -> bool {
         let queued = self.queued.as_ref().map(|(_, d)| d.as_str());
+        let refused = self.refused_digest.as_deref() == Some(digest);
         inventory_needed(digest, self.acked_digest.as_deref(), queued, self.requested)
+            && (self.requested || !refused)
     }
 
     /// The queued inventory (if it is `old`) now has the number `new`.
@@ -260,6 +296,18 @@ impl InventoryTracker {
         self.acked_digest = None;
         if self.queued.is_none() {
             self.requested = true;
+        }
+    }
+
+    /// The collector refused the queued inventory `seq` for good: the same content is not
+    /// queued again until it changes or the collector asks for an inventory.
+    pub fn refused(&mut self, seq: u64) {
+        if let Some((queued, digest)) = self.queued.take_if(|(queued, _)| *queued == seq) {
+            debug!(
+                seq = queued,
+                "inventory refused; not queued again until it changes"
+            );
+            self.refused_digest = Some(digest);
         }
     }
 
@@ -310,8 +358,21 @@ pub fn inventory_needed(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Done,
+    /// The pass sent its share of batches and reports are left.
+    More,
     /// The collector was ahead of the sequence; pending reports were renumbered.
     Renumbered,
+}
+
+/// What came of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// Go on with the next batch.
+    Next,
+    /// The collector was ahead of the sequence; spooled reports were renumbered.
+    Renumbered,
+    /// The ack could not be taken (see [`SeqCheck`]); stop this pass.
+    Stop,
 }
 
 /// The ack's `last_seq` against this agent's sequence.
@@ -337,12 +398,21 @@ struct Agent<U = Transport> {
     auth: Auth,
     /// No request before this time: the collector answered 429 with a `Retry-After`.
     paused_until: Option<Instant>,
+    /// No request before this time: the last attempt failed (backoff).
+    retry_at: Option<Instant>,
+    backoff: Backoff,
     collector: Arc<Mutex<Collector>>,
-    pending: Pending,
+    pending: Spool,
     inventory: InventoryTracker,
     /// Reports queued and acknowledged since start, for `once`'s summary.
     queued: usize,
     acked: usize,
+    /// When `run` next has something to collect: a flush pass stops there (after one batch at
+    /// least) so that a long backlog does not hold collection up.
+    next_due: Option<Instant>,
+    /// Reports set aside since start (refused for good), and the last refusal.
+    set_aside: Vec<u64>,
+    last_refusal: Option<String>,
     /// The first number reserved by this process's jump above the collector's `last_seq`, if
     /// it jumped: every number from it on was handed out by this process.
     own_from: Option<u64>,
@@ -361,6 +431,19 @@ impl<U: Uplink> Agent<U> {
         let lock = state.lock()?;
         let agent_id = state.load_or_create_agent_id()?;
         let acked_digest = state.read_inventory_digest()?;
+        let mut pending = Spool::open(state.path().join(SPOOL_DIR), config.spool_max_bytes)?;
+        // Whether an earlier process's sends stored them is unknown (module doc).
+        pending.assume_uncertain();
+        let mut inventory = InventoryTracker::new(acked_digest);
+        // An inventory spooled before a restart is the one waiting for its ack.
+        if let Some(seq) = pending.seqs_of(Kind::Inventory).last().copied()
+            && let Some(Report {
+                body: ReportBody::Inventory(spooled),
+                ..
+            }) = pending.load(&[seq]).pop()
+        {
+            inventory.queued(seq, spooled.content_digest());
+        }
         info!(agent_id = %agent_id, server = %transport.server(), state_dir = %state.path().display(), "agent starting");
         let agent = Agent {
             state,
@@ -368,11 +451,16 @@ impl<U: Uplink> Agent<U> {
             transport,
             auth: Auth::new(config.enroll_secret.clone()),
             paused_until: None,
+            retry_at: None,
+            backoff: Backoff::new(config.retry_max_backoff),
             collector: Arc::new(Mutex::new(Collector::new(Root::host()))),
-            pending: Pending::new(),
-            inventory: InventoryTracker::new(acked_digest),
+            pending,
+            inventory,
             queued: 0,
             acked: 0,
+            next_due: None,
+            set_aside: Vec::new(),
+            last_refusal: None,
             own_from: None,
         };
         Ok((agent, lock))
@@ -404,10 +492,12 @@ impl<U: Uplink> Agent<U> {
         }
         let seq = self.state.next_seq()?;
         info!(seq, digest = %digest, software = inventory.software.len(), "queueing inventory");
-        self.pending.push(Report {
-            seq,
-            body: ReportBody::Inventory(inventory),
-        });
+        self.pending
+            .push(Report {
+                seq,
+                body: ReportBody::Inventory(inventory),
+            })
+            .context("could not spool the inventory")?;
         self.inventory.queued(seq, digest);
         self.queued += 1;
         Ok(())
@@ -416,100 +506,189 @@ impl<U: Uplink> Agent<U> {
     async fn health_step(&mut self) -> anyhow::Result<()> {
         let sample: HealthSample = self.collect(|c, id| c.health(id)).await?;
         let seq = self.state.next_seq()?;
-        debug!(seq, cpu_percent = ?sample.cpu_percent, "queueing health sample");
-        self.pending.push(Report {
-            seq,
-            body: ReportBody::Health(sample),
-        });
+        debug!(seq, collected_at = %sample.collected_at, cpu_percent = ?sample.cpu_percent, "queueing health sample");
+        self.pending
+            .push(Report {
+                seq,
+                body: ReportBody::Health(sample),
+            })
+            .context("could not spool the health sample")?;
         self.queued += 1;
         Ok(())
     }
 
-    /// Sends what is pending, oldest first, each report at most once per flush: what the
-    /// collector does not acknowledge waits for the next cycle rather than being hammered in.
-    /// One exception: reports renumbered because the collector was ahead of this agent's
+    /// Sends what is spooled, oldest first, in batches of at most [`MAX_BATCH`] reports and
+    /// about [`MAX_BATCH_BYTES`], each report at most once per pass: what the collector does not
+    /// acknowledge waits for the next attempt rather than being hammered in. One pass sends at
+    /// most [`MAX_BATCHES_PER_PASS`] batches, and stops early when `run` has something due, and
+    /// answers [`Pass::More`] when reports are left, so that `run` goes on draining a backlog
+    /// between its scheduled collections instead of holding them up. Reports renumbered because the collector was ahead of this agent's
     /// sequence (see the module doc) go out once more at once, under numbers never sent before.
-    async fn flush(&mut self) -> Result<(), SendError> {
-        if self.flush_pass().await? == Pass::Renumbered {
-            self.flush_pass().await?;
+    async fn flush(&mut self) -> Result<Pass, SendError> {
+        match self.flush_pass().await? {
+            Pass::Renumbered => self.flush_pass().await,
+            pass => Ok(pass),
         }
-        Ok(())
     }
 
     async fn flush_pass(&mut self) -> Result<Pass, SendError> {
         let seqs = self.pending.seqs();
-        for chunk in seqs.chunks(MAX_BATCH) {
-            let reports: Vec<Report> = chunk
-                .iter()
-                .filter_map(|seq| self.pending.get(*seq))
-                .cloned()
-                .collect();
-            if reports.is_empty() {
-                continue;
+        let mut rest = seqs.as_slice();
+        let mut batches = 0;
+        while !rest.is_empty() {
+            let due = self.next_due.is_some_and(|due| Instant::now() >= due);
+            if batches == MAX_BATCHES_PER_PASS || (batches > 0 && due) {
+                // Only a backlog that shrinks is worth going on with at once.
+                let progress = self.pending.len() < seqs.len();
+                return Ok(if progress { Pass::More } else { Pass::Done });
             }
-            let batch = Batch {
-                protocol: PROTOCOL_VERSION,
-                agent_id: self.agent_id.clone(),
-                reports,
-            };
-            let ack = match self.send_batch(&batch).await {
-                Ok(ack) => ack,
-                Err(e) => {
-                    if e.may_have_been_stored() {
-                        self.pending.mark_uncertain(chunk);
-                    }
-                    return Err(e);
+            batches += 1;
+            let chunk = self.next_chunk(rest);
+            rest = &rest[chunk.len()..];
+            match self.send_reports(chunk).await {
+                Ok(Taken::Next) => {}
+                Ok(Taken::Renumbered) => return Ok(Pass::Renumbered),
+                Ok(Taken::Stop) => return Ok(Pass::Done),
+                Err(SendError::Transport(e)) if e.is_permanent_refusal() => {
+                    self.send_one_by_one(chunk, e).await?;
                 }
-            };
-            let jumped = match self.check_last_seq(&ack) {
-                SeqCheck::Behind => false,
-                SeqCheck::Jumped => true,
-                // The ack's "acknowledged" may be false repeats: none of it counts, and the
-                // reports stay queued for the next cycle, which tries again. They may have been
-                // stored (the collector may not have been ahead at all), so a later jump must
-                // not renumber them as certainly unstored.
-                SeqCheck::Unsaved => {
-                    self.pending.mark_uncertain(chunk);
-                    return Ok(Pass::Done);
-                }
-                // Not renumbered: the reports stay queued under their numbers and go again next
-                // cycle. A wrong collector may have stored them, so they are uncertain.
-                SeqCheck::Refused => {
-                    self.pending.mark_uncertain(chunk);
-                    return Ok(Pass::Done);
-                }
-            };
-            let removed = self.pending.ack(&ack.acked);
-            self.acked += removed;
-            debug!(
-                sent = batch.reports.len(),
-                acked = removed,
-                pending = self.pending.len(),
-                "batch sent"
-            );
-            if removed < batch.reports.len() && !jumped {
-                warn!(
-                    sent = batch.reports.len(),
-                    acked = removed,
-                    "collector did not acknowledge every report; the rest go again next cycle"
-                );
-            }
-            if let Some(digest) = self.inventory.on_ack(&ack)
-                && let Err(e) = self.state.write_inventory_digest(&digest)
-            {
-                // Only costs a resend after a restart.
-                warn!(error = %e, "could not remember the acknowledged inventory");
-            }
-            if ack.send_inventory {
-                info!("collector asked for a full inventory");
-            }
-            if jumped {
-                // Every pending number was below the collector's; the next pass sends the
-                // renumbered reports.
-                return Ok(Pass::Renumbered);
+                Err(e) => return Err(e),
             }
         }
         Ok(Pass::Done)
+    }
+
+    /// The longest run of `seqs` that makes one batch: at most [`MAX_BATCH`] reports and
+    /// [`MAX_BATCH_BYTES`] of records, but always one report.
+    fn next_chunk<'a>(&self, seqs: &'a [u64]) -> &'a [u64] {
+        let mut bytes = 0;
+        let mut n = 0;
+        for seq in seqs.iter().take(MAX_BATCH) {
+            bytes += self.pending.record_len(*seq).unwrap_or(0);
+            if n > 0 && bytes > MAX_BATCH_BYTES {
+                break;
+            }
+            n += 1;
+        }
+        &seqs[..n.max(1)]
+    }
+
+    /// The collector refused a batch for good (400, 413, 422): sends its reports one at a
+    /// time, so that only the ones it refuses alone are set aside.
+    async fn send_one_by_one(&mut self, chunk: &[u64], e: TransportError) -> Result<(), SendError> {
+        if let [seq] = chunk {
+            self.set_aside(*seq, &e);
+            return Ok(());
+        }
+        warn!(reports = chunk.len(), error = %e, "the collector refused a batch; sending its reports one at a time to find the one it refuses");
+        for seq in chunk {
+            match self.send_reports(std::slice::from_ref(seq)).await {
+                Ok(Taken::Next) => {}
+                // The collector's sequence moved: the pass starts again.
+                Ok(Taken::Renumbered | Taken::Stop) => return Ok(()),
+                Err(SendError::Transport(e)) if e.is_permanent_refusal() => {
+                    self.set_aside(*seq, &e)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a report the collector refused for good out of the spool, keeping a copy in
+    /// `rejected/` for an admin, and logs why.
+    fn set_aside(&mut self, seq: u64, e: &TransportError) {
+        let kind = self.pending.kind(seq);
+        let kept = self
+            .pending
+            .reject(seq, &self.state.path().join(REJECTED_DIR));
+        error!(
+            seq,
+            kind = ?kind,
+            error = %e,
+            kept_in = kept.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "the collector refused a report for good; it is set aside and not sent again \
+             (retrying cannot fix this: check the collector's message and limits)"
+        );
+        if kind == Some(Kind::Inventory) {
+            self.inventory.refused(seq);
+        }
+        self.set_aside.push(seq);
+        self.last_refusal = Some(e.to_string());
+    }
+
+    /// Sends the spooled reports `seqs` as one batch and takes the collector's answer.
+    async fn send_reports(&mut self, seqs: &[u64]) -> Result<Taken, SendError> {
+        let reports = self.pending.load(seqs);
+        if reports.is_empty() {
+            return Ok(Taken::Next);
+        }
+        let sent: Vec<u64> = reports.iter().map(|r| r.seq).collect();
+        let batch = Batch {
+            protocol: PROTOCOL_VERSION,
+            agent_id: self.agent_id.clone(),
+            reports,
+        };
+        let ack = match self.send_batch(&batch).await {
+            Ok(ack) => ack,
+            Err(e) => {
+                if e.may_have_been_stored() {
+                    self.pending.mark_uncertain(&sent);
+                }
+                return Err(e);
+            }
+        };
+        self.backoff.succeeded();
+        self.retry_at = None;
+        let jumped = match self.check_last_seq(&ack) {
+            SeqCheck::Behind => false,
+            SeqCheck::Jumped => true,
+            // The ack's "acknowledged" may be false repeats: none of it counts, and the
+            // reports stay spooled for the next attempt. They may have been stored (the
+            // collector may not have been ahead at all), so a later jump must not renumber
+            // them as certainly unstored.
+            SeqCheck::Unsaved => {
+                self.pending.mark_uncertain(&sent);
+                return Ok(Taken::Stop);
+            }
+            // Not renumbered: the reports stay spooled under their numbers and go again
+            // later. A wrong collector may have stored them, so they are uncertain.
+            SeqCheck::Refused => {
+                self.pending.mark_uncertain(&sent);
+                return Ok(Taken::Stop);
+            }
+        };
+        let removed = self.pending.ack(&ack.acked);
+        self.acked += removed;
+        debug!(
+            sent = sent.len(),
+            acked = removed,
+            pending = self.pending.len(),
+            "batch sent"
+        );
+        if removed < sent.len() && !jumped {
+            warn!(
+                sent = sent.len(),
+                acked = removed,
+                "collector did not acknowledge every report; the rest go again next cycle"
+            );
+        }
+        if let Some(digest) = self.inventory.on_ack(&ack)
+            && let Err(e) = self.state.write_inventory_digest(&digest)
+        {
+            // Only costs a resend after a restart.
+            warn!(error = %e, "could not remember the acknowledged inventory");
+        }
+        if ack.send_inventory {
+            info!("collector asked for a full inventory");
+        }
+        // Every spooled number was below the collector's; the next pass sends the renumbered
+        // reports.
+        Ok(if jumped {
+            Taken::Renumbered
+        } else {
+            Taken::Next
+        })
     }
 
     /// Sends one batch with the agent's token, enrolling first when [`Auth`] says so, and once
@@ -519,6 +698,9 @@ impl<U: Uplink> Agent<U> {
             return Err(SendError::Waiting(left));
         }
         self.paused_until = None;
+        if let Some(left) = pause_left(self.retry_at, Instant::now()) {
+            return Err(SendError::Backoff(left));
+        }
         // Each round sends a token not refused before, or one enrolled in this attempt (at most
         // one): a refused token ends the rounds at the latest after the third.
         for _ in 0..3 {
@@ -621,10 +803,18 @@ impl<U: Uplink> Agent<U> {
         SendError::Stopped(message)
     }
 
-    /// A 429 pauses every request until its `Retry-After` has passed.
+    /// A 429 pauses every request until its `Retry-After` has passed; any other failure but a
+    /// refusal for good (handled by the flush) makes the next attempt wait out the backoff.
     fn transport_failed(&mut self, e: TransportError) -> TransportError {
         if let TransportError::RateLimited { retry_after, .. } = &e {
             self.paused_until = Instant::now().checked_add(*retry_after);
+        } else if !e.is_permanent_refusal() {
+            let wait = self.backoff.failed(crate::retry::jitter());
+            self.retry_at = Instant::now().checked_add(wait);
+            debug!(
+                seconds = wait.as_secs_f64(),
+                "next delivery attempt after backoff"
+            );
         }
         e
     }
@@ -703,7 +893,17 @@ impl<U: Uplink> Agent<U> {
              state directory went back in time (a VM snapshot reverted, a backup restored, a \
              machine cloned from an image); the sequence continues above the collector's"
         );
-        let done = self.pending.renumber_through(last_seq, jump.first);
+        let done = match self.pending.renumber_through(last_seq, jump.first) {
+            Ok(done) => done,
+            Err(e) => {
+                error!(
+                    error = %e,
+                    collector_last_seq = last_seq,
+                    "the collector is ahead of this agent's sequence and the spooled reports                      could not be renumbered; those numbered at or below its last_seq will be                      taken for repeats and not stored"
+                );
+                return SeqCheck::Unsaved;
+            }
+        };
         for (old, new) in &done.moved {
             self.inventory.renumbered(*old, *new);
         }
@@ -736,8 +936,9 @@ impl<U: Uplink> Agent<U> {
         SeqCheck::Jumped
     }
 
-    /// One cycle of what is due, then the flush; never fails the loop.
-    async fn cycle(&mut self, due: Due) {
+    /// One cycle of what is due, then the flush; never fails the loop. Answers whether the
+    /// flush left a backlog to go on with at once.
+    async fn cycle(&mut self, due: Due) -> bool {
         if due.inventory
             && let Err(e) = self.inventory_step().await
         {
@@ -748,21 +949,24 @@ impl<U: Uplink> Agent<U> {
         {
             error!(error = format!("{e:#}"), "could not queue health sample");
         }
-        self.flush_and_answer().await.map_err(log_send_error).ok();
+        matches!(
+            self.flush_and_answer().await.map_err(log_send_error),
+            Ok(Pass::More)
+        )
     }
 
     /// Flushes, and if the collector asked for the inventory, collects and sends it at once.
     /// This is one send attempt: it enrolls at most once.
-    async fn flush_and_answer(&mut self) -> Result<(), SendError> {
+    async fn flush_and_answer(&mut self) -> Result<Pass, SendError> {
         self.auth.start_attempt();
-        self.flush().await?;
+        let mut pass = self.flush().await?;
         if self.inventory.requested {
             if let Err(e) = self.inventory_step().await {
                 error!(error = format!("{e:#}"), "could not queue inventory");
             }
-            self.flush().await?;
+            pass = self.flush().await?;
         }
-        Ok(())
+        Ok(pass)
     }
 }
 
@@ -805,6 +1009,12 @@ fn log_send_error(e: SendError) {
             seconds_left = left.as_secs(),
             "not sending: the collector's Retry-After has not passed"
         ),
+        // Logged when each report was set aside.
+        SendError::Refused(_) => {}
+        SendError::Backoff(left) => debug!(
+            seconds_left = left.as_secs_f64(),
+            "not sending yet: waiting out the backoff after a failed attempt"
+        ),
     }
 }
 
@@ -825,9 +1035,11 @@ fn log_transport(e: TransportError) {
             message,
             ..
         } => {
-            warn!(status, code = %code, message = %message, "collector refused reports; retrying next cycle")
+            warn!(status, code = %code, message = %message, "collector refused reports; they stay spooled and are retried with backoff")
         }
-        _ => warn!(error = %e, "could not deliver reports; retrying next cycle"),
+        _ => {
+            warn!(error = %e, "could not deliver reports; they stay spooled and are retried with backoff")
+        }
     }
 }
 
@@ -865,14 +1077,20 @@ async fn serve<U: Uplink>(
     );
     loop {
         let due = schedule.take_due(Instant::now());
-        tokio::select! {
-            () = agent.cycle(due) => {}
+        agent.next_due = Some(schedule.next_wake());
+        let more = tokio::select! {
+            more = agent.cycle(due) => more,
             () = &mut shutdown => break,
-        }
-        // A 429's pause may end before anything is due: wake then, to flush.
-        let wake = match agent.paused_until {
-            Some(until) => until.min(schedule.next_wake()),
-            None => schedule.next_wake(),
+        };
+        // A backlog goes on draining at once (what is due is collected first, each time); a
+        // 429's pause or a backoff may end before anything is due: wake then, to flush.
+        let wake = if more {
+            Instant::now()
+        } else {
+            [agent.paused_until, agent.retry_at]
+                .into_iter()
+                .flatten()
+                .fold(schedule.next_wake(), Instant::min)
         };
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}
@@ -890,15 +1108,25 @@ pub fn once(config: Config) -> anyhow::Result<()> {
     let result = rt.block_on(async {
         agent.inventory_step().await?;
         agent.health_step().await?;
-        let cause = agent.flush_and_answer().await.err();
-        if agent.pending.is_empty() {
+        let cause = loop {
+            match agent.flush_and_answer().await {
+                Ok(Pass::More) => continue,
+                Ok(_) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        if agent.pending.is_empty() && agent.set_aside.is_empty() {
             info!(reports = agent.queued, "all reports acknowledged");
             return Ok(());
         }
+        let mut unacked = agent.set_aside.clone();
+        unacked.extend(agent.pending.seqs());
+        unacked.sort_unstable();
+        let cause = cause.or_else(|| agent.last_refusal.take().map(SendError::Refused));
         Err(NotAcknowledged {
             acked: agent.acked,
-            total: agent.queued,
-            unacked: agent.pending.seqs(),
+            total: agent.queued.max(agent.acked + unacked.len()),
+            unacked,
             cause,
         }
         .into())
@@ -946,6 +1174,8 @@ mod tests {
         enrollments: Cell<usize>,
         /// Told of every batch, so a test can wait for the N-th.
         on_send: tokio::sync::mpsc::UnboundedSender<()>,
+        /// How long the collector takes to answer, on tokio's clock.
+        delay: Cell<Duration>,
     }
 
     impl Scripted {
@@ -958,6 +1188,7 @@ mod tests {
                 sent: RefCell::default(),
                 enrollments: Cell::new(0),
                 on_send,
+                delay: Cell::new(Duration::ZERO),
             };
             (scripted, sends)
         }
@@ -976,6 +1207,7 @@ mod tests {
                 seqs: batch.reports.iter().map(|r| r.seq).collect(),
             });
             let _ = self.on_send.send(());
+            tokio::time::sleep(self.delay.get()).await;
             (self.answer)(batch, index)
         }
 
@@ -1222,5 +1454,145 @@ mod tests {
         assert!(text.contains("acknowledged 1 of 3"), "{text}");
         assert!(text.contains("seq 5, 6"), "{text}");
         assert!(text.contains("connection refused"), "{text}");
+    }
+    fn synthetic_health(agent: &mut Agent<&Scripted>) -> u64 {
+        let seq = agent.state.next_seq().unwrap();
+        let sample = HealthSample::empty(agent.agent_id.clone(), time::OffsetDateTime::now_utc());
+        agent
+            .pending
+            .push(Report {
+                seq,
+                body: ReportBody::Health(sample),
+            })
+            .unwrap();
+        seq
+    }
+
+    fn unreachable() -> TransportError {
+        TransportError::Unreachable {
+            url: "http://127.0.0.1:9/agent/v1/reports".to_owned(),
+            message: "connection refused".to_owned(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_attempts_back_off_exponentially_with_jitter_up_to_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            // Health rarely, so every send after the first is a retry.
+            health_interval: Duration::from_secs(86_400),
+            retry_max_backoff: Duration::from_secs(60),
+            ..test_config(&dir)
+        };
+        let (collector, mut sends) = Scripted::new(|batch, index| match index {
+            0..10 => Err(unreachable()),
+            _ => ack_all(batch),
+        });
+        let (mut agent, _lock) = Agent::open_with(&config, &collector).unwrap();
+        tokio::select! {
+            () = serve(&mut agent, &config, std::future::pending()) => unreachable!(),
+            _ = async { for _ in 0..11 { sends.recv().await; } } => {}
+        }
+        let sent = collector.sent.borrow();
+        for (n, pair) in sent.windows(2).enumerate() {
+            let gap = pair[1].at - pair[0].at;
+            let ceiling = Duration::from_secs(1 << n.min(20)).min(config.retry_max_backoff);
+            assert!(
+                gap >= ceiling / 2 && gap <= ceiling,
+                "retry {n}: waited {gap:?}, ceiling {ceiling:?}"
+            );
+        }
+        // The reports waited in the spool and went in the end, in order.
+        assert_eq!(sent.last().unwrap().seqs, sent[0].seqs);
+        drop(sent);
+        assert!(agent.pending.is_empty());
+        assert_eq!(agent.backoff.failures(), 0, "a success resets the backoff");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_drains_in_order_in_batches_while_collection_keeps_its_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(&dir);
+        let (collector, mut sends) = Scripted::new(|batch, _| ack_all(batch));
+        // Each batch takes the collector 10 s: the 2,500 reports of the backlog take 250 s,
+        // during which health samples are due every 60 s.
+        collector.delay.set(Duration::from_secs(10));
+        let (mut agent, _lock) = Agent::open_with(&config, &collector).unwrap();
+        for _ in 0..2500 {
+            synthetic_health(&mut agent);
+        }
+        let start = Instant::now();
+        tokio::select! {
+            () = serve(&mut agent, &config, std::future::pending()) => unreachable!(),
+            _ = async {
+                while agent_pending_reports(&collector) < 2500 + 6 { sends.recv().await; }
+            } => {}
+        }
+        let sent = collector.sent.borrow();
+        let seqs: Vec<u64> = sent.iter().flat_map(|s| s.seqs.clone()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, each once");
+        assert!(sent.iter().all(|s| s.seqs.len() <= MAX_BATCH));
+        // Samples were collected on schedule while the backlog drained (at 0 s with the
+        // inventory, then at 60, 120, 180 and 240 s), not after it: the first batch after the
+        // backlog, at 250 s, carries all six, behind the backlog as the order requires.
+        let first_fresh = sent
+            .iter()
+            .find(|s| s.seqs.iter().any(|seq| *seq > 2500))
+            .unwrap();
+        assert_eq!(first_fresh.at - start, Duration::from_secs(250));
+        assert_eq!(first_fresh.seqs, (2501..=2506).collect::<Vec<_>>());
+    }
+
+    fn agent_pending_reports(collector: &Scripted) -> usize {
+        collector.sent.borrow().iter().map(|s| s.seqs.len()).sum()
+    }
+
+    #[tokio::test]
+    async fn an_inventory_refused_for_good_is_set_aside_and_not_queued_again_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(&dir);
+        let (collector, _sends) = Scripted::new(|batch, _| {
+            if batch
+                .reports
+                .iter()
+                .any(|r| matches!(r.body, ReportBody::Inventory(_)))
+            {
+                Err(TransportError::Rejected {
+                    url: "http://127.0.0.1:9/agent/v1/reports".to_owned(),
+                    status: 422,
+                    code: "too_many_items".to_owned(),
+                    message: "software: 90001 entries, at most 50000".to_owned(),
+                })
+            } else {
+                ack_all(batch)
+            }
+        });
+        let (mut agent, _lock) = Agent::open_with(&config, &collector).unwrap();
+        agent.inventory_step().await.unwrap();
+        synthetic_health(&mut agent);
+        agent.flush_and_answer().await.unwrap();
+        // The batch of two was refused; alone, the health sample went through and the
+        // inventory was set aside.
+        let sizes: Vec<usize> = collector
+            .sent
+            .borrow()
+            .iter()
+            .map(|s| s.seqs.len())
+            .collect();
+        assert_eq!(sizes, vec![2, 1, 1]);
+        assert!(agent.pending.is_empty());
+        assert_eq!(agent.set_aside, vec![1]);
+        assert!(
+            dir.path()
+                .join("state/rejected/00000000000000000001.inventory.msgpack")
+                .exists()
+        );
+        // Collected again unchanged: not queued.
+        agent.inventory_step().await.unwrap();
+        assert!(agent.pending.is_empty());
+        // Unless the collector asks for one.
+        agent.inventory.requested = true;
+        agent.inventory_step().await.unwrap();
+        assert_eq!(agent.pending.len(), 1);
     }
 }

@@ -121,6 +121,20 @@ impl TransportError {
     }
 }
 
+impl TransportError {
+    /// Whether the collector refused the request in a way that sending it again cannot fix:
+    /// 400 (malformed), 413 (too large) or 422 (fails its checks).
+    pub fn is_permanent_refusal(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Rejected {
+                status: 400 | 413 | 422,
+                ..
+            }
+        )
+    }
+}
+
 /// What the service needs from its collector. [`Transport`] is the real one; the service's
 /// tests put a scripted collector in its place, so they drive the loop on a paused clock with
 /// no socket (a real socket's wait would let the paused clock jump to reqwest's timeout).

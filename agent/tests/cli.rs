@@ -389,6 +389,26 @@ fn once_reports_the_collectors_error_code_and_message() {
         "{err}"
     );
     assert!(err.contains("413"), "{err}");
+    // Retrying cannot fix a 413: each report was tried alone, then set aside for an admin.
+    let sent: Vec<usize> = std::iter::from_fn(|| collector.try_next())
+        .map(|r| r.batch.reports.len())
+        .collect();
+    assert_eq!(sent, vec![2, 1, 1]);
+    let rejected: Vec<String> = std::fs::read_dir(agent.state_dir().join("rejected"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    let output = agent.run(&["once", "--server", &collector.url]);
+    assert_eq!(output.status.code(), Some(3));
+    // Nothing set aside comes back; the next run sends new reports only. The refused
+    // inventory is collected again, and a new process tries it once more (the collector's
+    // limits may have been raised); within one process it is not queued again until it
+    // changes (see the service tests).
+    assert_eq!(
+        kinds(&collector.next(LIMIT)),
+        vec![(3, "inventory"), (4, "health")]
+    );
 }
 
 #[test]
@@ -612,13 +632,14 @@ fn after_a_jump_the_digest_is_forgotten_until_an_inventory_is_acknowledged() {
         vec![(51, "health"), (52, "inventory")]
     );
     assert_eq!(agent.state_file("inventory.digest"), None);
-    // A restart sends the unchanged inventory again, since none was acknowledged.
+    // After a restart the spooled reports go first, the unacknowledged inventory among
+    // them (not queued a second time, its digest being the machine's), then the new sample.
     let collector = FakeCollector::acking_everything();
     let output = agent.run(&["once", "--server", &collector.url]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(
         kinds(&collector.next(LIMIT)),
-        vec![(53, "inventory"), (54, "health")]
+        vec![(51, "health"), (52, "inventory"), (53, "health")]
     );
     assert!(agent.state_file("inventory.digest").is_some());
 }

@@ -37,6 +37,11 @@ pub struct HealthSample {
     pub agent_rss_bytes: Option<u64>,
     #[serde(default)]
     pub agent_cpu_percent: Option<f64>,
+    /// Reports the agent's spool dropped, because it was full, since the previous sample that
+    /// reached the collector (oldest health samples go first; inventories are kept). Absent
+    /// when none were dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports_dropped: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +71,7 @@ impl HealthSample {
             net_tx_bytes_per_sec: None,
             agent_rss_bytes: None,
             agent_cpu_percent: None,
+            reports_dropped: None,
         }
     }
 }
