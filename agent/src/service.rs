@@ -95,6 +95,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use census_common::{Ack, Batch, HealthSample, Inventory, PROTOCOL_VERSION, Report, ReportBody};
+use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -506,7 +507,8 @@ impl<U: Uplink> Agent<U> {
     async fn health_step(&mut self) -> anyhow::Result<()> {
         let sample: HealthSample = self.collect(|c, id| c.health(id)).await?;
         let seq = self.state.next_seq()?;
-        debug!(seq, collected_at = %sample.collected_at, cpu_percent = ?sample.cpu_percent, "queueing health sample");
+        let collected_at = sample.collected_at.format(&Rfc3339).unwrap_or_default();
+        debug!(seq, collected_at, cpu_percent = ?sample.cpu_percent, "queueing health sample");
         self.pending
             .push(Report {
                 seq,

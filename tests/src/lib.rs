@@ -75,6 +75,12 @@ impl TestCollector {
     /// Starts with `config` as the collector's configuration file. Logs (at debug level, so
     /// tests can check what never reaches them) go to `collector.log` in the data dir.
     pub fn start_with_config(data_dir: TempDir, config: &str) -> Self {
+        Self::start_listening(data_dir, config, "127.0.0.1:0")
+    }
+
+    /// Starts on a given address, e.g. the one a stopped collector had, so that agents
+    /// configured for it find it again.
+    pub fn start_listening(data_dir: TempDir, config: &str, listen: &str) -> Self {
         let addr_file = data_dir.path().join("collector.addr");
         let _ = std::fs::remove_file(&addr_file);
         // A config of its own, so a collector.toml installed on the host cannot leak in.
@@ -98,7 +104,7 @@ impl TestCollector {
             .arg(&config_path)
             .arg("--data-dir")
             .arg(data_dir.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log)
