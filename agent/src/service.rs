@@ -411,6 +411,8 @@ struct Agent<U = Transport> {
     /// When `run` next has something to collect: a flush pass stops there (after one batch at
     /// least) so that a long backlog does not hold collection up.
     next_due: Option<Instant>,
+    /// Times the loop woke up, for the test that it sleeps between cycles.
+    wakes: u64,
     /// Reports set aside since start (refused for good), and the last refusal.
     set_aside: Vec<u64>,
     last_refusal: Option<String>,
@@ -460,6 +462,7 @@ impl<U: Uplink> Agent<U> {
             queued: 0,
             acked: 0,
             next_due: None,
+            wakes: 0,
             set_aside: Vec::new(),
             last_refusal: None,
             own_from: None,
@@ -1078,6 +1081,7 @@ async fn serve<U: Uplink>(
         config.inventory_interval,
     );
     loop {
+        agent.wakes += 1;
         let due = schedule.take_due(Instant::now());
         agent.next_due = Some(schedule.next_wake());
         let more = tokio::select! {
@@ -1596,5 +1600,21 @@ mod tests {
         agent.inventory.requested = true;
         agent.inventory_step().await.unwrap();
         assert_eq!(agent.pending.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn between_cycles_the_loop_sleeps_until_something_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(&dir);
+        let (collector, _sends) = Scripted::new(|batch, _| ack_all(batch));
+        let (mut agent, _lock) = Agent::open_with(&config, &collector).unwrap();
+        tokio::select! {
+            () = serve(&mut agent, &config, std::future::pending()) => unreachable!(),
+            () = tokio::time::sleep(Duration::from_secs(600) + Duration::from_millis(1)) => {}
+        }
+        // Health at 0, 60, ..., 600 s: eleven wake-ups, each one a cycle with a send; no
+        // other timer woke the loop.
+        assert_eq!(agent.wakes, 11);
+        assert_eq!(collector.sent.borrow().len(), 11);
     }
 }

@@ -145,3 +145,61 @@ fn samples_taken_while_the_collector_is_down_survive_sigkill_and_arrive_once_in_
     );
     assert!(taken.keys().zip(taken.keys().skip(1)).all(|(a, b)| a < b));
 }
+
+/// Socket inodes of a process's open file descriptors.
+fn socket_inodes(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy().into_owned();
+            Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect()
+}
+
+/// Inodes of listening TCP sockets and bound UDP sockets on this machine (IPv4 and IPv6).
+fn listening_inodes() -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, listening_state) in [
+        ("tcp", Some("0A")),
+        ("tcp6", Some("0A")),
+        ("udp", None),
+        ("udp6", None),
+    ] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() > 9 && listening_state.is_none_or(|st| cols[3] == st) {
+                out.push(cols[9].to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_running_agent_listens_on_no_port() {
+    let collector = TestCollector::start();
+    let agent = TestAgent::new();
+    agent.once(&collector);
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("agent.log");
+    let mut child = start_agent(&agent, &collector.url(), &log);
+    let ci = computer_id(&collector);
+    // Past its first delivery, with a connection to the collector open.
+    wait_for("a delivery", Duration::from_secs(60), || {
+        (stored(&collector, ci).len() >= 3).then_some(())
+    });
+    let sockets = socket_inodes(child.id());
+    let listening = listening_inodes();
+    assert!(!listening.is_empty(), "the collector's own port is listed");
+    let agent_listening: Vec<&String> = sockets.iter().filter(|s| listening.contains(s)).collect();
+    sigkill(&mut child);
+    assert!(
+        agent_listening.is_empty(),
+        "the agent listens on {agent_listening:?}"
+    );
+}
