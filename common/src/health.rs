@@ -38,9 +38,9 @@ pub struct HealthSample {
     #[serde(default)]
     pub agent_cpu_percent: Option<f64>,
     /// Reports the agent's spool dropped, because it was full, since the previous sample that
-    /// reached the collector (oldest health samples go first; inventories are kept). Absent
+    /// reached the collector (oldest health samples go first; inventories are kept). Null
     /// when none were dropped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reports_dropped: Option<u64>,
 }
 
