@@ -751,7 +751,8 @@ impl Spool {
         let kept = create_dir(rejected_dir)
             .and_then(|()| {
                 let bytes = rmp_serde::to_vec_named(&report).map_err(io::Error::other)?;
-                fs::write(&path, bytes)
+                let _ = fs::remove_file(&path);
+                create_segment(&path)?.write_all(&bytes)
             })
             .and_then(|()| prune_rejected(rejected_dir));
         self.remove(&[seq], Gone::Refused);
@@ -823,11 +824,7 @@ impl Spool {
         if full {
             let id = self.head.as_ref().map_or(1, |(id, _)| id + 1);
             let path = self.segment_path(id);
-            let file = OpenOptions::new()
-                .append(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|source| io_error(&path, source))?;
+            let file = create_segment(&path).map_err(|source| io_error(&path, source))?;
             sync_dir(&self.dir).map_err(|source| io_error(&self.dir, source))?;
             self.segments.insert(id, Segment::default());
             self.head = Some((id, file));
@@ -889,11 +886,7 @@ impl Spool {
         // Start a fresh segment: the copies must come after every old record.
         let next = self.head.as_ref().map_or(1, |(id, _)| id + 1);
         let path = self.segment_path(next);
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|source| io_error(&path, source))?;
+        let file = create_segment(&path).map_err(|source| io_error(&path, source))?;
         sync_dir(&self.dir).map_err(|source| io_error(&self.dir, source))?;
         self.segments.insert(next, Segment::default());
         self.head = Some((next, file));
@@ -1073,6 +1066,15 @@ fn io_error(path: &Path, source: io::Error) -> SpoolError {
     }
 }
 
+/// A new segment file, readable by the agent's user only (reports describe the machine).
+fn create_segment(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.append(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 fn create_dir(dir: &Path) -> io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
@@ -1162,6 +1164,12 @@ mod tests {
         assert_eq!(spool.seqs(), vec![1, 3, 5]);
         assert_eq!(spool.kind(1), Some(Kind::Inventory));
         let loaded = spool.load(&[1, 3, 5]);
+        #[cfg(unix)]
+        for entry in fs::read_dir(dir.path()).unwrap() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         assert_eq!(loaded, vec![inventory(1), health(3), health(5)]);
         assert_eq!(spool.ack(&[1, 3, 5]), 3);
         drop(spool);
