@@ -292,3 +292,23 @@ proptest! {
         let _ = decode_batch(&bytes, Format::Json);
     }
 }
+
+#[test]
+fn incomplete_facets_are_left_out_when_none_and_round_trip_otherwise() {
+    // An inventory without incomplete facets encodes exactly as before the field existed, so
+    // digests acknowledged by older collectors still match.
+    let golden = std::fs::read(GOLDEN).expect("golden file is committed");
+    assert_eq!(codec::encode(&sample_batch(), Format::MessagePack), golden);
+    let v = serde_json::to_value(sample_inventory()).unwrap();
+    assert!(v.get("incomplete").is_none(), "{v}");
+
+    let mut batch = sample_batch();
+    let ReportBody::Inventory(inventory) = &mut batch.reports[0].body else {
+        panic!("the sample batch starts with an inventory");
+    };
+    inventory.incomplete = vec!["software".to_owned()];
+    for format in [Format::MessagePack, Format::Json] {
+        let bytes = codec::encode(&batch, format);
+        assert_eq!(decode_batch(&bytes, format).unwrap(), batch);
+    }
+}
