@@ -14,6 +14,8 @@
 //! - [`pending`]: reports waiting for the collector's acknowledgement.
 //! - [`transport`]: encoding batches and posting them to the collector.
 //! - [`service`]: `run` (the service loop) and `once`.
+//! - `windows` (Windows only): the hidden `service` command, the service loop under the Service
+//!   Control Manager.
 
 pub mod auth;
 pub mod cli;
@@ -26,6 +28,8 @@ pub mod service;
 pub mod state;
 pub mod tls;
 pub mod transport;
+#[cfg(windows)]
+pub mod windows;
 
 use std::io::Write;
 use std::path::Path;
@@ -62,6 +66,8 @@ pub fn run(cli: &Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Run => service::run(config),
         Command::Once => service::once(config),
+        #[cfg(windows)]
+        Command::Service => windows::run_service(config),
     }
 }
 
