@@ -184,12 +184,14 @@ mod tests {
         let (release, blocked) = mpsc::channel::<()>();
         let blocked = std::sync::Mutex::new(Some(blocked));
 
-        let start = |hung: &mut HungThreads| {
+        // Only the first run can block, so only it gets a short budget; the others get all the
+        // time a loaded machine could need.
+        let start = |hung: &mut HungThreads, budget: Duration| {
             let starts = Arc::clone(&starts);
             // Only the first run gets the receiver; a second start would have nothing to block
             // on and would finish, which the assertions below would see.
             let blocked = blocked.lock().unwrap().take();
-            hung.run("stuck", Duration::from_millis(50), move || {
+            hung.run("stuck", budget, move || {
                 starts.fetch_add(1, Ordering::SeqCst);
                 if let Some(blocked) = blocked {
                     let _ = blocked.recv();
@@ -198,10 +200,14 @@ mod tests {
             })
         };
 
-        assert!(matches!(start(&mut hung), Outcome::Overran));
+        let long = Duration::from_secs(60);
+        assert!(matches!(
+            start(&mut hung, Duration::from_millis(50)),
+            Outcome::Overran
+        ));
         assert_eq!(hung.count(), 1);
         for _ in 0..3 {
-            assert!(matches!(start(&mut hung), Outcome::StillHung { .. }));
+            assert!(matches!(start(&mut hung, long), Outcome::StillHung { .. }));
         }
         assert_eq!(starts.load(Ordering::SeqCst), 1, "no thread piled up");
         assert_eq!(hung.count(), 1);
@@ -209,7 +215,7 @@ mod tests {
         // Once the stuck work returns, the next run starts it afresh.
         release.send(()).unwrap();
         wait_until_finished(&hung, "stuck");
-        assert!(matches!(start(&mut hung), Outcome::Finished("late")));
+        assert!(matches!(start(&mut hung, long), Outcome::Finished("late")));
         assert_eq!(starts.load(Ordering::SeqCst), 2);
         assert_eq!(hung.count(), 0);
     }

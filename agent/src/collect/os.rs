@@ -154,6 +154,15 @@ mod tests {
     }
 
     #[test]
+    fn without_os_release_the_os_comes_from_sysinfo() {
+        let os = from_system(&kernel());
+        assert_eq!(os.family.as_deref(), Some(std::env::consts::OS));
+        assert_eq!(os.kernel.as_deref(), Some("6.1.0-26-amd64"));
+        assert_eq!(os.arch.as_deref(), Some("x86_64"));
+        assert!(os.boot_time.is_some());
+    }
+
+    #[test]
     fn os_release_quoting() {
         let text = "# comment\nNAME=\"Red Hat Enterprise Linux\"\nVERSION_ID='9.4'\n\
                     ID=rhel\nPRETTY_NAME=\"Say \\\"hi\\\"\"\n\n";
