@@ -81,6 +81,11 @@ pub enum Command {
     Once,
     /// Print the effective configuration, every default included, as TOML
     PrintConfig,
+    /// The service loop under the Windows Service Control Manager: the command line the
+    /// service is registered with (in a console, use `run`)
+    #[cfg(windows)]
+    #[command(hide = true)]
+    Service,
 }
 
 #[cfg(test)]

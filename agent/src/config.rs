@@ -26,8 +26,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{REDACTED, Secret};
 
+#[cfg(not(windows))]
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/census/agent.toml";
+#[cfg(not(windows))]
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/census";
+#[cfg(windows)]
+pub const DEFAULT_CONFIG_PATH: &str = r"C:\ProgramData\Census\agent.toml";
+#[cfg(windows)]
+pub const DEFAULT_STATE_DIR: &str = r"C:\ProgramData\Census\state";
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_INVENTORY_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

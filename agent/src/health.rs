@@ -9,6 +9,15 @@
 //!
 //! Network rates add up every interface except loopback, whose traffic never leaves the
 //! machine. Filesystems are the inventory's list (same filter), with use from `statvfs`.
+//!
+//! **Promise:** a hung filesystem never stops health samples. Each mount point is looked at on
+//! a helper thread under [`Budgets::mount`](crate::collect::Budgets); one that overruns is left
+//! out of the sample with a WARN log, and while its thread is still stuck later samples leave
+//! it out at once, without starting another. sysinfo's handles held by a stuck inventory facet
+//! leave their figures (CPU, memory, network) out of the sample the same way.
+//!
+//! Filesystems, the process count and the agent's resident size are read from `/proc` and so
+//! are Linux only; the agent's CPU time is read on every Unix. Elsewhere they are `None`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,7 +26,8 @@ use census_common::{FilesystemUsage, HealthSample};
 use time::OffsetDateTime;
 use tracing::warn;
 
-use crate::collect::{Collector, Root, filesystems};
+use crate::collect::budget::HungThreads;
+use crate::collect::{Collector, Root, filesystems, try_hold};
 
 /// Counters at the previous sample.
 #[derive(Debug, Default)]
@@ -34,12 +44,12 @@ impl Collector {
         Baseline {
             at: Some(Instant::now()),
             net: self.net_totals(),
-            own_cpu: Some(own_cpu_time()),
+            own_cpu: own_cpu_time(),
         }
     }
 
     fn net_totals(&mut self) -> HashMap<String, (u64, u64)> {
-        let Some(networks) = self.networks.as_mut() else {
+        let Some(mut networks) = self.networks.as_deref().and_then(try_hold) else {
             return HashMap::new();
         };
         networks.refresh(true);
@@ -61,26 +71,36 @@ impl Collector {
             std::thread::sleep(wait);
         }
         let mut sample = HealthSample::empty(agent_id, OffsetDateTime::now_utc());
-        let logical_cpus;
-        if let Some(system) = self.system.as_mut() {
-            system.refresh_cpu_usage();
-            sample.cpu_percent = Some(round2(
-                f64::from(system.global_cpu_usage()).clamp(0.0, 100.0),
-            ));
-            system.refresh_memory();
-            sample.memory_used_percent = percent(system.used_memory(), system.total_memory());
-            sample.swap_used_percent = percent(system.used_swap(), system.total_swap());
-            logical_cpus = system.cpus().len().max(1);
-        } else {
-            logical_cpus = 1;
+        // The number of CPUs scales the agent's own CPU time; unknown, that share is unknown.
+        let mut logical_cpus = None;
+        let shared = self.system.clone();
+        match shared.as_deref().map(try_hold) {
+            Some(Some(mut system)) => {
+                system.refresh_cpu_usage();
+                sample.cpu_percent = Some(round2(
+                    f64::from(system.global_cpu_usage()).clamp(0.0, 100.0),
+                ));
+                system.refresh_memory();
+                sample.memory_used_percent = percent(system.used_memory(), system.total_memory());
+                sample.swap_used_percent = percent(system.used_swap(), system.total_swap());
+                logical_cpus = Some(system.cpus().len().max(1));
+            }
+            Some(None) => {
+                warn!(
+                    "system information is held by a stuck inventory facet; CPU and memory left out"
+                );
+            }
+            None => {}
         }
         sample.uptime_secs = sysinfo::System::uptime().ok();
         sample.load = sysinfo::System::load_average()
             .ok()
             .map(|l| [l.one, l.five, l.fifteen]);
-        sample.process_count = count_processes(&self.root);
-        sample.filesystems = filesystem_usage(&self.root);
-        sample.agent_rss_bytes = own_rss_bytes(&self.root);
+        if cfg!(target_os = "linux") {
+            sample.process_count = count_processes(&self.root);
+            sample.agent_rss_bytes = own_rss_bytes(&self.root);
+        }
+        sample.filesystems = filesystem_usage(&self.root, &mut self.hung, self.budgets.mount);
 
         let now = Instant::now();
         let elapsed = now.duration_since(started);
@@ -93,13 +113,15 @@ impl Collector {
         sample.agent_cpu_percent = self
             .baseline
             .own_cpu
-            .and_then(|before| cpu_share(own_cpu.saturating_sub(before), elapsed, logical_cpus))
+            .zip(own_cpu)
+            .zip(logical_cpus)
+            .and_then(|((before, now), cpus)| cpu_share(now.saturating_sub(before), elapsed, cpus))
             .map(round2);
 
         self.baseline = Baseline {
             at: Some(now),
             net,
-            own_cpu: Some(own_cpu),
+            own_cpu,
         };
         sample
     }
@@ -149,18 +171,30 @@ pub fn cpu_share(used: Duration, elapsed: Duration, cpus: usize) -> Option<f64> 
     (wall > 0.0).then(|| (used.as_secs_f64() * 100.0 / wall).clamp(0.0, 100.0))
 }
 
-fn own_cpu_time() -> Duration {
+#[cfg(unix)]
+fn own_cpu_time() -> Option<Duration> {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(
+    Some(Duration::new(
         u64::try_from(t.tv_sec).unwrap_or(0),
         u32::try_from(t.tv_nsec).unwrap_or(0),
-    )
+    ))
+}
+
+#[cfg(not(unix))]
+fn own_cpu_time() -> Option<Duration> {
+    None
 }
 
 /// Resident set size from `/proc/self/statm` (second field, in pages).
+#[cfg(unix)]
 fn own_rss_bytes(root: &Root) -> Option<u64> {
     let statm = std::fs::read_to_string(root.path("/proc/self/statm")).ok()?;
     rss_from_statm(&statm, rustix::param::page_size() as u64)
+}
+
+#[cfg(not(unix))]
+fn own_rss_bytes(_root: &Root) -> Option<u64> {
+    None
 }
 
 pub fn rss_from_statm(statm: &str, page_size: u64) -> Option<u64> {
@@ -188,30 +222,62 @@ pub fn count_processes(root: &Root) -> Option<u64> {
     Some(count as u64)
 }
 
-fn filesystem_usage(root: &Root) -> Vec<FilesystemUsage> {
-    let mounts = match filesystems::mounts(root) {
-        Ok(mounts) => mounts,
+#[cfg(target_os = "linux")]
+fn filesystem_usage(root: &Root, hung: &mut HungThreads, budget: Duration) -> Vec<FilesystemUsage> {
+    filesystem_usage_with(root, hung, budget, filesystems::look)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn filesystem_usage(
+    _root: &Root,
+    _hung: &mut HungThreads,
+    _budget: Duration,
+) -> Vec<FilesystemUsage> {
+    Vec::new()
+}
+
+/// Use of each mount point `look` answers for in time; see the module doc.
+pub fn filesystem_usage_with<L>(
+    root: &Root,
+    hung: &mut HungThreads,
+    budget: Duration,
+    look: L,
+) -> Vec<FilesystemUsage>
+where
+    L: Fn(&std::path::Path) -> filesystems::Look + Clone + Send + 'static,
+{
+    let looked = match filesystems::look_at_mounts(root, hung, budget, look) {
+        Ok(looked) => looked,
         Err(e) => {
             warn!(error = %e, "could not list filesystems");
             return Vec::new();
         }
     };
-    mounts
+    looked
         .into_iter()
-        .map(|m| {
-            let (used_percent, inodes_used_percent) =
-                match rustix::fs::statvfs(root.path(&m.mount_point)) {
-                    Ok(st) => usage(st.f_blocks, st.f_bfree, st.f_bavail, st.f_files, st.f_ffree),
-                    Err(e) => {
-                        warn!(mount = %m.mount_point, error = %e, "statvfs failed");
-                        (None, None)
-                    }
-                };
-            FilesystemUsage {
+        .filter_map(|(m, seen)| {
+            let (used_percent, inodes_used_percent) = match seen {
+                filesystems::Seen::Space(s) => usage(
+                    s.blocks,
+                    s.blocks_free,
+                    s.blocks_available,
+                    s.inodes,
+                    s.inodes_free,
+                ),
+                filesystems::Seen::Failed(reason) => {
+                    warn!(mount = %m.mount_point, %reason, "filesystem use unknown");
+                    (None, None)
+                }
+                filesystems::Seen::Hung(reason) => {
+                    warn!(mount = %m.mount_point, %reason, "filesystem left out of the health sample");
+                    return None;
+                }
+            };
+            Some(FilesystemUsage {
                 mount: m.mount_point,
                 used_percent,
                 inodes_used_percent,
-            }
+            })
         })
         .collect()
 }
@@ -299,6 +365,33 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_mount_is_left_out_of_health_samples_without_piling_up_threads() {
+        let nfs = filesystems::DeadNfs::new();
+        let mut hung = HungThreads::default();
+        let mounts = |usage: &[FilesystemUsage]| -> Vec<String> {
+            usage.iter().map(|f| f.mount.clone()).collect()
+        };
+        // Long enough for the mounts that answer at once, on a loaded machine.
+        let budget = Duration::from_millis(500);
+        let first = filesystem_usage_with(&nfs.root(), &mut hung, budget, nfs.look());
+        assert_eq!(mounts(&first), ["/", "/home"]);
+        assert_eq!(first[0].used_percent, Some(50.0));
+        assert_eq!(first[0].inodes_used_percent, Some(50.0));
+        for _ in 0..3 {
+            let next = filesystem_usage_with(&nfs.root(), &mut hung, budget, nfs.look());
+            assert_eq!(mounts(&next), ["/", "/home"]);
+        }
+        assert_eq!(nfs.nfs_looks(), 1, "one stuck thread, not one per sample");
+        assert_eq!(hung.count(), 1);
+
+        // The server comes back: the mount is in the next sample.
+        nfs.release(&hung);
+        nfs.release.send(()).unwrap();
+        let back = filesystem_usage_with(&nfs.root(), &mut hung, budget, nfs.look());
+        assert_eq!(mounts(&back), ["/", "/home", "/srv/nfs"]);
+    }
+
+    #[test]
     fn first_sample_of_this_machine_is_measured_over_an_interval() {
         let mut collector = Collector::new(Root::host());
         let sample = collector.health("00000000-0000-4000-8000-000000000000");
@@ -318,8 +411,8 @@ mod tests {
         let mut collector = Collector::new(Root::host());
         let machine_cpus = collector
             .system
-            .as_ref()
-            .map_or(1, |s| s.cpus().len().max(1));
+            .as_deref()
+            .map_or(1, |s| try_hold(s).unwrap().cpus().len().max(1));
         // One spinning thread per CPU this process may use (affinity and cgroup quota count),
         // bounded so a huge runner is not flooded. On a 64-core machine one thread alone would
         // be 1.6 % of the machine, lost in the noise of other tests.

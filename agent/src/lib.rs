@@ -15,6 +15,8 @@
 //! - [`retry`]: exponential backoff with jitter between failed delivery attempts.
 //! - [`transport`]: encoding batches and posting them to the collector.
 //! - [`service`]: `run` (the service loop) and `once`.
+//! - `windows` (Windows only): the hidden `service` command, the service loop under the Service
+//!   Control Manager.
 
 pub mod auth;
 pub mod cli;
@@ -28,6 +30,8 @@ pub mod spool;
 pub mod state;
 pub mod tls;
 pub mod transport;
+#[cfg(windows)]
+pub mod windows;
 
 use std::io::Write;
 use std::path::Path;
@@ -64,6 +68,8 @@ pub fn run(cli: &Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Run => service::run(config),
         Command::Once => service::once(config),
+        #[cfg(windows)]
+        Command::Service => windows::run_service(config),
     }
 }
 

@@ -1067,6 +1067,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
+/// The service loop until `shutdown` resolves, for hosts that stop it some other way than by
+/// a signal (the Windows Service Control Manager).
+pub fn run_until(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (mut agent, _lock) = Agent::open(&config)?;
+    let rt = runtime()?;
+    rt.block_on(serve(&mut agent, &config, shutdown));
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    Ok(())
+}
+
 /// Cycles on `config`'s schedule until `shutdown` resolves. Every wait is on tokio's clock, so
 /// tests run it on a paused one.
 async fn serve<U: Uplink>(
@@ -1142,6 +1155,7 @@ pub fn once(config: Config) -> anyhow::Result<()> {
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
+#[cfg(unix)]
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("could not listen for SIGTERM")?;
@@ -1151,6 +1165,17 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
             _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
         }
+    })
+}
+
+/// Resolves on the first Ctrl-C of the console `census-agent run` was started from. (The
+/// Service Control Manager stops the service through [`run_until`] instead.)
+#[cfg(windows)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut ctrl_c = tokio::signal::windows::ctrl_c().context("could not listen for Ctrl-C")?;
+    Ok(async move {
+        ctrl_c.recv().await;
+        info!(signal = "Ctrl-C", "shutting down");
     })
 }
 

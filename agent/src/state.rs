@@ -7,13 +7,20 @@
 //! - `inventory.digest`: content digest of the last inventory the collector acknowledged.
 //! - `token`: the agent's bearer token from enrollment (mode 0600, like every file here; the
 //!   directory itself is 0700 when the agent creates it).
-//! - `lock`: held (flock) by a running `run` or `once`, so two agents never share a sequence.
+//! - `lock`: held (an exclusive file lock: `flock` on Unix, `LockFileEx` on Windows) by a
+//!   running `run` or `once`, so two agents never share a sequence.
 //!
 //! **Promises:** every file is replaced atomically (temp file, fsync, rename, fsync of the
 //! directory), so after a crash it holds the old or the new content, never a mix. The next
 //! sequence number is made durable *before* a number is handed out, so a crash may skip numbers
 //! but never reuses one. A damaged `agent_id` or `seq` is an error naming the file, never a
 //! silent new identity or a restarted sequence.
+//!
+//! **On Windows** (untested) there are no modes: the files get the directory's ACL, so the
+//! directory must be readable by Administrators and SYSTEM only (see
+//! `packaging/windows/README.md`). A directory cannot be fsynced there either, so a crash
+//! right after a replacement may bring back the old content (never a mix); for `seq`, the
+//! collector's `last_seq` repairs that as it repairs a restored backup (below).
 //!
 //! **When the directory goes back in time.** Nothing here can notice that the whole directory
 //! was put back to an older copy (a VM snapshot reverted, a backup restored, a machine cloned
@@ -25,7 +32,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
@@ -110,9 +116,11 @@ impl StateDir {
 
     /// Creates the directory (mode 0700: it will hold the agent's token) if it is missing.
     pub fn ensure(&self) -> Result<(), StateError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
             .create(&self.path)
             .map_err(|source| StateError::CreateDir {
                 path: self.path.clone(),
@@ -124,26 +132,22 @@ impl StateDir {
     pub fn lock(&self) -> Result<StateLock, StateError> {
         self.ensure()?;
         let path = self.path.join(LOCK);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
+        let file = owner_only(OpenOptions::new().create(true).truncate(false).write(true))
             .open(&path)
             .map_err(|source| StateError::Write {
                 what: "lock",
                 path: path.clone(),
                 source,
             })?;
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        match file.try_lock() {
             Ok(()) => Ok(StateLock { _file: file }),
-            Err(rustix::io::Errno::WOULDBLOCK) => Err(StateError::Locked {
+            Err(fs::TryLockError::WouldBlock) => Err(StateError::Locked {
                 path: self.path.clone(),
             }),
-            Err(e) => Err(StateError::Write {
+            Err(fs::TryLockError::Error(source)) => Err(StateError::Write {
                 what: "lock",
                 path,
-                source: e.into(),
+                source,
             }),
         }
     }
@@ -295,13 +299,11 @@ impl StateDir {
             }
         };
         if removed {
-            File::open(&self.path)
-                .and_then(|dir| dir.sync_all())
-                .map_err(|source| StateError::Write {
-                    what: "inventory digest",
-                    path,
-                    source,
-                })?;
+            sync_dir(&self.path).map_err(|source| StateError::Write {
+                what: "inventory digest",
+                path,
+                source,
+            })?;
         }
         Ok(())
     }
@@ -361,17 +363,30 @@ fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
     // A temporary file left by a crash keeps whatever mode it had; only a file created here is
     // known to be 0600. If the removal fails, whatever is in the way makes the create fail.
     let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut file = owner_only(OpenOptions::new().write(true).create_new(true)).open(&tmp)?;
     file.write_all(contents)?;
     file.sync_all()?;
     drop(file);
     fs::rename(&tmp, dir.join(name))?;
     // The rename is only durable once the directory entry is.
-    File::open(dir)?.sync_all()
+    sync_dir(dir)
+}
+
+/// Mode 0600 for a file these options create, on Unix; elsewhere the directory's ACL applies.
+fn owner_only(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
+}
+
+/// Makes a directory's entries (a rename, a removal) durable. Windows cannot open a directory
+/// as a file; see the module doc.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 #[cfg(test)]

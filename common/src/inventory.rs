@@ -41,6 +41,14 @@ pub struct Inventory {
     /// leaves its fields empty; it never fails the whole report.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Facets this run could not learn at all (they overran their time budget, or were still
+    /// stuck from an earlier run): `host`, `hardware`, `os`, `cpu`, `memory`, `filesystems`,
+    /// `network_interfaces` or `software`. Their fields are empty here because they are
+    /// unknown, not because the machine has nothing: a reader keeps what it knew of them.
+    /// Left out of the encoding when empty, so an inventory without it encodes (and digests)
+    /// exactly as before the field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +162,7 @@ impl Inventory {
             network_interfaces: Vec::new(),
             software: Vec::new(),
             warnings: Vec::new(),
+            incomplete: Vec::new(),
         }
     }
 

@@ -25,7 +25,8 @@ pub struct Limits {
     /// Most software entries in one inventory.
     pub max_software_entries: usize,
     /// Most entries in every other list: filesystems and network interfaces of an inventory,
-    /// the addresses of an interface, warnings, the filesystems of a health sample.
+    /// the addresses of an interface, warnings, incomplete facets, the filesystems of a health
+    /// sample.
     pub max_parts: usize,
     /// How far a `collected_at` may be ahead of the collector's clock when the batch arrives.
     pub max_clock_skew: time::Duration,
@@ -199,6 +200,7 @@ fn check_inventory(
         ("filesystems", inv.filesystems.len()),
         ("network_interfaces", inv.network_interfaces.len()),
         ("warnings", inv.warnings.len()),
+        ("incomplete", inv.incomplete.len()),
     ] {
         list(|| name.to_owned(), len, limits.max_parts, "max_parts")?;
     }
@@ -263,6 +265,9 @@ fn check_inventory(
     }
     for (i, warning) in inv.warnings.iter().enumerate() {
         string(|| format!("warnings[{i}]"), warning, max)?;
+    }
+    for (i, facet) in inv.incomplete.iter().enumerate() {
+        string(|| format!("incomplete[{i}]"), facet, max)?;
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 //! The list comes from `/proc/self/mountinfo` rather than sysinfo's disk list, because
 //! mountinfo says which part of a filesystem each mount shows (so bind mounts can be told
 //! apart) and because inventory and health must use exactly the same list. Sizes come from
-//! `statvfs`.
+//! `statvfs`, on a helper thread per mount point under a time budget, because `stat` and
+//! `statvfs` on a dead network filesystem block for as long as the server is gone (see
+//! [`look_at_mounts`]).
 //!
 //! Rules, in order:
 //! 1. pseudo and virtual filesystem types ([`is_pseudo`]) are dropped; `overlay` is kept only
@@ -16,12 +18,15 @@
 //!    container runtimes do) are dropped.
 
 use std::collections::HashMap;
+use std::io;
 use std::path::Path;
+use std::time::Duration;
 
 use census_common::Filesystem;
 use tracing::warn;
 
-use super::{Root, Warnings, read_optional};
+use super::budget::{self, HungThreads, Outcome};
+use super::{FacetError, Root, Warnings, read_optional};
 
 /// One line of `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,33 +157,126 @@ pub fn real_filesystems(mounts: Vec<Mount>, is_dir: impl Fn(&str) -> bool) -> Ve
     kept
 }
 
-/// This machine's real filesystems; the same list feeds health's usage figures.
-pub fn mounts(root: &Root) -> Result<Vec<Mount>, super::FacetError> {
-    let path = root.path("/proc/self/mountinfo");
-    let text = read_optional(&path)?.unwrap_or_default();
-    Ok(real_filesystems(parse_mountinfo(&text), |mount_point| {
-        root.path(mount_point).is_dir()
-    }))
+/// Space and inodes of one filesystem, from `statvfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub total_bytes: u64,
+    pub blocks: u64,
+    pub blocks_free: u64,
+    /// Free blocks that users other than root may have.
+    pub blocks_available: u64,
+    pub inodes: u64,
+    pub inodes_free: u64,
 }
 
-pub fn collect(root: &Root, warnings: &mut Warnings) -> Vec<Filesystem> {
-    let mounts = match mounts(root) {
-        Ok(mounts) => mounts,
+/// What one look at a mount point found.
+#[derive(Debug)]
+pub enum Look {
+    /// Not a directory: a file bind-mounted over another file (rule 4), not a filesystem.
+    NotADirectory,
+    Space(Space),
+    Failed(io::Error),
+}
+
+/// Looks at a mount point: is it a directory, and how full is it. Both calls go to the
+/// filesystem, so both block for as long as a dead network filesystem does.
+#[cfg(unix)]
+pub fn look(path: &Path) -> Look {
+    if !path.is_dir() {
+        return Look::NotADirectory;
+    }
+    match rustix::fs::statvfs(path) {
+        Ok(st) => Look::Space(Space {
+            total_bytes: st.f_blocks.saturating_mul(st.f_frsize),
+            blocks: st.f_blocks,
+            blocks_free: st.f_bfree,
+            blocks_available: st.f_bavail,
+            inodes: st.f_files,
+            inodes_free: st.f_ffree,
+        }),
+        Err(e) => Look::Failed(e.into()),
+    }
+}
+
+/// A mount point's size, as far as it could be learned.
+#[derive(Debug)]
+pub enum Seen {
+    Space(Space),
+    /// `statvfs` answered with an error; the reason, readable.
+    Failed(String),
+    /// The look overran its budget now or is still stuck from an earlier one; the reason,
+    /// readable.
+    Hung(String),
+}
+
+/// This machine's real filesystems (the rules in the module doc), each looked at on a helper
+/// thread under `budget`: a dead network mount costs its own size, never the whole list or the
+/// caller's thread. A mount whose look is still stuck from an earlier call is not looked at
+/// again. Inventory and health share this list and `hung`.
+pub fn look_at_mounts<L>(
+    root: &Root,
+    hung: &mut HungThreads,
+    budget: Duration,
+    look: L,
+) -> Result<Vec<(Mount, Seen)>, FacetError>
+where
+    L: Fn(&Path) -> Look + Clone + Send + 'static,
+{
+    let text = read_optional(&root.path("/proc/self/mountinfo"))?.unwrap_or_default();
+    // Rule 4 needs to look at the mount point, which may hang: it is applied below, under the
+    // budget, rather than here.
+    let candidates = real_filesystems(parse_mountinfo(&text), |_| true);
+    Ok(candidates
+        .into_iter()
+        .filter_map(|mount| {
+            let path = root.path(&mount.mount_point);
+            let look = look.clone();
+            let key = format!("mount {}", mount.mount_point);
+            let seen = match hung.run(&key, budget, move || look(&path)) {
+                Outcome::Finished(Look::NotADirectory) => return None,
+                Outcome::Finished(Look::Space(space)) => Seen::Space(space),
+                Outcome::Finished(Look::Failed(e)) => Seen::Failed(format!("statvfs failed: {e}")),
+                Outcome::Failed(reason) => Seen::Failed(reason),
+                Outcome::Overran => Seen::Hung(format!(
+                    "did not answer within {}; skipped",
+                    budget::Shown(budget)
+                )),
+                Outcome::StillHung { since } => Seen::Hung(format!(
+                    "still hung since {}; skipped",
+                    budget::since(since)
+                )),
+            };
+            Some((mount, seen))
+        })
+        .collect())
+}
+
+/// The filesystems facet. A mount whose size could not be learned is still listed, with its
+/// size unknown and a warning: it is still configured on this machine.
+pub fn collect<L>(
+    root: &Root,
+    hung: &mut HungThreads,
+    budget: Duration,
+    look: L,
+    warnings: &mut Warnings,
+) -> Vec<Filesystem>
+where
+    L: Fn(&Path) -> Look + Clone + Send + 'static,
+{
+    let looked = match look_at_mounts(root, hung, budget, look) {
+        Ok(looked) => looked,
         Err(e) => {
             warnings.add("filesystems", e);
             return Vec::new();
         }
     };
-    mounts
+    looked
         .into_iter()
-        .map(|m| {
-            let total_bytes = match rustix::fs::statvfs(root.path(&m.mount_point)) {
-                Ok(st) => Some(st.f_blocks.saturating_mul(st.f_frsize)),
-                Err(e) => {
-                    warnings.add(
-                        "filesystems",
-                        format!("statvfs {} failed: {e}", m.mount_point),
-                    );
+        .map(|(m, seen)| {
+            let total_bytes = match seen {
+                Seen::Space(space) => Some(space.total_bytes),
+                Seen::Failed(reason) | Seen::Hung(reason) => {
+                    warnings.add("filesystems", format!("{}: {reason}", m.mount_point));
                     None
                 }
             };
@@ -217,6 +315,78 @@ pub fn is_removable(root: &Root, source: &str) -> bool {
             false
         }
         None => false,
+    }
+}
+
+/// A machine with a dead NFS mount, for tests: a root whose mountinfo lists `/`, `/home` and
+/// `/srv/nfs`, and a look that answers at once for the first two and blocks on `/srv/nfs`
+/// until the test sends on `release` (once per look it lets go).
+#[cfg(test)]
+pub(crate) struct DeadNfs {
+    pub dir: tempfile::TempDir,
+    pub release: std::sync::mpsc::Sender<()>,
+    blocked: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
+    /// How many looks at `/srv/nfs` started.
+    pub nfs_looks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[cfg(test)]
+impl DeadNfs {
+    pub const KEY: &str = "mount /srv/nfs";
+
+    pub fn new() -> DeadNfs {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/self")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/self/mountinfo"),
+            "21 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+             22 21 8:2 / /home rw,relatime shared:2 - ext4 /dev/sda2 rw\n\
+             23 21 0:50 / /srv/nfs rw,relatime shared:3 - nfs4 filer:/export rw,hard\n",
+        )
+        .unwrap();
+        let (release, blocked) = std::sync::mpsc::channel();
+        DeadNfs {
+            dir,
+            release,
+            blocked: std::sync::Arc::new(std::sync::Mutex::new(blocked)),
+            nfs_looks: std::sync::Arc::default(),
+        }
+    }
+
+    pub fn root(&self) -> Root {
+        Root::at(self.dir.path())
+    }
+
+    /// Half full, like every filesystem of this machine that answers.
+    pub fn look(&self) -> impl Fn(&Path) -> Look + Clone + Send + 'static {
+        let blocked = std::sync::Arc::clone(&self.blocked);
+        let nfs_looks = std::sync::Arc::clone(&self.nfs_looks);
+        move |path: &Path| {
+            if path.ends_with("srv/nfs") {
+                nfs_looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = blocked.lock().unwrap().recv();
+            }
+            Look::Space(Space {
+                total_bytes: 1000 * 4096,
+                blocks: 1000,
+                blocks_free: 500,
+                blocks_available: 500,
+                inodes: 100,
+                inodes_free: 50,
+            })
+        }
+    }
+
+    /// Lets the stuck look return, and waits for its thread to end.
+    pub fn release(&self, hung: &HungThreads) {
+        self.release.send(()).unwrap();
+        while hung.is_hung(Self::KEY) {
+            std::thread::yield_now();
+        }
+    }
+
+    pub fn nfs_looks(&self) -> usize {
+        self.nfs_looks.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -315,9 +485,59 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_mount_is_listed_with_its_size_unknown_and_looked_at_once() {
+        let nfs = DeadNfs::new();
+        let mut hung = HungThreads::default();
+        // Long enough for the mounts that answer at once, on a loaded machine.
+        let budget = Duration::from_millis(500);
+        let mut warnings = Warnings::default();
+        let first = collect(&nfs.root(), &mut hung, budget, nfs.look(), &mut warnings);
+        let sizes: Vec<(&str, Option<u64>)> = first
+            .iter()
+            .map(|f| (f.mount.as_str(), f.total_bytes))
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![
+                ("/", Some(4_096_000)),
+                ("/home", Some(4_096_000)),
+                ("/srv/nfs", None)
+            ]
+        );
+        assert_eq!(
+            warnings.lines(),
+            ["filesystems: /srv/nfs: did not answer within 500ms; skipped"]
+        );
+
+        let mut warnings = Warnings::default();
+        let second = collect(&nfs.root(), &mut hung, budget, nfs.look(), &mut warnings);
+        assert_eq!(second.len(), 3);
+        assert!(
+            warnings.lines()[0].starts_with("filesystems: /srv/nfs: still hung since "),
+            "{:?}",
+            warnings.lines()
+        );
+        assert_eq!(nfs.nfs_looks(), 1, "the stuck look was not started again");
+
+        nfs.release(&hung);
+        nfs.release.send(()).unwrap();
+        let mut warnings = Warnings::default();
+        let third = collect(&nfs.root(), &mut hung, budget, nfs.look(), &mut warnings);
+        assert_eq!(third[2].total_bytes, Some(4_096_000));
+        assert!(warnings.lines().is_empty(), "{:?}", warnings.lines());
+        assert_eq!(nfs.nfs_looks(), 2);
+    }
+
+    #[test]
     fn this_machine_has_a_root_filesystem_with_a_size() {
         let mut warnings = Warnings::default();
-        let filesystems = collect(&Root::host(), &mut warnings);
+        let filesystems = collect(
+            &Root::host(),
+            &mut HungThreads::default(),
+            Duration::from_secs(60),
+            look,
+            &mut warnings,
+        );
         // Containers and VMs alike mount something real at "/".
         let root = filesystems
             .iter()

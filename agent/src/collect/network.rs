@@ -3,7 +3,8 @@
 //!
 //! An interface is virtual when the kernel shows no device behind it (no
 //! `/sys/class/net/<name>/device`): loopback, bridges, veth pairs, tun/tap, WireGuard, bonds.
-//! The all-zero MAC of loopback and tunnels is `None`: it identifies nothing.
+//! The all-zero MAC of loopback and tunnels is `None`: it identifies nothing. Other OSes have
+//! no such view, and report every interface as not virtual.
 
 use census_common::NetworkInterface;
 
@@ -49,12 +50,15 @@ pub fn mac(bytes: [u8; 6]) -> Option<String> {
     )
 }
 
+/// Only Linux shows whether a device backs an interface; on other OSes no interface is called
+/// virtual (the field has no "unknown").
 pub fn is_virtual(root: &Root, name: &str) -> bool {
-    !root
-        .path("/sys/class/net")
-        .join(name)
-        .join("device")
-        .exists()
+    cfg!(target_os = "linux")
+        && !root
+            .path("/sys/class/net")
+            .join(name)
+            .join("device")
+            .exists()
 }
 
 #[cfg(test)]

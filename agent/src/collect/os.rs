@@ -50,6 +50,24 @@ pub fn collect(root: &Root, kernel: &Kernel, warnings: &mut Warnings) -> Os {
     os
 }
 
+/// The operating system as sysinfo sees it, where there is no `os-release` and no
+/// `/proc/stat` (macOS, Windows). `family` is Rust's name for the OS (`macos`, `windows`).
+pub fn from_system(kernel: &Kernel) -> Os {
+    let known = |value: Result<String, sysinfo::Error>| value.ok().as_deref().and_then(non_empty);
+    Os {
+        family: Some(std::env::consts::OS.to_owned()),
+        name: known(sysinfo::System::name()),
+        version: known(sysinfo::System::os_version()),
+        kernel: non_empty(&kernel.release),
+        arch: non_empty(&kernel.machine),
+        boot_time: sysinfo::System::boot_time()
+            .ok()
+            .and_then(|secs| i64::try_from(secs).ok())
+            .filter(|secs| *secs > 0)
+            .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok()),
+    }
+}
+
 /// How far a boot time read again in the same process may move and still count as the same
 /// reading. Within one process there has been no reboot (a reboot restarts the agent), so a
 /// different `btime` only means the clock was adjusted: the kernel derives `btime` from the
@@ -133,6 +151,15 @@ mod tests {
             release: "6.1.0-26-amd64".to_owned(),
             machine: "x86_64".to_owned(),
         }
+    }
+
+    #[test]
+    fn without_os_release_the_os_comes_from_sysinfo() {
+        let os = from_system(&kernel());
+        assert_eq!(os.family.as_deref(), Some(std::env::consts::OS));
+        assert_eq!(os.kernel.as_deref(), Some("6.1.0-26-amd64"));
+        assert_eq!(os.arch.as_deref(), Some("x86_64"));
+        assert!(os.boot_time.is_some());
     }
 
     #[test]

@@ -9,7 +9,10 @@ pub mod model;
 
 pub use diff::{ExistingPart, PartsPlan, SoftwareKey, SoftwarePlan, diff_parts, diff_software};
 pub use identify::{Candidates, Identified, IdentifyRule, RULES, identify};
-pub use model::{PartSpec, computer_attributes, computer_name, part_specs};
+pub use model::{
+    PartSpec, computer_attributes, computer_name, incomplete_part_classes,
+    keep_incomplete_attributes, part_specs,
+};
 
 /// CI classes the agent's inventory creates.
 pub const CLASS_COMPUTER: &str = "computer";

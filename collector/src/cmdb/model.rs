@@ -68,6 +68,83 @@ pub fn computer_attributes(inv: &Inventory) -> Value {
     Value::Object(map)
 }
 
+/// The computer attributes each scalar facet of the inventory fills in.
+const FACET_ATTRIBUTES: &[(&str, &[&str])] = &[
+    ("host", &["hostname", "fqdn", "machine_id", "domain"]),
+    (
+        "hardware",
+        &[
+            "vendor",
+            "model",
+            "serial",
+            "hardware_uuid",
+            "board_serial",
+            "asset_tag",
+            "bios_vendor",
+            "bios_version",
+            "bios_date",
+            "chassis",
+            "virtualization",
+            "container",
+        ],
+    ),
+    (
+        "os",
+        &[
+            "os_family",
+            "os_name",
+            "os_version",
+            "kernel",
+            "arch",
+            "boot_time",
+        ],
+    ),
+    (
+        "cpu",
+        &[
+            "cpu_model",
+            "cpu_vendor",
+            "cpu_physical_cores",
+            "cpu_logical_cores",
+            "cpu_frequency_mhz",
+        ],
+    ),
+    ("memory", &["memory_total_bytes", "swap_total_bytes"]),
+];
+
+/// Puts back, into a new inventory's `attributes`, the `stored` attributes of the facets that
+/// inventory could not learn (`Inventory::incomplete`): their emptiness means "unknown this
+/// time", not "gone".
+pub fn keep_incomplete_attributes(attributes: &mut Value, stored: &Value, incomplete: &[String]) {
+    let (Value::Object(new), Value::Object(old)) = (attributes, stored) else {
+        return;
+    };
+    for (facet, keys) in FACET_ATTRIBUTES {
+        if !incomplete.iter().any(|f| f == facet) {
+            continue;
+        }
+        for key in *keys {
+            match old.get(*key) {
+                Some(value) => new.insert((*key).to_owned(), value.clone()),
+                None => new.remove(*key),
+            };
+        }
+    }
+}
+
+/// The part classes whose list facet the inventory could not learn: the stored parts of those
+/// classes are left as they are, not retired.
+pub fn incomplete_part_classes(incomplete: &[String]) -> Vec<&'static str> {
+    incomplete
+        .iter()
+        .filter_map(|facet| match facet.as_str() {
+            "filesystems" => Some(CLASS_FILESYSTEM),
+            "network_interfaces" => Some(CLASS_NETWORK_INTERFACE),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A part the inventory reports: a CI contained in the computer, identified within it by
 /// `(class, key)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +201,78 @@ mod tests {
     use super::*;
     use census_common::{Filesystem, NetworkInterface};
     use time::OffsetDateTime;
+
+    #[test]
+    fn every_computer_attribute_belongs_to_one_facet() {
+        let mut inv = Inventory::new("agent", OffsetDateTime::UNIX_EPOCH);
+        let text = || Some("x".to_owned());
+        inv.host = census_common::Host {
+            hostname: text(),
+            fqdn: text(),
+            machine_id: text(),
+            domain: text(),
+        };
+        inv.hardware = census_common::Hardware {
+            vendor: text(),
+            model: text(),
+            serial: text(),
+            uuid: text(),
+            board_serial: text(),
+            asset_tag: text(),
+            bios_vendor: text(),
+            bios_version: text(),
+            bios_date: text(),
+            chassis: text(),
+            virtualization: text(),
+            container: text(),
+        };
+        inv.os = census_common::Os {
+            family: text(),
+            name: text(),
+            version: text(),
+            kernel: text(),
+            arch: text(),
+            boot_time: Some(OffsetDateTime::UNIX_EPOCH),
+        };
+        inv.cpu = census_common::Cpu {
+            model: text(),
+            vendor: text(),
+            physical_cores: Some(1),
+            logical_cores: Some(1),
+            frequency_mhz: Some(1),
+        };
+        inv.memory.total_bytes = Some(1);
+        inv.memory.swap_total_bytes = Some(1);
+        let Value::Object(attrs) = computer_attributes(&inv) else {
+            panic!("attributes are an object");
+        };
+        let mut emitted: Vec<&str> = attrs.keys().map(String::as_str).collect();
+        let mut listed: Vec<&str> = FACET_ATTRIBUTES
+            .iter()
+            .flat_map(|(_, keys)| keys.iter().copied())
+            .collect();
+        emitted.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(emitted, listed);
+    }
+
+    #[test]
+    fn attributes_of_incomplete_facets_are_kept_as_stored() {
+        let stored = json!({"hostname": "web-1", "fqdn": "web-1.example.org",
+                            "os_name": "Debian GNU/Linux", "cpu_model": "Old"});
+        let mut new = json!({"os_name": "Debian GNU/Linux 13", "cpu_model": "New",
+                             "machine_id": "should-go"});
+        keep_incomplete_attributes(&mut new, &stored, &["host".to_owned()]);
+        assert_eq!(
+            new,
+            json!({"hostname": "web-1", "fqdn": "web-1.example.org",
+                   "os_name": "Debian GNU/Linux 13", "cpu_model": "New"})
+        );
+        assert_eq!(
+            incomplete_part_classes(&["software".into(), "filesystems".into()]),
+            vec![CLASS_FILESYSTEM]
+        );
+    }
 
     #[test]
     fn attributes_are_flat_and_leave_out_unknowns() {

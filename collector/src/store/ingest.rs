@@ -21,6 +21,11 @@
 //! series time is the arrival time, and one warning per batch names the agent and the skew. The
 //! stored sample keeps its own `collected_at`. Without this, one sample dated in year 9999 would
 //! make a permanent hourly row far in the future.
+//!
+//! An inventory lists in `incomplete` the facets the agent could not learn this time (they
+//! overran their time budget): their fields are empty because they are unknown, so the stored
+//! attributes of those facets (and the name, for `host`), their parts and the installed
+//! software are left as they were, and only the facets it did learn are applied.
 
 use std::collections::BTreeMap;
 
@@ -202,8 +207,23 @@ fn apply_inventory(
         return Ok(());
     }
 
-    let name = cmdb::computer_name(&inv);
-    let attributes = cmdb::computer_attributes(&inv).to_string();
+    let mut name = cmdb::computer_name(&inv);
+    let mut attributes = cmdb::computer_attributes(&inv);
+    if let Some(found) = &found
+        && !inv.incomplete.is_empty()
+    {
+        // Facets the agent could not learn this time keep what was stored for them.
+        let (stored_name, stored): (String, String) = conn
+            .prepare_cached("SELECT name, attributes FROM ci WHERE id = ?1")?
+            .query_row([found.ci_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let stored = serde_json::from_str(&stored)
+            .map_err(|e| StoreError::Corrupt(format!("attributes of ci {}: {e}", found.ci_id)))?;
+        cmdb::keep_incomplete_attributes(&mut attributes, &stored, &inv.incomplete);
+        if inv.incomplete.iter().any(|f| f == "host") {
+            name = stored_name;
+        }
+    }
+    let attributes = attributes.to_string();
     let ci_id = match found {
         Some(found) => {
             conn.prepare_cached(
@@ -272,6 +292,12 @@ fn apply_parts(conn: &Connection, ci_id: i64, inv: &Inventory, now: i64) -> Resu
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
+    // Parts of a list facet the agent could not learn this time are left as they are.
+    let unknown = cmdb::incomplete_part_classes(&inv.incomplete);
+    let existing: Vec<ExistingPart> = existing
+        .into_iter()
+        .filter(|part| !unknown.contains(&part.class.as_str()))
+        .collect();
 
     let plan = diff_parts(&existing, cmdb::part_specs(inv));
     let mut relate = conn.prepare_cached(
@@ -335,6 +361,10 @@ fn apply_software(
     inv: &Inventory,
     now: i64,
 ) -> Result<(), StoreError> {
+    if inv.incomplete.iter().any(|f| f == "software") {
+        // An empty list the agent could not learn, not everything uninstalled.
+        return Ok(());
+    }
     let installed = conn
         .prepare_cached(
             "SELECT s.name, s.version, s.arch, s.source, s.id
@@ -771,6 +801,68 @@ pub(crate) mod tests {
         assert_eq!(count(&store, "SELECT count(*) FROM relationship"), 2);
         // The catalog keeps curl although nobody runs it.
         assert_eq!(count(&store, "SELECT count(*) FROM software"), 3);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn facets_the_agent_could_not_learn_keep_what_was_stored() {
+        let (store, _dir) = temp_store();
+        store
+            .ingest(batch(
+                AGENT,
+                vec![Report {
+                    seq: 1,
+                    body: ReportBody::Inventory(inventory(
+                        AGENT,
+                        &["bash", "curl"],
+                        &["/", "/srv"],
+                    )),
+                }],
+            ))
+            .await
+            .unwrap();
+        // Software, filesystems and host timed out on the agent: empty, and said to be.
+        let mut skipped = inventory(AGENT, &[], &[]);
+        skipped.host.hostname = None;
+        skipped.os.name = Some("Debian GNU/Linux 13".into());
+        skipped.incomplete = vec!["host".into(), "filesystems".into(), "software".into()];
+        store
+            .ingest(batch(
+                AGENT,
+                vec![Report {
+                    seq: 2,
+                    body: ReportBody::Inventory(skipped),
+                }],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM installation"), 2);
+        assert_eq!(
+            count(&store, "SELECT count(*) FROM ci WHERE status = 'active'"),
+            3
+        );
+        let computer = store.get_ci(1).await.unwrap().unwrap();
+        assert_eq!(computer.ci.name, "web-1");
+        assert_eq!(computer.ci.attributes["hostname"], "web-1");
+        // What the agent did learn is applied.
+        assert_eq!(computer.ci.attributes["os_name"], "Debian GNU/Linux 13");
+
+        // The next complete inventory is applied in full.
+        store
+            .ingest(batch(
+                AGENT,
+                vec![Report {
+                    seq: 3,
+                    body: ReportBody::Inventory(inventory(AGENT, &["bash"], &["/"])),
+                }],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM installation"), 1);
+        assert_eq!(
+            count(&store, "SELECT count(*) FROM ci WHERE status = 'retired'"),
+            1
+        );
         store.close().await;
     }
 

@@ -83,8 +83,10 @@ fn package(p: &Paragraph<'_>) -> Option<Software> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::fixture;
+    use crate::collect::command::run_with_timeout;
+    use crate::collect::{FacetError, fixture};
     use std::process::Command;
+    use std::time::Duration;
 
     fn fixture_text(name: &str) -> String {
         std::fs::read_to_string(fixture(name)).unwrap()
@@ -166,21 +168,24 @@ mod tests {
             eprintln!("skipped: {STATUS} is absent on this machine");
             return;
         };
-        let Ok(output) = Command::new("dpkg-query")
-            .args([
-                "-W",
-                "-f",
-                "${db:Status-Abbrev}\t${Package}\t${Architecture}\t${Version}\n",
-            ])
-            .output()
-        else {
-            eprintln!("skipped: dpkg-query is absent on this machine");
-            return;
+        let mut query = Command::new("dpkg-query");
+        query.args([
+            "-W",
+            "-f",
+            "${db:Status-Abbrev}\t${Package}\t${Architecture}\t${Version}\n",
+        ]);
+        // Killed like every command the agent runs, should dpkg's lock be stuck.
+        let output = match run_with_timeout(&mut query, Duration::from_secs(60)) {
+            Ok(output) => output,
+            Err(FacetError::Command { message, .. }) if message.starts_with("could not start") => {
+                eprintln!("skipped: dpkg-query is absent on this machine");
+                return;
+            }
+            Err(e) => panic!("{e}"),
         };
-        assert!(output.status.success());
         // The abbreviation's second letter is the state; `i` is installed, whatever the
         // selection (`ii`, `hi`, `ri`, `pi`): the same rule as the parser's.
-        let mut expected: Vec<(String, String, String)> = String::from_utf8_lossy(&output.stdout)
+        let mut expected: Vec<(String, String, String)> = output
             .lines()
             .filter(|l| l.as_bytes().get(1) == Some(&b'i'))
             .filter_map(|l| {

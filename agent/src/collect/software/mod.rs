@@ -14,9 +14,13 @@ use std::time::Duration;
 
 use census_common::Software;
 
-use super::{Root, Warnings, read_optional};
+use super::{NOT_SUPPORTED, Root, Warnings, read_optional};
 
 pub fn collect(root: &Root, rpm_timeout: Duration, warnings: &mut Warnings) -> Vec<Software> {
+    if !cfg!(target_os = "linux") {
+        warnings.add("software", NOT_SUPPORTED);
+        return Vec::new();
+    }
     let mut software = Vec::new();
 
     match read_optional(&root.path(dpkg::STATUS)) {
@@ -25,15 +29,7 @@ pub fn collect(root: &Root, rpm_timeout: Duration, warnings: &mut Warnings) -> V
         Err(e) => warnings.add("software", e),
     }
 
-    // rpm is a program, not a file: it can only answer for the running machine.
-    if root.is_host()
-        && let Some(program) = rpm::find_on_path()
-    {
-        match rpm::query(&program, rpm_timeout) {
-            Ok(packages) => software.extend(packages),
-            Err(e) => warnings.add("software", e),
-        }
-    }
+    software.extend(from_rpm(root, rpm_timeout, warnings));
 
     match read_optional(&root.path(apk::INSTALLED)) {
         Ok(Some(text)) => software.extend(apk::parse_installed(&text)),
@@ -41,6 +37,22 @@ pub fn collect(root: &Root, rpm_timeout: Duration, warnings: &mut Warnings) -> V
         Err(e) => warnings.add("software", e),
     }
     software
+}
+
+/// rpm is a program, not a file: it can only answer for the running machine.
+#[cfg(unix)]
+fn from_rpm(root: &Root, timeout: Duration, warnings: &mut Warnings) -> Vec<Software> {
+    let Some(program) = rpm::find_on_path().filter(|_| root.is_host()) else {
+        return Vec::new();
+    };
+    rpm::query(&program, timeout)
+        .inspect_err(|e| warnings.add("software", e))
+        .unwrap_or_default()
+}
+
+#[cfg(not(unix))]
+fn from_rpm(_root: &Root, _timeout: Duration, _warnings: &mut Warnings) -> Vec<Software> {
+    Vec::new()
 }
 
 #[cfg(test)]
