@@ -14,6 +14,8 @@
 //! - [`pending`]: reports waiting for the collector's acknowledgement.
 //! - [`transport`]: encoding batches and posting them to the collector.
 //! - [`service`]: `run` (the service loop) and `once`.
+//! - [`install`]: `install` and `uninstall`, the agent as a systemd service (Linux); the unit
+//!   is the packaged one from `packaging/systemd/`.
 
 pub mod auth;
 pub mod cli;
@@ -21,6 +23,7 @@ pub mod collect;
 pub mod config;
 pub mod enroll;
 pub mod health;
+pub mod install;
 pub mod pending;
 pub mod service;
 pub mod state;
@@ -62,6 +65,8 @@ pub fn run(cli: &Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Run => service::run(config),
         Command::Once => service::once(config),
+        Command::Install { secret } => install::install_command(cli, &config, secret.as_ref()),
+        Command::Uninstall { purge } => install::uninstall_command(*purge),
     }
 }
 
