@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The packaging, checked for real on this machine:
 #   1. systemd-analyze security --offline scores both units at or below 2.5 (lower is safer);
-#   2. the .deb packages build (release) with cargo-deb;
-#   3. systemd-analyze verify accepts both units, with the real binaries in place;
-#   4. as root: each .deb installs with dpkg -i (binary, unit, sysusers file, conffile, system
-#      user, state dir, enabled unit, a binary that runs), and dpkg --purge leaves nothing.
-#   5. with cargo-generate-rpm installed (CENSUS_RPM=1 installs it): the .rpm packages build,
+#   2. the macOS launchd plist is a well-formed property list (all that can be checked here);
+#   3. the .deb packages build (release) with cargo-deb;
+#   4. systemd-analyze verify accepts both units, with the real binaries in place;
+#   5. as root: each .deb installs with dpkg -i (binary, unit, sysusers file, conffile, system
+#      user, state dir, enabled unit, the binary run as its user), and dpkg --purge leaves
+#      nothing;
+#   6. with cargo-generate-rpm installed (CENSUS_RPM=1 installs it): the .rpm packages build,
 #      and their file lists and scriptlets are read back with `rpm -qp` when rpm is installed.
 #
 # Runs where systemd is not PID 1 (CI containers): nothing here needs a running systemd. Where
@@ -85,6 +87,18 @@ for unit in "${units[@]}"; do
     echo "$unit: $score"
   fi
 done
+
+step "launchd plist (macOS; untested beyond being well-formed)"
+plist=packaging/macos/org.census.agent.plist
+if command -v python3 >/dev/null; then
+  if python3 -c 'import plistlib, sys; d = plistlib.load(open(sys.argv[1], "rb")); assert d["Label"] == "org.census.agent" and d["ProgramArguments"][-1] == "run", d' "$plist"; then
+    echo "$plist: well-formed"
+  else
+    fail "$plist is not a well-formed launchd property list"
+  fi
+else
+  notice "python3 is not installed: SKIPPED reading $plist"
+fi
 
 step "building the .deb packages (release)"
 deb_dir=$target_dir/packaging-test
