@@ -237,7 +237,7 @@ pub fn merge_env_file(existing: &str, values: &[(&str, &str)]) -> Result<String,
         match lines.iter().position(assigns) {
             Some(i) => {
                 lines[i] = line;
-                // A key assigned twice takes its last value: drop the later ones.
+                // systemd takes a key's last assignment: drop the later ones so that this one counts.
                 let mut j = i + 1;
                 while j < lines.len() {
                     if assigns(&lines[j]) {
