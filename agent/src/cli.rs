@@ -51,7 +51,7 @@ impl Cli {
             server: self.server.clone(),
             ca_file: self.ca_file.clone(),
             enroll_secret: match &self.command {
-                Command::Enroll { secret } => secret.clone(),
+                Command::Enroll { secret } | Command::Install { secret } => secret.clone(),
                 _ => None,
             },
         }
@@ -81,6 +81,28 @@ pub enum Command {
     Once,
     /// Print the effective configuration, every default included, as TOML
     PrintConfig,
+    /// Install, enable and start the agent as a systemd service (Linux, as root)
+    ///
+    /// Creates the system user census-agent, writes /etc/systemd/system/census-agent.service
+    /// (copying this binary to /usr/local/bin unless it lives under /usr or /opt), and writes
+    /// --server, --ca-file and the secret, when given, to /etc/census/agent.env (mode 0600).
+    /// Running it again updates the installation.
+    Install {
+        /// Enrollment secret the service enrolls with (or set CENSUS_ENROLL_SECRET, which
+        /// other users cannot see in the process list)
+        #[arg(long, value_name = "SECRET")]
+        secret: Option<Secret>,
+    },
+    /// Stop, disable and remove the systemd service that `install` installed
+    ///
+    /// The agent's state (its id and token), its config and the census-agent user stay unless
+    /// --purge.
+    Uninstall {
+        /// Also remove /var/lib/census, /etc/census/agent.toml, /etc/census/agent.env and the
+        /// census-agent user
+        #[arg(long)]
+        purge: bool,
+    },
     /// The service loop under the Windows Service Control Manager: the command line the
     /// service is registered with (in a console, use `run`)
     #[cfg(windows)]
@@ -132,5 +154,21 @@ mod tests {
         );
         assert!(!format!("{cli:?} {flags:?}").contains("s3cr3t"));
         assert!(Cli::try_parse_from(["census-agent", "once", "--secret", "x"]).is_err());
+        // `install` passes it on to the service the same way.
+        let cli =
+            Cli::try_parse_from(["census-agent", "install", "--secret", "s3cr3t-value"]).unwrap();
+        assert_eq!(
+            cli.flags().enroll_secret.as_ref().map(Secret::expose),
+            Some("s3cr3t-value")
+        );
+        assert!(!format!("{cli:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn uninstall_keeps_state_unless_purge() {
+        let cli = Cli::try_parse_from(["census-agent", "uninstall"]).unwrap();
+        assert!(matches!(cli.command, Command::Uninstall { purge: false }));
+        let cli = Cli::try_parse_from(["census-agent", "uninstall", "--purge"]).unwrap();
+        assert!(matches!(cli.command, Command::Uninstall { purge: true }));
     }
 }

@@ -15,6 +15,8 @@
 //! - [`retry`]: exponential backoff with jitter between failed delivery attempts.
 //! - [`transport`]: encoding batches and posting them to the collector.
 //! - [`service`]: `run` (the service loop) and `once`.
+//! - [`install`]: `install` and `uninstall`, the agent as a systemd service (Linux); the unit
+//!   is the packaged one from `packaging/systemd/`.
 //! - `windows` (Windows only): the hidden `service` command, the service loop under the Service
 //!   Control Manager.
 
@@ -24,6 +26,7 @@ pub mod collect;
 pub mod config;
 pub mod enroll;
 pub mod health;
+pub mod install;
 pub mod retry;
 pub mod service;
 pub mod spool;
@@ -68,6 +71,8 @@ pub fn run(cli: &Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Run => service::run(config),
         Command::Once => service::once(config),
+        Command::Install { secret } => install::install_command(cli, &config, secret.as_ref()),
+        Command::Uninstall { purge } => install::uninstall_command(*purge),
         #[cfg(windows)]
         Command::Service => windows::run_service(config),
     }

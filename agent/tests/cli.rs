@@ -1,5 +1,6 @@
 //! The `census-agent` binary as an admin or a service manager runs it.
 
+mod install;
 mod trust;
 mod util;
 

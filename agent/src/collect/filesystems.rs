@@ -12,12 +12,18 @@
 //! 1. pseudo and virtual filesystem types ([`is_pseudo`]) are dropped; `overlay` is kept only
 //!    at `/` (a container's root), since elsewhere it is a container's view of another disk;
 //! 2. when several mounts stack on one mount point, only the last (the visible one) is kept;
-//! 3. mounts showing the same part of the same filesystem (same device number and root) are
+//! 3. a mount showing a part of a filesystem (a root other than `/`) that is also mounted
+//!    whole is a view into that filesystem, not another one, and is dropped: `mount --bind
+//!    /srv/x /x`, and the binds systemd's sandbox makes for the agent's own service
+//!    (`StateDirectory=`, `PrivateTmp=`, `ProtectHome=read-only` over a `/home` that is a
+//!    directory of `/`). A part whose filesystem is not mounted whole (a btrfs subvolume, a
+//!    container's volume) is kept;
+//! 4. mounts showing the same part of the same filesystem (same device number and root) are
 //!    one filesystem: the one with the shortest mount point is kept;
-//! 4. mounts whose mount point is not a directory (a file bind-mounted over `/etc/hosts`, as
+//! 5. mounts whose mount point is not a directory (a file bind-mounted over `/etc/hosts`, as
 //!    container runtimes do) are dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
 use std::time::Duration;
@@ -138,7 +144,14 @@ pub fn real_filesystems(mounts: Vec<Mount>, is_dir: impl Fn(&str) -> bool) -> Ve
         visible.retain(|m| m.mount_point != mount.mount_point);
         visible.push(mount);
     }
-    // Rule 3: one entry per (device, root), the shortest mount point.
+    // Rule 3: a part of a filesystem that is also mounted whole is a view of it.
+    let mounted_whole: HashSet<String> = visible
+        .iter()
+        .filter(|m| m.root == "/")
+        .map(|m| m.dev.clone())
+        .collect();
+    visible.retain(|m| m.root == "/" || !mounted_whole.contains(&m.dev));
+    // Rule 4: one entry per (device, root), the shortest mount point.
     let mut by_view: HashMap<(String, String), Mount> = HashMap::new();
     for mount in visible {
         let key = (mount.dev.clone(), mount.root.clone());
@@ -441,6 +454,29 @@ mod tests {
         let home = kept.iter().find(|m| m.mount_point == "/home").unwrap();
         assert_eq!(home.fs_type, "btrfs");
         assert_eq!(home.root, "/@home");
+    }
+
+    /// The agent's own service: the mounts systemd 252 makes for census-agent.service
+    /// (ProtectSystem=strict, StateDirectory=census, PrivateTmp, ProtectHome=read-only,
+    /// InaccessiblePaths, PrivateDevices, ProtectKernelTunables), made by hand under
+    /// unshare(1) on Debian 12 and trimmed. Only the machine's own filesystems remain: `/`,
+    /// `/boot` and a `/home` partition, not the binds of directories of `/`.
+    #[test]
+    fn the_sandbox_of_the_agent_service_adds_no_filesystem() {
+        let text = std::fs::read_to_string(fixture("mountinfo/systemd-sandbox")).unwrap();
+        let kept = real_filesystems(parse_mountinfo(&text), |p| p != "/etc/shadow");
+        assert_eq!(mount_points(&kept), vec!["/", "/boot", "/home"]);
+        assert_eq!(kept[2].source, "/dev/vdb");
+    }
+
+    #[test]
+    fn a_bind_mount_of_a_directory_of_a_mounted_filesystem_is_not_another_filesystem() {
+        let text = "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    2 1 8:1 /srv/export /export rw - ext4 /dev/sda1 rw\n\
+                    3 1 8:17 /data /data rw - xfs /dev/sdb1 rw\n";
+        let kept = real_filesystems(parse_mountinfo(text), |_| true);
+        // sdb1 is not mounted whole, so its only mount stands for it.
+        assert_eq!(mount_points(&kept), vec!["/", "/data"]);
     }
 
     #[test]
