@@ -9,7 +9,7 @@
 //!
 //! `spool_max_bytes` bounds the on-disk spool of unacknowledged reports (see
 //! [`crate::spool`]): a byte count, or a size such as `"64MiB"` (`KiB`, `MiB`, `GiB`; also
-//! `KB`, `MB`, `GB` as powers of 1000), from 1 MiB to 16 GiB.
+//! `KB`, `MB`, `GB` as powers of 1000), from 1 MiB to 1 GiB.
 //!
 //! Trust keys: `enroll_secret` (never logged or printed: `print-config` shows `<redacted>`),
 //! `ca_file` (when set, only its CA certificates are trusted; checked by the commands that talk
@@ -41,8 +41,9 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = crate::spool::DEFAULT_MAX_BYTES;
 pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Allowed `spool_max_bytes`, inclusive: below 1 MiB an inventory may not fit beside a day of
-/// health samples; 16 GiB is far past any outage worth spooling.
-pub const SPOOL_MAX_BYTES_RANGE: (u64, u64) = (1 << 20, 16 << 30);
+/// health samples; 1 GiB is years of health samples, and the spool's index (about 50 bytes of
+/// memory a report) must stay small.
+pub const SPOOL_MAX_BYTES_RANGE: (u64, u64) = (1 << 20, 1 << 30);
 /// Allowed `retry_max_backoff`, inclusive.
 pub const RETRY_MAX_BACKOFF_RANGE: (Duration, Duration) =
     (Duration::from_secs(10), Duration::from_secs(3600));
@@ -367,7 +368,7 @@ impl Config {
             if !(min..=max).contains(&bytes) {
                 return Err(invalid(
                     "spool_max_bytes",
-                    format!("{bytes} bytes is outside the allowed range 1MiB to 16GiB"),
+                    format!("{bytes} bytes is outside the allowed range 1MiB to 1GiB"),
                 ));
             }
             self.spool_max_bytes = bytes;
@@ -732,7 +733,7 @@ mod tests {
         assert_eq!(config.retry_max_backoff, Duration::from_secs(30));
         for (text, needle) in [
             ("spool_max_bytes = \"1KiB\"\n", "spool_max_bytes"),
-            ("spool_max_bytes = \"17GiB\"\n", "1MiB to 16GiB"),
+            ("spool_max_bytes = \"2GiB\"\n", "1MiB to 1GiB"),
             ("retry_max_backoff = \"1s\"\n", "10s to 1h"),
         ] {
             let (_dir, path) = write_config(text);

@@ -104,13 +104,15 @@ use crate::collect::{Collector, Root};
 use crate::config::Config;
 use crate::retry::Backoff;
 use crate::spool::{Kind, REJECTED_DIR, SPOOL_DIR, Spool};
-use crate::state::{StateDir, StateError, StateLock};
+use crate::state::{SeqJump, StateDir, StateError, StateLock};
 use crate::transport::{Transport, TransportError, Uplink};
 
 /// Reports per request: keeps a request small after a long outage.
 pub const MAX_BATCH: usize = 100;
 /// Spooled bytes per request (about its uncompressed size), beyond its first report.
 pub const MAX_BATCH_BYTES: u64 = 1 << 20;
+/// Set-aside seqs remembered for `once`'s summary.
+const MAX_SET_ASIDE_KEPT: usize = 1000;
 /// Batches one flush pass of `run` sends before it lets scheduled collection run.
 pub const MAX_BATCHES_PER_PASS: usize = 10;
 
@@ -443,7 +445,7 @@ impl<U: Uplink> Agent<U> {
             && let Some(Report {
                 body: ReportBody::Inventory(spooled),
                 ..
-            }) = pending.load(&[seq]).pop()
+            }) = pending.load(&[seq]).reports.pop()
         {
             inventory.queued(seq, spooled.content_digest());
         }
@@ -486,6 +488,15 @@ impl<U: Uplink> Agent<U> {
         .context("collection thread failed")
     }
 
+    /// The next sequence number, above every spooled one: after a crash between renumbering
+    /// the spool and moving the sequence file, the file is moved first.
+    fn next_seq(&mut self) -> Result<u64, StateError> {
+        if let Some(last) = self.pending.last_seq() {
+            self.state.continue_after(last, 0)?;
+        }
+        self.state.next_seq()
+    }
+
     /// Collects the inventory and queues it if it changed or was asked for.
     async fn inventory_step(&mut self) -> anyhow::Result<()> {
         let inventory: Inventory = self.collect(|c, id| c.inventory(id)).await?;
@@ -494,14 +505,15 @@ impl<U: Uplink> Agent<U> {
             debug!(digest = %digest, "inventory unchanged");
             return Ok(());
         }
-        let seq = self.state.next_seq()?;
-        info!(seq, digest = %digest, software = inventory.software.len(), "queueing inventory");
+        let seq = self.next_seq()?;
+        let software = inventory.software.len();
         self.pending
             .push(Report {
                 seq,
                 body: ReportBody::Inventory(inventory),
             })
             .context("could not spool the inventory")?;
+        info!(seq, digest = %digest, software, "queueing inventory");
         self.inventory.queued(seq, digest);
         self.queued += 1;
         Ok(())
@@ -509,15 +521,17 @@ impl<U: Uplink> Agent<U> {
 
     async fn health_step(&mut self) -> anyhow::Result<()> {
         let sample: HealthSample = self.collect(|c, id| c.health(id)).await?;
-        let seq = self.state.next_seq()?;
+        let seq = self.next_seq()?;
         let collected_at = sample.collected_at.format(&Rfc3339).unwrap_or_default();
-        debug!(seq, collected_at, cpu_percent = ?sample.cpu_percent, "queueing health sample");
+        let cpu_percent = sample.cpu_percent;
         self.pending
             .push(Report {
                 seq,
                 body: ReportBody::Health(sample),
             })
             .context("could not spool the health sample")?;
+        // Logged once durable (the end-to-end test relies on it).
+        debug!(seq, collected_at, cpu_percent = ?cpu_percent, "queueing health sample");
         self.queued += 1;
         Ok(())
     }
@@ -555,7 +569,11 @@ impl<U: Uplink> Agent<U> {
                 Ok(Taken::Renumbered) => return Ok(Pass::Renumbered),
                 Ok(Taken::Stop) => return Ok(Pass::Done),
                 Err(SendError::Transport(e)) if e.is_permanent_refusal() => {
-                    self.send_one_by_one(chunk, e).await?;
+                    match self.send_one_by_one(chunk, e).await? {
+                        Taken::Next => {}
+                        Taken::Renumbered => return Ok(Pass::Renumbered),
+                        Taken::Stop => return Ok(Pass::Done),
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -580,24 +598,28 @@ impl<U: Uplink> Agent<U> {
 
     /// The collector refused a batch for good (400, 413, 422): sends its reports one at a
     /// time, so that only the ones it refuses alone are set aside.
-    async fn send_one_by_one(&mut self, chunk: &[u64], e: TransportError) -> Result<(), SendError> {
+    async fn send_one_by_one(
+        &mut self,
+        chunk: &[u64],
+        e: TransportError,
+    ) -> Result<Taken, SendError> {
         if let [seq] = chunk {
             self.set_aside(*seq, &e);
-            return Ok(());
+            return Ok(Taken::Next);
         }
         warn!(reports = chunk.len(), error = %e, "the collector refused a batch; sending its reports one at a time to find the one it refuses");
         for seq in chunk {
             match self.send_reports(std::slice::from_ref(seq)).await {
                 Ok(Taken::Next) => {}
-                // The collector's sequence moved: the pass starts again.
-                Ok(Taken::Renumbered | Taken::Stop) => return Ok(()),
+                // The collector's sequence moved, or this pass must end: pass it on.
+                Ok(taken) => return Ok(taken),
                 Err(SendError::Transport(e)) if e.is_permanent_refusal() => {
                     self.set_aside(*seq, &e)
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(Taken::Next)
     }
 
     /// Moves a report the collector refused for good out of the spool, keeping a copy in
@@ -618,15 +640,26 @@ impl<U: Uplink> Agent<U> {
         if kind == Some(Kind::Inventory) {
             self.inventory.refused(seq);
         }
+        // For `once`'s summary; a long-running agent keeps only the latest.
+        if self.set_aside.len() == MAX_SET_ASIDE_KEPT {
+            self.set_aside.remove(0);
+        }
         self.set_aside.push(seq);
         self.last_refusal = Some(e.to_string());
     }
 
     /// Sends the spooled reports `seqs` as one batch and takes the collector's answer.
     async fn send_reports(&mut self, seqs: &[u64]) -> Result<Taken, SendError> {
-        let reports = self.pending.load(seqs);
+        let loaded = self.pending.load(seqs);
+        // A report that could not be read must not be overtaken: this batch is the last.
+        let after = if loaded.complete {
+            Taken::Next
+        } else {
+            Taken::Stop
+        };
+        let reports = loaded.reports;
         if reports.is_empty() {
-            return Ok(Taken::Next);
+            return Ok(after);
         }
         let sent: Vec<u64> = reports.iter().map(|r| r.seq).collect();
         let batch = Batch {
@@ -671,7 +704,8 @@ impl<U: Uplink> Agent<U> {
             pending = self.pending.len(),
             "batch sent"
         );
-        if removed < sent.len() && !jumped {
+        let partial = removed < sent.len() && !jumped;
+        if partial {
             warn!(
                 sent = sent.len(),
                 acked = removed,
@@ -688,11 +722,14 @@ impl<U: Uplink> Agent<U> {
             info!("collector asked for a full inventory");
         }
         // Every spooled number was below the collector's; the next pass sends the renumbered
-        // reports.
+        // reports. After a partial ack nothing later goes in this pass: it would overtake the
+        // reports left out.
         Ok(if jumped {
             Taken::Renumbered
+        } else if partial {
+            Taken::Stop
         } else {
-            Taken::Next
+            after
         })
     }
 
@@ -880,10 +917,27 @@ impl<U: Uplink> Agent<U> {
             );
             return SeqCheck::Refused;
         }
-        let reserve = self.pending.renumberable_through(last_seq) as u64;
-        let jump = match self.state.continue_after(last_seq, reserve) {
-            Ok(None) => return SeqCheck::Behind,
+        // The spooled reports get their new numbers first, in one durable record; only then
+        // does the sequence file move past them. A crash in between leaves the file behind
+        // the spool, and `next_seq` moves it above the spool's highest number before it hands
+        // out another (a crash before leaves everything as it was: the next ack tells again).
+        let first = last_seq + 1;
+        let done = match self.pending.renumber_through(last_seq, first) {
+            Ok(done) => done,
+            Err(e) => {
+                error!(
+                    error = %e,
+                    collector_last_seq = last_seq,
+                    "the collector is ahead of this agent's sequence and the spooled reports \
+                     could not be renumbered; nothing counts as delivered, and the next ack \
+                     tries again"
+                );
+                return SeqCheck::Unsaved;
+            }
+        };
+        let jump = match self.state.continue_after(last_seq, done.moved.len() as u64) {
             Ok(Some(jump)) => jump,
+            Ok(None) => SeqJump { was: next, first },
             Err(e) => {
                 log_unsaved(last_seq, &e);
                 return SeqCheck::Unsaved;
@@ -898,17 +952,6 @@ impl<U: Uplink> Agent<U> {
              state directory went back in time (a VM snapshot reverted, a backup restored, a \
              machine cloned from an image); the sequence continues above the collector's"
         );
-        let done = match self.pending.renumber_through(last_seq, jump.first) {
-            Ok(done) => done,
-            Err(e) => {
-                error!(
-                    error = %e,
-                    collector_last_seq = last_seq,
-                    "the collector is ahead of this agent's sequence and the spooled reports                      could not be renumbered; those numbered at or below its last_seq will be                      taken for repeats and not stored"
-                );
-                return SeqCheck::Unsaved;
-            }
-        };
         for (old, new) in &done.moved {
             self.inventory.renumbered(*old, *new);
         }
@@ -1641,5 +1684,87 @@ mod tests {
         // other timer woke the loop.
         assert_eq!(agent.wakes, 11);
         assert_eq!(collector.sent.borrow().len(), 11);
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_renumbering_and_the_sequence_file_never_reuses_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(&dir);
+        let (collector, _sends) = Scripted::new(|batch, _| ack_all(batch));
+        let (mut agent, lock) = Agent::open_with(&config, &collector).unwrap();
+        for _ in 0..3 {
+            synthetic_health(&mut agent);
+        }
+        // The renumbering reached the disk; the sequence file did not (a crash in between).
+        agent.pending.renumber_through(50, 51).unwrap();
+        drop((agent, lock));
+        let (mut agent, _lock) = Agent::open_with(&config, &collector).unwrap();
+        assert_eq!(agent.pending.seqs(), vec![51, 52, 53]);
+        assert_eq!(agent.next_seq().unwrap(), 54);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_of_the_whole_request_backs_off_and_sets_nothing_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(&dir);
+        let (collector, _sends) = Scripted::new(|_, _| {
+            Err(TransportError::Rejected {
+                url: "http://127.0.0.1:9/agent/v1/reports".to_owned(),
+                status: 400,
+                code: "unsupported_protocol".to_owned(),
+                message: "protocol 1 is not supported".to_owned(),
+            })
+        });
+        let (mut agent, _lock) = Agent::open_with(&config, &collector).unwrap();
+        for _ in 0..150 {
+            synthetic_health(&mut agent);
+        }
+        assert!(agent.flush_and_answer().await.is_err());
+        assert_eq!(
+            collector.sent.borrow().len(),
+            1,
+            "no report-by-report search"
+        );
+        assert_eq!(agent.pending.len(), 150);
+        assert!(agent.set_aside.is_empty());
+        assert!(agent.retry_at.is_some(), "retried with backoff");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_report_stops_the_pass_so_nothing_overtakes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            spool_max_bytes: 1 << 20,
+            ..test_config(&dir)
+        };
+        // The collector stores a report only above the last one it stored, as the real one.
+        let stored = std::rc::Rc::new(RefCell::new(Vec::<u64>::new()));
+        let store = std::rc::Rc::clone(&stored);
+        let (collector, _sends) = Scripted::new(move |batch, _| {
+            let mut store = store.borrow_mut();
+            for report in &batch.reports {
+                if store.last().is_none_or(|last| report.seq > *last) {
+                    store.push(report.seq);
+                }
+            }
+            ack_all(batch)
+        });
+        let (mut agent, _lock) = Agent::open_with(&config, &collector).unwrap();
+        let mut seqs = Vec::new();
+        // Enough 300-byte samples for several 64 KiB segments.
+        for _ in 0..1500 {
+            seqs.push(synthetic_health(&mut agent));
+        }
+        let segment = dir.path().join("state/spool/0000000000000002.seg");
+        let aside = dir.path().join("aside");
+        std::fs::rename(&segment, &aside).unwrap();
+        std::fs::create_dir(&segment).unwrap();
+        let _ = agent.flush_and_answer().await;
+        std::fs::remove_dir(&segment).unwrap();
+        std::fs::rename(&aside, &segment).unwrap();
+        while !agent.pending.is_empty() {
+            agent.flush_and_answer().await.unwrap();
+        }
+        assert_eq!(*stored.borrow(), seqs, "every report stored once, in order");
     }
 }

@@ -71,6 +71,7 @@ const PUT: u8 = 1;
 const GONE: u8 = 2;
 const UNCERTAIN: u8 = 3;
 const COUNTER: u8 = 4;
+const RENUMBER: u8 = 5;
 
 /// `put` flags.
 const FLAG_UNCERTAIN: u8 = 1;
@@ -164,6 +165,8 @@ pub enum SpoolError {
 /// Where a live report's `put` record is.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// The seq the `put` record holds: the report's first number, before any renumbering.
+    put_seq: u64,
     segment: u64,
     offset: u64,
     /// The whole record, header included.
@@ -196,6 +199,33 @@ pub struct Pushed {
     pub dropped: Vec<u64>,
     /// The older inventory this one replaced.
     pub replaced: Option<u64>,
+}
+
+/// What [`Spool::load`] read.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub reports: Vec<Report>,
+    /// False when a segment could not be read: nothing after the reports here may be sent.
+    pub complete: bool,
+}
+
+/// Reads records, keeping the last segment file open (loads and rewrites go in order).
+#[derive(Default)]
+struct SegmentReader {
+    open: Option<(PathBuf, File)>,
+}
+
+impl SegmentReader {
+    fn read(&mut self, path: &Path, entry: &Entry) -> io::Result<Vec<u8>> {
+        if self.open.as_ref().is_none_or(|(p, _)| p != path) {
+            self.open = Some((path.to_owned(), File::open(path)?));
+        }
+        let (_, file) = self.open.as_mut().expect("opened above");
+        let mut bytes = vec![0; entry.len as usize];
+        file.seek(SeekFrom::Start(entry.offset))?;
+        file.read_exact(&mut bytes)?;
+        Ok(bytes)
+    }
 }
 
 /// What opening found wrong, for tests and logs.
@@ -249,7 +279,12 @@ impl Spool {
         segment_bytes: u64,
     ) -> Result<Spool, SpoolError> {
         let dir = dir.into();
-        create_dir(&dir).map_err(|source| io_error(&dir, source))?;
+        if !dir.exists() {
+            create_dir(&dir).map_err(|source| io_error(&dir, source))?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent).map_err(|source| io_error(parent, source))?;
+            }
+        }
         let mut spool = Spool {
             segment_bytes,
             dir,
@@ -331,13 +366,16 @@ impl Spool {
                 .map_err(|source| io_error(&path, source))?;
             self.head = Some((id, file));
         }
-        // A smaller limit than before, or reports brought back by a damaged record.
-        let dropped = self.make_room(0);
+        let dropped = self.make_room();
         if !dropped.is_empty() {
-            self.append(&gone_record(Gone::Dropped, &dropped))?;
+            if let Err(e) = self.append(&gone_record(Gone::Dropped, &dropped)) {
+                // In memory they are gone; a restart drops them again.
+                warn!(error = %e, "could not record the samples dropped to fit the limit");
+            }
             self.damage.dropped = dropped;
         }
-        self.reclaim()?;
+        // A full disk must not keep the agent from starting: what it holds is still sent.
+        self.reclaim_logged();
         Ok(())
     }
 
@@ -391,6 +429,7 @@ impl Spool {
                 self.insert(
                     seq,
                     Entry {
+                        put_seq: seq,
                         segment,
                         offset,
                         len,
@@ -399,6 +438,11 @@ impl Spool {
                         carried,
                     },
                 );
+            }
+            RENUMBER => {
+                while let (Some(old), Some(new)) = (r.u64(), r.u64()) {
+                    self.renumber_entry(old, new);
+                }
             }
             GONE => {
                 let Some(why) = r.u8().and_then(Gone::from_byte) else {
@@ -421,6 +465,15 @@ impl Spool {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Moves a report to a new number; its record stays where it is.
+    fn renumber_entry(&mut self, old: u64, new: u64) {
+        if let Some(mut entry) = self.entries.remove(&old) {
+            self.forget(new, Gone::Renumbered);
+            entry.uncertain = false;
+            self.entries.insert(new, entry);
         }
     }
 
@@ -449,49 +502,88 @@ impl Spool {
         true
     }
 
-    /// Spools a report, making room first (module doc). Durable when this returns.
+    /// Spools a report, making room first (module doc). Durable when this returns. If it
+    /// cannot be written (a full disk), nothing else changes and the report counts as dropped.
     pub fn push(&mut self, mut report: Report) -> Result<Pushed, SpoolError> {
         let kind = Kind::of(&report);
-        let mut pushed = Pushed::default();
-        let mut frames = Vec::new();
-        let mut gone = Vec::new();
-        if kind == Kind::Inventory {
-            let older: Vec<u64> = self.seqs_of(Kind::Inventory);
-            for seq in older {
-                warn!(
-                    seq,
-                    "dropping an unacknowledged inventory; a newer one replaces it"
-                );
-                self.forget(seq, Gone::Replaced);
-                gone.push(seq);
-                pushed.replaced = Some(seq);
-            }
-            if !gone.is_empty() {
-                frames.extend(gone_record(Gone::Replaced, &gone));
-            }
+        // Plan first, change nothing until the write is durable.
+        let replaced: Vec<u64> = match kind {
+            Kind::Inventory => self.seqs_of(Kind::Inventory),
+            Kind::Health => Vec::new(),
+        };
+        let mut live = self.live_bytes;
+        let mut unreported = self.unreported;
+        for seq in &replaced {
+            let entry = &self.entries[seq];
+            live -= entry.len;
+            unreported += entry.carried;
         }
         // The size of the new record, with room for the count a health sample carries.
         let estimate = HEADER as u64 + 32 + encoded_len(&report)?;
-        let dropped = self.make_room(estimate);
-        if !dropped.is_empty() {
-            frames.extend(gone_record(Gone::Dropped, &dropped));
-            pushed.dropped = dropped;
+        let mut dropped = Vec::new();
+        for (seq, entry) in self.entries.iter().filter(|(_, e)| e.kind == Kind::Health) {
+            if live + estimate <= self.max_bytes {
+                break;
+            }
+            live -= entry.len;
+            unreported += 1 + entry.carried;
+            dropped.push(*seq);
         }
         let carried = match &mut report.body {
-            ReportBody::Health(sample) if self.unreported > 0 => {
-                sample.reports_dropped = Some(self.unreported);
-                self.unreported
+            ReportBody::Health(sample) if unreported > 0 => {
+                sample.reports_dropped = Some(unreported);
+                unreported
             }
             _ => 0,
         };
-        let put = put_record(&report, 0, carried)?;
+        let mut frames = Vec::new();
+        if !replaced.is_empty() {
+            frames.extend(gone_record(Gone::Replaced, &replaced));
+        }
+        if !dropped.is_empty() {
+            frames.extend(gone_record(Gone::Dropped, &dropped));
+        }
+        let put = match put_record(&report, 0, carried) {
+            Ok(put) => put,
+            Err(e) => {
+                self.unreported += 1;
+                return Err(e);
+            }
+        };
         let offset_in_write = frames.len() as u64;
         frames.extend_from_slice(&put);
-        let (segment, offset) = self.append(&frames)?;
+        let (segment, offset) = match self.append(&frames) {
+            Ok(at) => at,
+            Err(e) => {
+                self.unreported += 1;
+                return Err(e);
+            }
+        };
+        for seq in &replaced {
+            warn!(
+                seq,
+                "dropped an unacknowledged inventory; a newer one replaces it"
+            );
+            self.forget(*seq, Gone::Replaced);
+        }
+        if let (Some(first), Some(last)) = (dropped.first(), dropped.last()) {
+            warn!(
+                reports = dropped.len(),
+                first,
+                last,
+                limit = self.max_bytes,
+                "the spool is full: dropped the oldest health samples (counted in the next \
+                 health sample)"
+            );
+        }
+        for seq in &dropped {
+            self.forget(*seq, Gone::Dropped);
+        }
         self.unreported -= carried;
         self.insert(
             report.seq,
             Entry {
+                put_seq: report.seq,
                 segment,
                 offset: offset + offset_in_write,
                 len: put.len() as u64,
@@ -500,23 +592,23 @@ impl Spool {
                 carried,
             },
         );
-        self.reclaim()?;
-        Ok(pushed)
+        self.reclaim_logged();
+        Ok(Pushed {
+            dropped,
+            replaced: replaced.last().copied(),
+        })
     }
 
-    /// Drops the oldest health samples until `extra` more bytes fit within the limit (or no
-    /// health sample is left); answers the seqs dropped, for the caller to record.
-    fn make_room(&mut self, extra: u64) -> Vec<u64> {
+    /// Drops the oldest health samples until the live reports fit within the limit again
+    /// (after a smaller limit than before, or reports a damaged record brought back); answers
+    /// the seqs dropped, for the caller to record.
+    fn make_room(&mut self) -> Vec<u64> {
         let mut dropped = Vec::new();
-        let mut health = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.kind == Kind::Health)
-            .map(|(seq, _)| *seq)
-            .collect::<Vec<_>>()
-            .into_iter();
-        while self.live_bytes + extra > self.max_bytes {
-            let Some(seq) = health.next() else { break };
+        let health: Vec<u64> = self.seqs_of(Kind::Health);
+        for seq in health {
+            if self.live_bytes <= self.max_bytes {
+                break;
+            }
             self.forget(seq, Gone::Dropped);
             dropped.push(seq);
         }
@@ -526,8 +618,8 @@ impl Spool {
                 first,
                 last,
                 limit = self.max_bytes,
-                "the spool is full: dropping the oldest health samples (counted in the next \
-                 health sample)"
+                "the spool holds more than its limit: dropped the oldest health samples \
+                 (counted in the next health sample)"
             );
         }
         dropped
@@ -551,10 +643,9 @@ impl Spool {
         if removed.is_empty() {
             return removed;
         }
-        if let Err(e) = self
-            .append(&gone_record(why, &removed))
-            .and_then(|_| self.reclaim())
-        {
+        let written = self.append(&gone_record(why, &removed));
+        self.reclaim_logged();
+        if let Err(e) = written {
             warn!(error = %e, reason = ?why, "could not record that reports left the spool; after a restart they are sent again (the collector acknowledges repeats without storing them twice)");
         }
         removed
@@ -614,41 +705,33 @@ impl Spool {
 
     /// Gives every report numbered at most `last_seq` a new number from `first` on, in order,
     /// except health samples marked uncertain, which are dropped (they may be stored under
-    /// their old number; under a new one they could be stored twice). One durable write: the
-    /// new copies, then the removal of the old numbers. A crash in between leaves both, and
-    /// the old numbers are acknowledged as repeats.
+    /// their old number; under a new one they could be stored twice). One record, durable
+    /// before this returns: all of it happens, or (a crash, a full disk) none of it. The
+    /// reports' records stay where they are; only their numbers change.
     pub fn renumber_through(
         &mut self,
         last_seq: u64,
         first: u64,
     ) -> Result<Renumbered, SpoolError> {
-        let old: Vec<(u64, Entry)> = self
-            .entries
-            .range(..=last_seq)
-            .map(|(s, e)| (*s, *e))
-            .collect();
         let mut done = Renumbered::default();
-        let mut frames = Vec::new();
-        let mut puts = Vec::new();
         let mut next = first;
-        for (seq, entry) in &old {
-            if !Spool::keeps_on_renumber(entry) {
+        for (seq, entry) in self.entries.range(..=last_seq) {
+            if Spool::keeps_on_renumber(entry) {
+                done.moved.push((*seq, next));
+                next += 1;
+            } else {
                 done.dropped.push(*seq);
-                continue;
             }
-            let Some(mut report) = self.read_entry(*seq, entry)? else {
-                continue;
-            };
-            report.seq = next;
-            let record = put_record(&report, FLAG_MOVED, entry.carried)?;
-            puts.push((next, frames.len() as u64, record.len() as u64, *entry));
-            frames.extend(record);
-            done.moved.push((*seq, next));
-            next += 1;
         }
-        let old_moved: Vec<u64> = done.moved.iter().map(|(old, _)| *old).collect();
-        if !old_moved.is_empty() {
-            frames.extend(gone_record(Gone::Renumbered, &old_moved));
+        let mut frames = Vec::new();
+        if !done.moved.is_empty() {
+            let mut payload = Vec::with_capacity(1 + 16 * done.moved.len());
+            payload.push(RENUMBER);
+            for (old, new) in &done.moved {
+                payload.extend_from_slice(&old.to_le_bytes());
+                payload.extend_from_slice(&new.to_le_bytes());
+            }
+            frames.extend(frame(&payload));
         }
         if !done.dropped.is_empty() {
             frames.extend(gone_record(Gone::Doubtful, &done.dropped));
@@ -656,45 +739,42 @@ impl Spool {
         if frames.is_empty() {
             return Ok(done);
         }
-        let (segment, offset) = self.append(&frames)?;
-        for old in &old_moved {
-            self.forget(*old, Gone::Renumbered);
+        self.append(&frames)?;
+        for (old, new) in &done.moved {
+            self.renumber_entry(*old, *new);
         }
         for old in &done.dropped {
             self.forget(*old, Gone::Doubtful);
         }
-        for (seq, at, len, entry) in puts {
-            self.insert(
-                seq,
-                Entry {
-                    segment,
-                    offset: offset + at,
-                    len,
-                    uncertain: false,
-                    ..entry
-                },
-            );
-        }
-        self.reclaim()?;
         Ok(done)
+    }
+
+    /// The highest spooled number, if any: the sequence must go on above it.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.entries.keys().next_back().copied()
     }
 
     /// Reads spooled reports in the order given. A report whose record is damaged is logged,
     /// removed, and left out: never sent as garbage. A segment that cannot be read ends the
-    /// list there (logged), so that no later report overtakes the unread one: the collector
-    /// takes a number below one it stored for a repeat.
-    pub fn load(&mut self, seqs: &[u64]) -> Vec<Report> {
-        let mut reports = Vec::with_capacity(seqs.len());
+    /// list there (logged) and [`Loaded::complete`] is false: the caller must send nothing
+    /// after it, since the collector takes a number below one it stored for a repeat.
+    pub fn load(&mut self, seqs: &[u64]) -> Loaded {
+        let mut loaded = Loaded {
+            reports: Vec::with_capacity(seqs.len()),
+            complete: true,
+        };
         let mut damaged = Vec::new();
+        let mut reader = SegmentReader::default();
         for seq in seqs {
             let Some(entry) = self.entries.get(seq).copied() else {
                 continue;
             };
-            match self.read_entry(*seq, &entry) {
-                Ok(Some(report)) => reports.push(report),
+            match self.read_entry(&mut reader, *seq, &entry) {
+                Ok(Some(report)) => loaded.reports.push(report),
                 Ok(None) => damaged.push(*seq),
                 Err(e) => {
                     error!(seq, error = %e, "could not read a spooled report; it is kept and read again next time");
+                    loaded.complete = false;
                     break;
                 }
             }
@@ -702,28 +782,29 @@ impl Spool {
         if !damaged.is_empty() {
             self.remove(&damaged, Gone::Damaged);
         }
-        reports
+        loaded
     }
 
     /// Reads one report; `None` (logged) when its record is damaged.
-    fn read_entry(&self, seq: u64, entry: &Entry) -> Result<Option<Report>, SpoolError> {
+    fn read_entry(
+        &self,
+        reader: &mut SegmentReader,
+        seq: u64,
+        entry: &Entry,
+    ) -> Result<Option<Report>, SpoolError> {
         let path = self.segment_path(entry.segment);
-        let mut bytes = vec![0; entry.len as usize];
-        File::open(&path)
-            .and_then(|mut f| {
-                f.seek(SeekFrom::Start(entry.offset))?;
-                f.read_exact(&mut bytes)
-            })
+        let bytes = reader
+            .read(&path, entry)
             .map_err(|source| io_error(&path, source))?;
         let report = frame_at(&bytes, 0).and_then(|payload| {
             let mut r = Reader(payload);
-            (r.u8()? == PUT && r.u64()? == seq).then_some(())?;
+            (r.u8()? == PUT && r.u64()? == entry.put_seq).then_some(())?;
             let (_kind, _flags, _carried) = (r.u8()?, r.u8()?, r.u64()?);
             rmp_serde::from_slice::<Report>(r.0).ok()
         });
         match report {
             Some(mut report) => {
-                // Renumbered copies keep the body they were written with.
+                // A renumbered report keeps the record it was written with.
                 report.seq = seq;
                 Ok(Some(report))
             }
@@ -742,7 +823,7 @@ impl Spool {
     /// Moves a report the collector refused for good to `rejected_dir` (one MessagePack file
     /// per report, the oldest beyond [`MAX_REJECTED`] deleted) and removes it.
     pub fn reject(&mut self, seq: u64, rejected_dir: &Path) -> Option<PathBuf> {
-        let report = self.load(&[seq]).pop()?;
+        let report = self.load(&[seq]).reports.pop()?;
         let kind = match Kind::of(&report) {
             Kind::Health => "health",
             Kind::Inventory => "inventory",
@@ -752,7 +833,11 @@ impl Spool {
             .and_then(|()| {
                 let bytes = rmp_serde::to_vec_named(&report).map_err(io::Error::other)?;
                 let _ = fs::remove_file(&path);
-                create_segment(&path)?.write_all(&bytes)
+                let mut file = create_segment(&path)?;
+                file.write_all(&bytes)?;
+                // Durable before the spool forgets the report.
+                file.sync_all()?;
+                sync_dir(rejected_dir)
             })
             .and_then(|()| prune_rejected(rejected_dir));
         self.remove(&[seq], Gone::Refused);
@@ -822,12 +907,7 @@ impl Spool {
             None => true,
         };
         if full {
-            let id = self.head.as_ref().map_or(1, |(id, _)| id + 1);
-            let path = self.segment_path(id);
-            let file = create_segment(&path).map_err(|source| io_error(&path, source))?;
-            sync_dir(&self.dir).map_err(|source| io_error(&self.dir, source))?;
-            self.segments.insert(id, Segment::default());
-            self.head = Some((id, file));
+            self.new_head()?;
         }
         let (id, file) = self.head.as_mut().expect("a head segment was just ensured");
         let id = *id;
@@ -835,11 +915,32 @@ impl Spool {
         let offset = segment.bytes;
         let written = file.write_all(frames).and_then(|()| file.sync_data());
         if let Err(source) = written {
-            let _ = file.set_len(offset);
+            // Cut the partial record off; if even that fails, account for what is there and
+            // go on in a new segment, so that later offsets stay true.
+            if file.set_len(offset).is_err() {
+                segment.bytes = file.metadata().map_or(offset, |m| m.len());
+                self.head = None;
+            }
             return Err(io_error(&self.segment_path(id), source));
         }
         segment.bytes += frames.len() as u64;
         Ok((id, offset))
+    }
+
+    /// Starts a new head segment after every existing one. The segment is tracked from its
+    /// creation, so a failure to sync the directory leaves nothing unaccounted for.
+    fn new_head(&mut self) -> Result<(), SpoolError> {
+        let id = self
+            .segments
+            .keys()
+            .next_back()
+            .map_or(1, |last| last + 1)
+            .max(self.head.as_ref().map_or(1, |(id, _)| id + 1));
+        let path = self.segment_path(id);
+        let file = create_segment(&path).map_err(|source| io_error(&path, source))?;
+        self.segments.insert(id, Segment::default());
+        self.head = Some((id, file));
+        sync_dir(&self.dir).map_err(|source| io_error(&self.dir, source))
     }
 
     /// Reclaims dead space: deletes dead segments from the front, and rewrites the log when
@@ -847,9 +948,16 @@ impl Spool {
     /// the limit by more than a segment.
     fn reclaim(&mut self) -> Result<(), SpoolError> {
         let head = self.head.as_ref().map(|(id, _)| *id);
+        let mut counted = false;
         while let Some((&id, segment)) = self.segments.first_key_value() {
             if Some(id) == head || segment.live > 0 {
                 break;
+            }
+            // The records that made up the unreported count may be in this segment: write
+            // the count down before they go.
+            if self.unreported > 0 && !counted {
+                self.append(&counter_record(self.unreported))?;
+                counted = true;
             }
             self.delete_segment(id)?;
         }
@@ -861,6 +969,14 @@ impl Spool {
             self.rewrite()?;
         }
         Ok(())
+    }
+
+    /// [`Spool::reclaim`] after a change that is already durable: a failure only costs disk
+    /// space until the next attempt, so it is logged, not returned.
+    fn reclaim_logged(&mut self) {
+        if let Err(e) = self.reclaim() {
+            warn!(error = %e, "could not reclaim spool space; trying again after the next change");
+        }
     }
 
     fn delete_segment(&mut self, id: u64) -> Result<(), SpoolError> {
@@ -880,56 +996,42 @@ impl Spool {
 
     /// Copies every live report into fresh segments after the head, then deletes the old
     /// segments. A crash before the deletes leaves two copies of each report under the same
-    /// number, which replay takes as one.
+    /// number, which replay takes as one. Copies are written a segment at a time, one sync
+    /// each.
     fn rewrite(&mut self) -> Result<(), SpoolError> {
         let old: Vec<u64> = self.segments.keys().copied().collect();
-        // Start a fresh segment: the copies must come after every old record.
-        let next = self.head.as_ref().map_or(1, |(id, _)| id + 1);
-        let path = self.segment_path(next);
-        let file = create_segment(&path).map_err(|source| io_error(&path, source))?;
-        sync_dir(&self.dir).map_err(|source| io_error(&self.dir, source))?;
-        self.segments.insert(next, Segment::default());
-        self.head = Some((next, file));
-
-        let mut counter = vec![COUNTER];
-        counter.extend_from_slice(&self.unreported.to_le_bytes());
-        self.append(&frame(&counter))?;
-        let live: Vec<(u64, Entry)> = self.entries.iter().map(|(s, e)| (*s, *e)).collect();
+        // A fresh segment: the copies must come after every old record.
+        self.new_head()?;
+        let mut buffer = counter_record(self.unreported);
+        let mut placed: Vec<(u64, u64, Entry)> = Vec::new();
         let mut damaged = Vec::new();
+        let mut reader = SegmentReader::default();
+        let live: Vec<(u64, Entry)> = self.entries.iter().map(|(s, e)| (*s, *e)).collect();
         for (seq, entry) in live {
             let path = self.segment_path(entry.segment);
-            let mut bytes = vec![0; entry.len as usize];
-            File::open(&path)
-                .and_then(|mut f| {
-                    f.seek(SeekFrom::Start(entry.offset))?;
-                    f.read_exact(&mut bytes)
-                })
+            let bytes = reader
+                .read(&path, &entry)
                 .map_err(|source| io_error(&path, source))?;
             let Some(payload) = frame_at(&bytes, 0) else {
                 damaged.push(seq);
                 continue;
             };
             let mut payload = payload.to_vec();
-            // Mark the copy moved, and carry the uncertain mark into it.
-            let flags = &mut payload[10];
-            *flags |= FLAG_MOVED;
+            // The copy holds the report's current number, is marked moved (its count is not
+            // taken again), and keeps the uncertain mark.
+            payload[1..9].copy_from_slice(&seq.to_le_bytes());
+            payload[10] |= FLAG_MOVED;
             if entry.uncertain {
-                *flags |= FLAG_UNCERTAIN;
+                payload[10] |= FLAG_UNCERTAIN;
             }
-            let (segment, offset) = self.append(&frame(&payload))?;
-            self.segments
-                .get_mut(&entry.segment)
-                .expect("live segment")
-                .live -= 1;
-            self.segments.entry(segment).or_default().live += 1;
-            self.entries.insert(
-                seq,
-                Entry {
-                    segment,
-                    offset,
-                    ..entry
-                },
-            );
+            placed.push((seq, buffer.len() as u64, entry));
+            buffer.extend(frame(&payload));
+            if buffer.len() as u64 >= self.segment_bytes {
+                self.place(&std::mem::take(&mut buffer), &mut placed)?;
+            }
+        }
+        if !buffer.is_empty() {
+            self.place(&buffer, &mut placed)?;
         }
         for id in old {
             self.delete_segment(id)?;
@@ -943,6 +1045,31 @@ impl Spool {
                 self.forget(*seq, Gone::Damaged);
             }
             self.append(&gone_record(Gone::Damaged, &damaged))?;
+        }
+        Ok(())
+    }
+
+    /// Appends copies made by [`Spool::rewrite`] and points their entries at them.
+    fn place(
+        &mut self,
+        buffer: &[u8],
+        placed: &mut Vec<(u64, u64, Entry)>,
+    ) -> Result<(), SpoolError> {
+        let (segment, offset) = self.append(buffer)?;
+        for (seq, at, entry) in placed.drain(..) {
+            if let Some(old) = self.segments.get_mut(&entry.segment) {
+                old.live -= 1;
+            }
+            self.segments.entry(segment).or_default().live += 1;
+            self.entries.insert(
+                seq,
+                Entry {
+                    put_seq: seq,
+                    segment,
+                    offset: offset + at,
+                    ..entry
+                },
+            );
         }
         Ok(())
     }
@@ -1024,6 +1151,12 @@ fn put_record(report: &Report, flags: u8, carried: u64) -> Result<Vec<u8>, Spool
     payload.extend_from_slice(&carried.to_le_bytes());
     payload.extend_from_slice(&body);
     Ok(frame(&payload))
+}
+
+fn counter_record(count: u64) -> Vec<u8> {
+    let mut payload = vec![COUNTER];
+    payload.extend_from_slice(&count.to_le_bytes());
+    frame(&payload)
 }
 
 fn gone_record(why: Gone, seqs: &[u64]) -> Vec<u8> {
@@ -1144,6 +1277,13 @@ mod tests {
         }
     }
 
+    /// Loads reports, asserting every segment was readable.
+    fn read(spool: &mut Spool, seqs: &[u64]) -> Vec<Report> {
+        let loaded = spool.load(seqs);
+        assert!(loaded.complete);
+        loaded.reports
+    }
+
     fn open(dir: &Path) -> Spool {
         Spool::open(dir, 64 << 20).unwrap()
     }
@@ -1163,7 +1303,7 @@ mod tests {
         let mut spool = open(dir.path());
         assert_eq!(spool.seqs(), vec![1, 3, 5]);
         assert_eq!(spool.kind(1), Some(Kind::Inventory));
-        let loaded = spool.load(&[1, 3, 5]);
+        let loaded = read(&mut spool, &[1, 3, 5]);
         #[cfg(unix)]
         for entry in fs::read_dir(dir.path()).unwrap() {
             use std::os::unix::fs::PermissionsExt;
@@ -1200,7 +1340,7 @@ mod tests {
         let mut spool = open(dir.path());
         assert_eq!(spool.damage(), &Damage::default());
         assert_eq!(
-            spool.load(&[1, 2, 3]),
+            read(&mut spool, &[1, 2, 3]),
             vec![health(1), health(2), health(3)]
         );
     }
@@ -1234,7 +1374,7 @@ mod tests {
         assert_eq!(spool.seqs(), vec![1, 3, 4]);
         assert_eq!(spool.damage().skipped.len(), 1);
         assert_eq!(
-            spool.load(&[1, 3, 4]),
+            read(&mut spool, &[1, 3, 4]),
             vec![health(1), health(3), health(4)]
         );
     }
@@ -1247,7 +1387,7 @@ mod tests {
             spool.push(health(seq)).unwrap();
         }
         damage_record(&spool, is_put_of(2));
-        assert_eq!(spool.load(&[1, 2, 3]), vec![health(1), health(3)]);
+        assert_eq!(read(&mut spool, &[1, 2, 3]), vec![health(1), health(3)]);
         assert_eq!(
             spool.seqs(),
             vec![1, 3],
@@ -1276,7 +1416,7 @@ mod tests {
         assert_eq!(seqs[0], 1, "the inventory is kept");
         assert_eq!(*seqs.last().unwrap(), 8);
         // Every drop is counted in a spooled health sample or still waiting for one.
-        let carried: u64 = spool.load(&seqs).iter().filter_map(dropped_in).sum();
+        let carried: u64 = read(&mut spool, &seqs).iter().filter_map(dropped_in).sum();
         assert_eq!(carried + spool.unreported_drops(), dropped.len() as u64);
         drop(spool);
         // The counts survive a restart, and a sample that carried a count and is dropped in
@@ -1286,7 +1426,7 @@ mod tests {
             dropped.extend(spool.push(health(seq)).unwrap().dropped);
         }
         let seqs = spool.seqs();
-        let carried: u64 = spool.load(&seqs).iter().filter_map(dropped_in).sum();
+        let carried: u64 = read(&mut spool, &seqs).iter().filter_map(dropped_in).sum();
         assert_eq!(carried + spool.unreported_drops(), dropped.len() as u64);
         assert_eq!(
             spool.unreported_drops(),
@@ -1308,7 +1448,7 @@ mod tests {
         }
         // Sample 6 carries what was dropped to make room for it.
         let carrier = 6;
-        let carried = dropped_in(&spool.load(&[carrier])[0]);
+        let carried = dropped_in(&read(&mut spool, &[carrier])[0]);
         assert!(carried.is_some_and(|n| n >= 1), "{carried:?}");
         // An inventory makes room too, and carries nothing: its drops wait.
         assert!(
@@ -1336,7 +1476,88 @@ mod tests {
         drop(spool);
         let mut spool = Spool::open_with_segments(dir.path(), max, 2 * record).unwrap();
         assert_eq!(spool.unreported_drops(), waiting);
-        assert_eq!(dropped_in(&spool.load(&[carrier])[0]), carried);
+        assert_eq!(dropped_in(&read(&mut spool, &[carrier])[0]), carried);
+    }
+
+    #[test]
+    fn the_unreported_count_survives_deleting_the_segments_that_made_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = put_record(&health(1), 0, 0).unwrap().len() as u64;
+        let inventory_record = put_record(&inventory(1), 0, 0).unwrap().len() as u64;
+        let max = inventory_record + 3 * record;
+        let open = || Spool::open_with_segments(dir.path(), max, 2 * record).unwrap();
+        let mut spool = open();
+        for seq in 1..=3 {
+            spool.push(health(seq)).unwrap();
+        }
+        // The inventory makes room and carries nothing: the count waits in the spool.
+        let dropped = spool.push(inventory(4)).unwrap().dropped;
+        assert!(!dropped.is_empty());
+        let waiting = spool.unreported_drops();
+        assert_eq!(waiting, dropped.len() as u64);
+        // Everything acknowledged: the segments holding the `gone` records are deleted.
+        let first_segment = *spool.segments.keys().next().unwrap();
+        spool.ack(&spool.seqs());
+        spool.push(inventory(5)).unwrap();
+        spool.ack(&[5]);
+        assert!(!spool.segments.contains_key(&first_segment));
+        drop(spool);
+        assert_eq!(open().unreported_drops(), waiting);
+    }
+
+    #[test]
+    fn a_renumbering_is_one_record_and_later_numbers_follow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = open(dir.path());
+        for seq in 1..=3 {
+            spool.push(health(seq)).unwrap();
+        }
+        let before = spool.records().len();
+        spool.renumber_through(10, 11).unwrap();
+        assert_eq!(spool.records().len(), before + 1);
+        assert_eq!(spool.last_seq(), Some(13));
+        drop(spool);
+        let mut spool = open(dir.path());
+        assert_eq!(spool.seqs(), vec![11, 12, 13]);
+        assert_eq!(
+            read(&mut spool, &[11]),
+            vec![Report {
+                seq: 11,
+                ..health(1)
+            }]
+        );
+        // Compaction writes the new numbers into the copies.
+        spool.rewrite().unwrap();
+        drop(spool);
+        let mut spool = open(dir.path());
+        assert_eq!(
+            read(&mut spool, &[13]),
+            vec![Report {
+                seq: 13,
+                ..health(3)
+            }]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_segment_ends_a_load_without_skipping_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = put_record(&health(1), 0, 0).unwrap().len() as u64;
+        let mut spool = Spool::open_with_segments(dir.path(), 1 << 20, 2 * record).unwrap();
+        for seq in 1..=6 {
+            spool.push(health(seq)).unwrap();
+        }
+        let second = spool.segment_path(*spool.segments.keys().nth(1).unwrap());
+        let aside = dir.path().join("aside");
+        fs::rename(&second, &aside).unwrap();
+        fs::create_dir(&second).unwrap();
+        let loaded = spool.load(&[1, 2, 3, 4, 5, 6]);
+        assert!(!loaded.complete);
+        assert_eq!(loaded.reports, vec![health(1), health(2)]);
+        assert_eq!(spool.len(), 6, "an unreadable report is kept, not dropped");
+        fs::remove_dir(&second).unwrap();
+        fs::rename(&aside, &second).unwrap();
+        assert_eq!(read(&mut spool, &[3, 4]), vec![health(3), health(4)]);
     }
 
     #[test]
@@ -1372,7 +1593,7 @@ mod tests {
         let mut spool = open(dir.path());
         assert_eq!(spool.seqs(), vec![51, 52, 53]);
         assert!(spool.seqs().iter().all(|s| !spool.is_uncertain(*s)));
-        let loaded = spool.load(&[51, 52]);
+        let loaded = read(&mut spool, &[51, 52]);
         assert_eq!(loaded[0].seq, 51);
         assert!(matches!(loaded[0].body, ReportBody::Inventory(_)));
         assert_eq!(
@@ -1407,7 +1628,7 @@ mod tests {
         drop(spool);
         let mut spool = Spool::open(dir.path(), max).unwrap();
         assert_eq!(spool.seqs(), seqs);
-        assert_eq!(spool.load(&[1]), vec![inventory(1)]);
+        assert_eq!(read(&mut spool, &[1]), vec![inventory(1)]);
     }
 
     #[test]
@@ -1536,7 +1757,7 @@ mod tests {
                     }
                     Op::Deliver { n, ack_lost } => {
                         let seqs: Vec<u64> = spool.seqs().into_iter().take(n).collect();
-                        let reports = spool.load(&seqs);
+                        let reports = read(&mut spool, &seqs);
                         for report in &reports {
                             // Never a report the collector would take for a repeat without
                             // having stored it: that one would be lost.
@@ -1637,7 +1858,7 @@ mod tests {
             }
             // Deliver the rest: every report not dropped or damaged is stored exactly once.
             let seqs = spool.seqs();
-            let reports = spool.load(&seqs);
+            let reports = read(&mut spool, &seqs);
             let ack = collector.take(&reports);
             spool.ack(&ack);
             for seq in &expected {

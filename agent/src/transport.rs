@@ -121,17 +121,32 @@ impl TransportError {
     }
 }
 
+/// Error codes that refuse a report for what it holds.
+const REPORT_REFUSALS: [census_common::ErrorCode; 5] = [
+    census_common::ErrorCode::FieldTooLong,
+    census_common::ErrorCode::TooManyItems,
+    census_common::ErrorCode::ValueOutOfRange,
+    census_common::ErrorCode::NestingTooDeep,
+    census_common::ErrorCode::PayloadTooLarge,
+];
+
 impl TransportError {
-    /// Whether the collector refused the request in a way that sending it again cannot fix:
-    /// 400 (malformed), 413 (too large) or 422 (fails its checks).
+    /// Whether the collector refused the request for something in the reports themselves,
+    /// which sending them again cannot fix: 413 (too large, whoever answered), or a 400 or
+    /// 422 whose code names a report's content (a field too long, too many items, a value out
+    /// of range, nesting too deep). A 400 or 422 about the request as a whole (an unknown
+    /// protocol, an unreadable body, a proxy's own 400) is not: setting every report aside
+    /// for it would empty the spool, so it is retried with backoff.
     pub fn is_permanent_refusal(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            TransportError::Rejected { status: 413, .. } => true,
             TransportError::Rejected {
-                status: 400 | 413 | 422,
+                status: 400 | 422,
+                code,
                 ..
-            }
-        )
+            } => REPORT_REFUSALS.iter().any(|c| c.as_str() == code),
+            _ => false,
+        }
     }
 }
 
