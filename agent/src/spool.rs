@@ -11,6 +11,9 @@
 //! - Reports are offered in sequence order.
 //! - A torn write (a crash in the middle of an append) or a damaged record is detected by its
 //!   checksum, logged, and skipped; the records after it are still read.
+//! - A write that fails (a full disk) changes nothing; the report it was for counts as
+//!   dropped. A segment that cannot be read is reported to the caller, which sends nothing
+//!   after it.
 //! - Disk use stays within `spool_max_bytes` plus one segment: live reports are kept within
 //!   the limit, and dead space (acknowledged reports) is reclaimed by deleting whole segments
 //!   from the front, or by rewriting the live reports into fresh segments when the dead space
@@ -25,8 +28,11 @@
 //! - `gone`: seqs that left, and why (acknowledged, dropped, replaced, renumbered, refused,
 //!   damaged);
 //! - `uncertain`: seqs that a send without a definite answer carried (see below);
+//! - `renumber`: (old seq, new seq) pairs, all in one record so that a renumbering happens
+//!   whole or not at all; the reports' `put` records stay where they are;
 //! - `counter`: the count of dropped reports not yet carried by a health sample, written when
-//!   compaction rewrites the log.
+//!   compaction rewrites the log and before segments holding the records behind it are
+//!   deleted.
 //!
 //! Opening replays the segments in order; the state is what the records say. A segment is
 //! deleted only from the front, so a `gone` record never disappears while the `put` it undoes
