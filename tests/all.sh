@@ -26,6 +26,13 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc curl python3 python3-venv
 fi
 
+# The install tests create the agent's user with systemd-sysusers on a temporary root; they
+# skip (with a note in their output) where it is missing, so make sure it is not.
+if ! command -v systemd-sysusers >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd
+fi
+
 echo "== cargo test"
 cargo test --workspace --locked
 echo "== schemathesis: the running collector against its OpenAPI document"
