@@ -54,6 +54,12 @@ pub enum ErrorCode {
     /// 422: a number or time outside the range it can have (a percentage of 250, a time
     /// days in the future).
     ValueOutOfRange,
+    /// 409: the request conflicts with what is stored (a duplicate relationship, a change to
+    /// a CI the agent owns).
+    Conflict,
+    /// 422: a field of the body is missing or has a value this route does not allow; the
+    /// message names the field and what is allowed.
+    InvalidField,
 }
 
 impl ErrorCode {
@@ -82,6 +88,8 @@ impl ErrorCode {
             ErrorCode::TooManyItems => "too_many_items",
             ErrorCode::DuplicateSeq => "duplicate_seq",
             ErrorCode::ValueOutOfRange => "value_out_of_range",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::InvalidField => "invalid_field",
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod diff;
 pub mod identify;
 pub mod model;
+pub mod version;
 
 pub use diff::{ExistingPart, PartsPlan, SoftwareKey, SoftwarePlan, diff_parts, diff_software};
 pub use identify::{Candidates, Identified, IdentifyRule, RULES, identify};

@@ -149,6 +149,58 @@ CREATE TABLE token (
 );
 CREATE INDEX token_agent ON token(agent_id) WHERE agent_id IS NOT NULL;
 "#,
+    // 4: identification keys, history, and the columns the CI filters use.
+    r#"
+-- The normalised identity keys of each computer (see cmdb::identify): kind is the rule's
+-- name, value its normalised key. Several CIs may share a weak key (a hostname); the rules
+-- decide what a match means.
+CREATE TABLE ci_key (
+    kind  TEXT    NOT NULL,
+    value TEXT    NOT NULL,
+    ci_id INTEGER NOT NULL REFERENCES ci(id) ON DELETE CASCADE,
+    PRIMARY KEY (kind, value, ci_id)
+) WITHOUT ROWID;
+CREATE INDEX ci_key_ci ON ci_key(ci_id);
+
+-- Every change to a CI, in commit order: the one writer allocates ids in the order its
+-- transactions commit, and AUTOINCREMENT never reuses one, so `id` is the change feed's cursor.
+-- old and new are JSON (an attribute's value, a package, a part, a relationship); source is
+-- `agent:<agent id>`, `import`, `api:<token name>` or `collector`. No foreign key: a CI's
+-- history outlives nothing, but rows must never block a delete either.
+CREATE TABLE history (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    ci_id  INTEGER NOT NULL,
+    ts     INTEGER NOT NULL,
+    kind   TEXT    NOT NULL,
+    field  TEXT,
+    old    TEXT    CHECK (old IS NULL OR json_valid(old)),
+    new    TEXT    CHECK (new IS NULL OR json_valid(new)),
+    source TEXT    NOT NULL
+);
+CREATE INDEX history_ci ON history(ci_id, id);
+
+ALTER TABLE ci ADD COLUMN os_version TEXT
+    GENERATED ALWAYS AS (json_extract(attributes, '$.os_version')) VIRTUAL;
+ALTER TABLE ci ADD COLUMN vendor TEXT
+    GENERATED ALWAYS AS (json_extract(attributes, '$.vendor')) VIRTUAL;
+ALTER TABLE ci ADD COLUMN model TEXT
+    GENERATED ALWAYS AS (json_extract(attributes, '$.model')) VIRTUAL;
+ALTER TABLE ci ADD COLUMN serial TEXT
+    GENERATED ALWAYS AS (json_extract(attributes, '$.serial')) VIRTUAL;
+CREATE INDEX ci_vendor ON ci(vendor);
+CREATE INDEX ci_model ON ci(model);
+CREATE INDEX ci_serial ON ci(serial);
+CREATE INDEX ci_criticality ON ci(criticality);
+CREATE INDEX ci_last_seen ON ci(last_seen);
+
+-- Who made an admin relationship and an optional note; agent-made ones leave both NULL.
+ALTER TABLE relationship ADD COLUMN created_by TEXT;
+ALTER TABLE relationship ADD COLUMN description TEXT;
+
+-- The existing computers' agent-id keys, so identification finds them as before.
+INSERT OR IGNORE INTO ci_key (kind, value, ci_id)
+    SELECT 'agent_id', lower(agent_id), ci_id FROM agent WHERE ci_id IS NOT NULL;
+"#,
 ];
 
 /// Brings the database up to the latest schema.
@@ -232,6 +284,8 @@ mod tests {
             "software",
             "token",
             "enroll_secret",
+            "ci_key",
+            "history",
         ] {
             assert!(
                 tables.contains(&t.to_owned()),

@@ -54,6 +54,7 @@
 pub mod auth;
 mod cis;
 mod health;
+pub(crate) mod history;
 mod ingest;
 pub(crate) mod migrations;
 pub mod model;
@@ -67,6 +68,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use health::CompactionReport;
+pub use history::{ChangeKind, Source};
 pub use model::*;
 
 use read::ReadPool;
