@@ -236,6 +236,82 @@ impl TestCollector {
         assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
         body
     }
+
+    /// `method` on `path` with the admin token and, if given, a JSON body. The answer's body
+    /// is `null` when it is empty (a 204).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        self.send_as(Some(&self.admin_token), method, path, body)
+            .await
+    }
+
+    /// [`TestCollector::send`] with `token` (none: no Authorization header).
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        (status, body)
+    }
+
+    /// POST a JSON body with the admin token.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// PATCH a JSON body with the admin token.
+    pub async fn patch_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    /// DELETE with the admin token.
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// GET with `Accept: text/csv` and the admin token: the status, the content type and the
+    /// body text.
+    pub async fn get_csv(&self, path: &str) -> (StatusCode, String, String) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(&self.admin_token)
+            .header("accept", "text/csv")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, content_type, response.text().await.unwrap())
+    }
 }
 
 /// Creates an admin token and an enrollment secret in the data dir of `config`, through the
