@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod cis;
+pub mod csv;
 pub mod cursor;
 pub mod enroll;
 pub mod error;
