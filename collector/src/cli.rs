@@ -153,6 +153,7 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
     let options = StoreOptions {
         read_connections: 1,
         max_batch: 1,
+        placeholders: config.placeholders(),
     };
     Store::open(&db, &options)
         .with_context(|| format!("could not open the store at {}", db.display()))

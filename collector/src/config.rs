@@ -69,6 +69,16 @@ pub struct Config {
     /// Serve `GET /metrics` without a token (for a Prometheus scraper on a trusted network).
     /// Off: it needs an admin token of any role.
     pub metrics_open: bool,
+    /// Serials that never identify a computer, added to the built-in list of firmware
+    /// defaults ("To Be Filled By O.E.M.", "Default string", ...). Case and spacing do not
+    /// matter.
+    pub placeholder_serials: Vec<String>,
+    /// Hardware UUIDs that never identify a computer, added to the built-in ones (all zeros,
+    /// all F, `03000200-0400-0500-0006-000700080009`).
+    pub placeholder_uuids: Vec<String>,
+    /// MAC addresses that never identify a computer, added to the built-in rule (all zeros,
+    /// broadcast, multicast, locally administered, virtual interfaces).
+    pub placeholder_macs: Vec<String>,
 }
 
 impl Default for Config {
@@ -96,6 +106,9 @@ impl Default for Config {
             tls_key: None,
             allow_insecure_http: false,
             metrics_open: false,
+            placeholder_serials: Vec::new(),
+            placeholder_uuids: Vec::new(),
+            placeholder_macs: Vec::new(),
         }
     }
 }
@@ -194,7 +207,31 @@ impl Config {
         if self.read_connections == 0 || self.writer_batch == 0 {
             bail!("read_connections and writer_batch must be at least 1");
         }
+        for uuid in &self.placeholder_uuids {
+            if crate::cmdb::identify::normalize_uuid(uuid).is_none() {
+                bail!("placeholder_uuids: {uuid:?} is not a UUID (32 hex digits)");
+            }
+        }
+        for mac in &self.placeholder_macs {
+            let hex: String = mac.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
+            if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                bail!("placeholder_macs: {mac:?} is not a MAC address (aa:bb:cc:dd:ee:ff)");
+            }
+        }
+        if let Some(serial) = self.placeholder_serials.iter().find(|s| s.trim().is_empty()) {
+            bail!("placeholder_serials: {serial:?} is empty; empty serials are placeholders already");
+        }
         Ok(())
+    }
+
+    /// The identity values that never identify a computer: the built-in lists and this
+    /// configuration's additions.
+    pub fn placeholders(&self) -> crate::cmdb::Placeholders {
+        crate::cmdb::Placeholders::with_extra(
+            &self.placeholder_serials,
+            &self.placeholder_uuids,
+            &self.placeholder_macs,
+        )
     }
 
     /// The effective configuration as TOML, every key spelled out.

@@ -66,6 +66,7 @@ pub async fn serve_with_clock(
     let options = StoreOptions {
         read_connections: config.read_connections,
         max_batch: config.writer_batch,
+        placeholders: config.placeholders(),
     };
     let store = {
         let path = db.clone();

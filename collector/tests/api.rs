@@ -59,7 +59,7 @@ async fn an_inventory_becomes_a_computer_with_parts_and_software() {
     assert_eq!(ci["name"], "web-1");
     assert_eq!(ci["status"], "active");
     assert_eq!(ci["criticality"], 3);
-    assert_eq!(ci["identified_by"], "agent_id");
+    assert_eq!(ci["identified_by"], "new");
     assert_eq!(ci["attributes"]["hostname"], "web-1");
     assert_eq!(ci["attributes"]["os_name"], "Debian GNU/Linux");
     assert_eq!(ci["attributes"]["serial"], "SN-1234");

@@ -325,7 +325,7 @@ pub fn parse_ci_filter(uri: &Uri) -> Result<CiFilter, ApiError> {
 }
 
 /// A CI id from the path: a positive integer.
-fn ci_id(path: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
+pub(crate) fn ci_id(path: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
     let text = path
         .map(|Path(text)| text)
         .map_err(|e| ApiError::bad_request(ErrorCode::BadRequest, e.body_text()))?;
@@ -340,8 +340,15 @@ fn ci_id(path: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
         })
 }
 
-fn no_such_ci(id: i64) -> ApiError {
+pub(crate) fn no_such_ci(id: i64) -> ApiError {
     ApiError::not_found(format!("there is no CI with id {id}"))
+}
+
+fn not_at(id: i64, at: OffsetDateTime) -> ApiError {
+    let at = at.format(&Rfc3339).unwrap_or_default();
+    ApiError::not_found(format!(
+        "there is no CI with id {id}, or it did not exist yet at {at}"
+    ))
 }
 
 /// One CI with its latest health sample and its relationships.
@@ -350,13 +357,20 @@ fn no_such_ci(id: i64) -> ApiError {
     path = "/api/v1/cis/{id}",
     operation_id = "get_ci",
     tag = "cis",
-    params(("id" = i64, Path, minimum = 1, description = "The CI's id.")),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The CI's id."),
+        ("at" = Option<String>, Query, format = DateTime, description = "Answer the CI as it \
+            was at this time, rebuilt from its history: name, status, criticality, \
+            `identified_by`, attributes and relationships as they were (the other ends' names \
+            as they are now); `health` is null and `last_seen` at most `at`."),
+    ),
     responses(
         (status = 200, description = "The full CI: the summary plus its latest health sample \
             and its relationships.", body = CiDetailView),
         (status = 400, body = ErrorBody, description = "`bad_request`: the id is not a positive \
-            integer; `invalid_filter`: a query parameter (this route takes none)."),
-        (status = 404, body = ErrorBody, description = "`not_found`: no CI has this id."),
+            integer; `invalid_filter`: an unknown parameter, or `at` is not an RFC 3339 time."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no CI has this id, or it \
+            did not exist yet at `at`."),
         (status = 500, body = ErrorBody, description = "`internal`."),
         (status = 503, body = ErrorBody, description = "`unavailable`: shutting down."),
     ),
@@ -368,12 +382,19 @@ pub async fn get(
     uri: Uri,
 ) -> Result<Json<CiDetailView>, ApiError> {
     let id = ci_id(path)?;
-    query_params(&uri, &[])?;
-    let detail = state
-        .store
-        .get_ci(id)
-        .await?
-        .ok_or_else(|| no_such_ci(id))?;
+    let params = query_params(&uri, &["at"])?;
+    let detail = match parse_time("at", params.get("at"))? {
+        Some(at) => state
+            .store
+            .ci_at(id, at)
+            .await?
+            .ok_or_else(|| not_at(id, at))?,
+        None => state
+            .store
+            .get_ci(id)
+            .await?
+            .ok_or_else(|| no_such_ci(id))?,
+    };
     Ok(Json(detail.into()))
 }
 
@@ -389,6 +410,8 @@ pub async fn get(
             description = "Page size; default 100."),
         ("cursor" = Option<String>, Query, description = "The previous page's `next_cursor`, \
             unchanged. A well-formed cursor naming no package answers an empty page."),
+        ("at" = Option<String>, Query, format = DateTime, description = "Answer the packages \
+            installed at this time, rebuilt from the CI's history."),
     ),
     responses(
         (status = 200, description = "The CI's packages, by name.",
@@ -396,7 +419,8 @@ pub async fn get(
         (status = 400, body = ErrorBody, description = "`bad_request`: the id is not a positive \
             integer; `invalid_filter`: an unknown, repeated or malformed parameter; \
             `invalid_cursor`: a malformed cursor."),
-        (status = 404, body = ErrorBody, description = "`not_found`: no CI has this id."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no CI has this id, or it \
+            did not exist yet at `at`."),
         (status = 500, body = ErrorBody, description = "`internal`."),
         (status = 503, body = ErrorBody, description = "`unavailable`: shutting down."),
     ),
@@ -408,24 +432,31 @@ pub async fn software(
     uri: Uri,
 ) -> Result<Json<ListView<SoftwareView>>, ApiError> {
     let id = ci_id(path)?;
-    let params = query_params(&uri, &["limit", "cursor"])?;
+    let params = query_params(&uri, &["limit", "cursor", "at"])?;
     let limit = parse_limit(params.get("limit"))?;
     let after = match params.get("cursor") {
         Some(c) => Some(cursor::decode(c, 1)?[0]),
         None => None,
     };
-    let page = state
-        .store
-        .ci_software(id, after, limit)
-        .await?
-        .ok_or_else(|| no_such_ci(id))?;
+    let page = match parse_time("at", params.get("at"))? {
+        Some(at) => state
+            .store
+            .ci_software_at(id, at, after, limit)
+            .await?
+            .ok_or_else(|| not_at(id, at))?,
+        None => state
+            .store
+            .ci_software(id, after, limit)
+            .await?
+            .ok_or_else(|| no_such_ci(id))?,
+    };
     Ok(Json(ListView {
         items: page.items.into_iter().map(Into::into).collect(),
         next_cursor: page.next.map(|sw| cursor::encode(&[sw])),
     }))
 }
 
-fn parse_time(name: &str, value: Option<&String>) -> Result<Option<OffsetDateTime>, ApiError> {
+pub(crate) fn parse_time(name: &str, value: Option<&String>) -> Result<Option<OffsetDateTime>, ApiError> {
     value
         .map(|text| {
             OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {

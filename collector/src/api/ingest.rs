@@ -184,7 +184,7 @@ fn foreign_agent(token_agent: &str, batch_agent: &str) -> ApiError {
     )
 }
 
-fn too_large(limit: usize) -> ApiError {
+pub(crate) fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::PayloadTooLarge,
@@ -196,7 +196,7 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// A batch beyond the configured limits: the status that goes with each code.
-fn limit_error(e: LimitError) -> ApiError {
+pub(crate) fn limit_error(e: LimitError) -> ApiError {
     let code = e.code();
     let status = match code {
         ErrorCode::FieldTooLong | ErrorCode::TooManyItems => StatusCode::PAYLOAD_TOO_LARGE,
@@ -206,7 +206,7 @@ fn limit_error(e: LimitError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
-fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
+pub(crate) fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
     let unsupported = |what: &str| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -237,7 +237,7 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
     }
 }
 
-fn encoding_of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+pub(crate) fn encoding_of(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     let unsupported = |what: String| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -320,28 +320,8 @@ fn decode(
     limit: usize,
     limits: &Limits,
 ) -> Result<Batch, ApiError> {
-    let inflated;
-    let plain: &[u8] = match encoding {
-        Encoding::Identity => body,
-        Encoding::Gzip => {
-            inflated = inflate(flate2::read::GzDecoder::new(body), limit, "gzip");
-            inflated.as_deref().map_err(|e| inflate_error(e, limit))?
-        }
-        Encoding::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(body).map_err(|source| {
-                inflate_error(
-                    &InflateError::Corrupt {
-                        encoding: "zstd",
-                        source,
-                    },
-                    limit,
-                )
-            })?;
-            inflated = inflate(decoder, limit, "zstd");
-            inflated.as_deref().map_err(|e| inflate_error(e, limit))?
-        }
-    };
-    codec::decode_batch_within(plain, format, limits).map_err(|e| match e {
+    let plain = decompress(body, encoding, limit)?;
+    codec::decode_batch_within(&plain, format, limits).map_err(|e| match e {
         DecodeError::Limit(e) => limit_error(e),
         DecodeError::UnsupportedProtocol { .. } => {
             ApiError::bad_request(ErrorCode::UnsupportedProtocol, e.to_string())
@@ -357,6 +337,33 @@ fn decode(
             ApiError::bad_request(ErrorCode::InvalidBody, e.to_string())
         }
     })
+}
+
+/// The body as sent, or decompressed within `limit` bytes.
+pub(crate) fn decompress(
+    body: &[u8],
+    encoding: Encoding,
+    limit: usize,
+) -> Result<std::borrow::Cow<'_, [u8]>, ApiError> {
+    let inflated = match encoding {
+        Encoding::Identity => return Ok(std::borrow::Cow::Borrowed(body)),
+        Encoding::Gzip => inflate(flate2::read::GzDecoder::new(body), limit, "gzip"),
+        Encoding::Zstd => {
+            let decoder = zstd::stream::read::Decoder::new(body).map_err(|source| {
+                inflate_error(
+                    &InflateError::Corrupt {
+                        encoding: "zstd",
+                        source,
+                    },
+                    limit,
+                )
+            })?;
+            inflate(decoder, limit, "zstd")
+        }
+    };
+    inflated
+        .map(std::borrow::Cow::Owned)
+        .map_err(|e| inflate_error(&e, limit))
 }
 
 fn inflate_error(e: &InflateError, limit: usize) -> ApiError {

@@ -9,6 +9,8 @@ pub mod cursor;
 pub mod enroll;
 pub mod error;
 pub mod fuzz;
+pub mod history;
+pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
@@ -126,6 +128,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cis/{id}", get(cis::get))
         .route("/api/v1/cis/{id}/software", get(cis::software))
         .route("/api/v1/cis/{id}/health", get(cis::health))
+        .route("/api/v1/cis/{id}/history", get(history::ci_history))
+        .route("/api/v1/changes", get(history::changes))
         .route("/api/v1/software", get(software::list))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .route_layer(from_fn_with_state(
@@ -134,6 +138,13 @@ pub fn router(state: AppState) -> Router {
         ));
     let admin = Router::new()
         .route("/api/v1/enroll-secrets", get(secrets::list))
+        .route_layer(from_fn_with_state(
+            (state.clone(), Role::Admin),
+            auth::require_role,
+        ));
+    // Imports carry a whole inventory: bounded like agent batches (`max_body_bytes`).
+    let import = Router::new()
+        .route("/api/v1/import", post(import::post_import))
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Admin),
             auth::require_role,
@@ -148,7 +159,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops);
     Router::new()
         .merge(limit_bodies(
-            reports,
+            reports.merge(import),
             state.max_body_bytes,
             "max_body_bytes",
         ))

@@ -9,7 +9,10 @@ pub mod model;
 pub mod version;
 
 pub use diff::{ExistingPart, PartsPlan, SoftwareKey, SoftwarePlan, diff_parts, diff_software};
-pub use identify::{Candidates, Identified, IdentifyRule, RULES, identify};
+pub use identify::{
+    Candidates, IDENTIFIED_NEW, IdentityKeys, Identified, IdentifyRule, Placeholders, RULES,
+    identify,
+};
 pub use model::{
     PartSpec, computer_attributes, computer_name, incomplete_part_classes,
     keep_incomplete_attributes, part_specs,

@@ -95,7 +95,7 @@ fn list(conn: &Connection, filter: &CiFilter) -> Result<Page<CiRecord, i64>, Sto
     Ok(Page { items, next })
 }
 
-fn get(conn: &Connection, id: i64) -> Result<Option<CiDetail>, StoreError> {
+pub(super) fn get(conn: &Connection, id: i64) -> Result<Option<CiDetail>, StoreError> {
     let tx = conn.unchecked_transaction()?;
     let found = tx
         .prepare_cached(&format!(
@@ -279,7 +279,7 @@ mod tests {
 
         let computer = store.get_ci(1).await.unwrap().unwrap();
         assert_eq!(computer.ci.class, "computer");
-        assert_eq!(computer.ci.identified_by.as_deref(), Some("agent_id"));
+        assert_eq!(computer.ci.identified_by.as_deref(), Some("new"));
         assert_eq!(computer.ci.attributes["hostname"], "web-1");
         assert_eq!(computer.health.unwrap().collected_at, at);
         assert_eq!(computer.relationships.len(), 1);

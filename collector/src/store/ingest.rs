@@ -27,8 +27,6 @@
 //! attributes of those facets (and the name, for `host`), their parts and the installed
 //! software are left as they were, and only the facets it did learn are applied.
 
-use std::collections::BTreeMap;
-
 use census_common::{HealthSample, Inventory, ReportBody};
 use rusqlite::{Connection, OptionalExtension, params};
 use time::UtcOffset;
@@ -36,13 +34,9 @@ use time::UtcOffset;
 use super::health::MAX_CLOCK_AHEAD_MS;
 use super::model::{IngestBatch, IngestOutcome};
 use super::{Store, StoreError, to_ms};
-use crate::cmdb::{
-    self, CLASS_COMPUTER, Candidates, ExistingPart, REL_CONTAINS, SoftwareKey, diff_parts,
-    diff_software,
-};
-
-/// `identified_by` of a part CI: found by its computer and its part key.
-const PART_IDENTITY: &str = "part_key";
+use super::history::{ChangeKind, Recorder, Source};
+use super::reconcile::{self, Applied};
+use crate::cmdb::Placeholders;
 
 /// Most health samples kept per agent while it has no computer CI: a day at one a minute.
 pub const PENDING_PER_AGENT: u32 = 1440;
@@ -50,7 +44,10 @@ pub const PENDING_PER_AGENT: u32 = 1440;
 impl Store {
     /// Stores a batch and answers once it is durable.
     pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError> {
-        self.writer.run(move |conn| apply_batch(conn, batch)).await
+        let placeholders = self.placeholders.clone();
+        self.writer
+            .run(move |conn| apply_batch(conn, &placeholders, batch))
+            .await
     }
 }
 
@@ -65,6 +62,7 @@ struct AgentState {
 
 pub(crate) fn apply_batch(
     conn: &Connection,
+    placeholders: &Placeholders,
     batch: IngestBatch,
 ) -> Result<IngestOutcome, StoreError> {
     let now = to_ms(batch.received_at);
@@ -111,7 +109,14 @@ pub(crate) fn apply_batch(
 
     let had_ci = state.ci_id.is_some();
     for inv in inventories {
-        apply_inventory(conn, &mut state, &agent_id, inv, now)?;
+        apply_inventory(conn, placeholders, &mut state, &agent_id, inv, now)?;
+    }
+    // A stale or retired computer that reports again is active again.
+    if !samples.is_empty()
+        && let Some(ci_id) = state.ci_id
+    {
+        let rec = Recorder::new(conn, now, &Source::Agent(agent_id.clone()));
+        reconcile::reactivate(conn, &rec, ci_id)?;
     }
     // The smallest ts this batch adds to health_raw.
     let mut raw_min: Option<i64> = None;
@@ -160,32 +165,17 @@ pub(crate) fn apply_batch(
     Ok(IngestOutcome {
         acked,
         stored,
-        send_inventory: state.ci_id.is_none(),
+        // No computer yet, or its stored inventory was overwritten by an import: the agent's
+        // own inventory is wanted.
+        send_inventory: state.ci_id.is_none() || state.digest.is_none(),
         // Stored seqs come from u64s that fitted an i64, so they are never negative.
         last_seq: state.last_seq.and_then(|seq| u64::try_from(seq).ok()),
     })
 }
 
-/// The store's side of the identification rules.
-struct StoreCandidates<'c> {
-    conn: &'c Connection,
-}
-
-impl Candidates for StoreCandidates<'_> {
-    type Error = StoreError;
-
-    fn by_agent_id(&mut self, agent_id: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT ci_id FROM agent WHERE agent_id = ?1")?
-            .query_row([agent_id], |r| r.get::<_, Option<i64>>(0))
-            .optional()?
-            .flatten())
-    }
-}
-
 fn apply_inventory(
     conn: &Connection,
+    placeholders: &Placeholders,
     state: &mut AgentState,
     agent_id: &str,
     mut inv: Inventory,
@@ -193,9 +183,11 @@ fn apply_inventory(
 ) -> Result<(), StoreError> {
     inv.normalize();
     let digest = inv.content_digest();
-    let found = cmdb::identify(&mut StoreCandidates { conn }, &inv)?;
+    let rec = Recorder::new(conn, now, &Source::Agent(agent_id.to_owned()));
+    let found = reconcile::identify(conn, placeholders, &inv)?;
 
     if let Some(found) = found
+        && state.ci_id == Some(found.ci_id)
         && state.digest.as_deref() == Some(digest.as_str())
     {
         // Same content as the stored inventory: the machine was seen, nothing changed.
@@ -203,210 +195,52 @@ fn apply_inventory(
             "UPDATE ci SET last_seen = ?2 WHERE id = ?1 OR (parent_id = ?1 AND status = 'active')",
         )?
         .execute(params![found.ci_id, now])?;
-        state.ci_id = Some(found.ci_id);
+        reconcile::reactivate(conn, &rec, found.ci_id)?;
         return Ok(());
     }
 
-    let mut name = cmdb::computer_name(&inv);
-    let mut attributes = cmdb::computer_attributes(&inv);
-    if let Some(found) = &found
-        && !inv.incomplete.is_empty()
-    {
-        // Facets the agent could not learn this time keep what was stored for them.
-        let (stored_name, stored): (String, String) = conn
-            .prepare_cached("SELECT name, attributes FROM ci WHERE id = ?1")?
-            .query_row([found.ci_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let stored = serde_json::from_str(&stored)
-            .map_err(|e| StoreError::Corrupt(format!("attributes of ci {}: {e}", found.ci_id)))?;
-        cmdb::keep_incomplete_attributes(&mut attributes, &stored, &inv.incomplete);
-        if inv.incomplete.iter().any(|f| f == "host") {
-            name = stored_name;
-        }
+    let applied = reconcile::apply(conn, &rec, placeholders, &inv, found, now)?;
+    if state.ci_id != Some(applied.ci_id) {
+        attach(conn, &rec, agent_id, &applied)?;
+        state.ci_id = Some(applied.ci_id);
     }
-    let attributes = attributes.to_string();
-    let ci_id = match found {
-        Some(found) => {
-            conn.prepare_cached(
-                "UPDATE ci SET name = ?2, attributes = ?3, status = 'active', last_seen = ?4
-                 WHERE id = ?1",
-            )?
-            .execute(params![found.ci_id, name, attributes, now])?;
-            found.ci_id
-        }
-        None => {
-            let id: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO ci (class, name, attributes, identified_by, first_seen, last_seen)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING id",
-                )?
-                .query_row(
-                    params![
-                        CLASS_COMPUTER,
-                        name,
-                        attributes,
-                        cmdb::IdentifyRule::AgentId.name(),
-                        now
-                    ],
-                    |r| r.get(0),
-                )?;
-            // Attach at once, so a second inventory in the same batch finds this CI.
-            conn.prepare_cached("UPDATE agent SET ci_id = ?2 WHERE agent_id = ?1")?
-                .execute(params![agent_id, id])?;
-            id
-        }
-    };
-    state.ci_id = Some(ci_id);
-
-    apply_parts(conn, ci_id, &inv, now)?;
-    apply_software(conn, ci_id, &inv, now)?;
     state.digest = Some(digest);
     Ok(())
 }
 
-fn apply_parts(conn: &Connection, ci_id: i64, inv: &Inventory, now: i64) -> Result<(), StoreError> {
-    let existing = conn
-        .prepare_cached(
-            "SELECT id, class, part_key, name, status, attributes FROM ci WHERE parent_id = ?1",
-        )?
-        .query_map([ci_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?
-        .map(|row| {
-            let (id, class, key, name, status, attributes) = row?;
-            let attributes = serde_json::from_str(&attributes)
-                .map_err(|e| StoreError::Corrupt(format!("attributes of ci {id}: {e}")))?;
-            Ok(ExistingPart {
-                id,
-                class,
-                key,
-                name,
-                status,
-                attributes,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    // Parts of a list facet the agent could not learn this time are left as they are.
-    let unknown = cmdb::incomplete_part_classes(&inv.incomplete);
-    let existing: Vec<ExistingPart> = existing
-        .into_iter()
-        .filter(|part| !unknown.contains(&part.class.as_str()))
-        .collect();
-
-    let plan = diff_parts(&existing, cmdb::part_specs(inv));
-    let mut relate = conn.prepare_cached(
-        "INSERT INTO relationship (type, source_id, target_id, created_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (source_id, type, target_id) DO NOTHING",
-    )?;
-    for spec in plan.create {
-        let part_id: i64 = conn
-            .prepare_cached(
-                "INSERT INTO ci (class, name, attributes, identified_by, parent_id, part_key,
-                                 first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
-            )?
-            .query_row(
-                params![
-                    spec.class,
-                    spec.name,
-                    spec.attributes.to_string(),
-                    PART_IDENTITY,
-                    ci_id,
-                    spec.key,
-                    now
-                ],
-                |r| r.get(0),
-            )?;
-        relate.execute(params![REL_CONTAINS, ci_id, part_id, now])?;
-    }
-    for update in plan.update {
-        conn.prepare_cached(
-            "UPDATE ci SET name = ?2, attributes = ?3, status = 'active', last_seen = ?4
-             WHERE id = ?1",
-        )?
-        .execute(params![
-            update.id,
-            update.spec.name,
-            update.spec.attributes.to_string(),
-            now
-        ])?;
-        if update.reactivate {
-            relate.execute(params![REL_CONTAINS, ci_id, update.id, now])?;
-        }
-    }
-    let mut touch = conn.prepare_cached("UPDATE ci SET last_seen = ?2 WHERE id = ?1")?;
-    for id in plan.unchanged {
-        touch.execute(params![id, now])?;
-    }
-    for id in plan.retire {
-        conn.prepare_cached("UPDATE ci SET status = 'retired' WHERE id = ?1")?
-            .execute([id])?;
-        conn.prepare_cached(
-            "DELETE FROM relationship WHERE source_id = ?1 AND type = ?2 AND target_id = ?3",
-        )?
-        .execute(params![ci_id, REL_CONTAINS, id])?;
-    }
-    Ok(())
-}
-
-fn apply_software(
+/// Makes `agent_id` the agent of the CI its inventory identified. An agent that reported the
+/// CI before (the same machine before a reinstall) is detached: one agent per computer.
+fn attach(
     conn: &Connection,
-    ci_id: i64,
-    inv: &Inventory,
-    now: i64,
+    rec: &Recorder<'_>,
+    agent_id: &str,
+    applied: &Applied,
 ) -> Result<(), StoreError> {
-    if inv.incomplete.iter().any(|f| f == "software") {
-        // An empty list the agent could not learn, not everything uninstalled.
-        return Ok(());
-    }
-    let installed = conn
+    let previous: Option<String> = conn
         .prepare_cached(
-            "SELECT s.name, s.version, s.arch, s.source, s.id
-             FROM installation i JOIN software s ON s.id = i.software_id
-             WHERE i.ci_id = ?1",
+            "UPDATE agent SET ci_id = NULL WHERE ci_id = ?1 AND agent_id <> ?2 RETURNING agent_id",
         )?
-        .query_map([ci_id], |r| {
-            Ok((
-                SoftwareKey {
-                    name: r.get(0)?,
-                    version: r.get(1)?,
-                    arch: r.get(2)?,
-                    source: r.get(3)?,
-                },
-                r.get::<_, i64>(4)?,
-            ))
-        })?
-        .collect::<Result<BTreeMap<_, _>, _>>()?;
-    let plan = diff_software(&installed, &inv.software);
-
-    let mut catalog = conn.prepare_cached(
-        "INSERT INTO software (name, version, arch, vendor, source) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (name, version, arch, source)
-         DO UPDATE SET vendor = coalesce(software.vendor, excluded.vendor)
-         RETURNING id",
-    )?;
-    let mut install = conn.prepare_cached(
-        "INSERT INTO installation (ci_id, software_id, first_seen) VALUES (?1, ?2, ?3)
-         ON CONFLICT DO NOTHING",
-    )?;
-    for sw in plan.add {
-        let key = SoftwareKey::of(&sw);
-        let software_id: i64 = catalog.query_row(
-            params![key.name, key.version, key.arch, sw.vendor, key.source],
-            |r| r.get(0),
+        .query_row(params![applied.ci_id, agent_id], |r| r.get(0))
+        .optional()?;
+    conn.prepare_cached("UPDATE agent SET ci_id = ?2 WHERE agent_id = ?1")?
+        .execute(params![agent_id, applied.ci_id])?;
+    if !applied.created {
+        rec.record(
+            applied.ci_id,
+            ChangeKind::AgentChanged,
+            None,
+            Some(&serde_json::json!(previous)),
+            Some(&serde_json::json!(agent_id)),
         )?;
-        install.execute(params![ci_id, software_id, now])?;
     }
-    let mut uninstall =
-        conn.prepare_cached("DELETE FROM installation WHERE ci_id = ?1 AND software_id = ?2")?;
-    for software_id in plan.remove {
-        uninstall.execute(params![ci_id, software_id])?;
+    if let Some(previous) = previous {
+        tracing::info!(
+            agent = %agent_id,
+            previous = %previous,
+            ci_id = applied.ci_id,
+            rule = applied.identified_by(),
+            "this agent now reports a computer another agent reported before (a reinstall?)"
+        );
     }
     Ok(())
 }

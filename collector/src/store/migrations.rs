@@ -165,7 +165,7 @@ CREATE INDEX ci_key_ci ON ci_key(ci_id);
 -- Every change to a CI, in commit order: the one writer allocates ids in the order its
 -- transactions commit, and AUTOINCREMENT never reuses one, so `id` is the change feed's cursor.
 -- old and new are JSON (an attribute's value, a package, a part, a relationship); source is
--- `agent:<agent id>`, `import`, `api:<token name>` or `collector`. No foreign key: a CI's
+-- `agent:<agent id>`, `import:<token name>`, `api:<token name>` or `collector`. No foreign key: a CI's
 -- history outlives nothing, but rows must never block a delete either.
 CREATE TABLE history (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,

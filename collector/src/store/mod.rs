@@ -52,9 +52,10 @@
 //! Reports in a batch are applied in seq order.
 
 pub mod auth;
-mod cis;
+pub(crate) mod cis;
 mod health;
 pub(crate) mod history;
+mod reconcile;
 mod ingest;
 pub(crate) mod migrations;
 pub mod model;
@@ -128,6 +129,8 @@ pub struct StoreOptions {
     pub read_connections: usize,
     /// Most jobs one write transaction takes.
     pub max_batch: usize,
+    /// Identity values that never identify a computer (built-in lists plus config).
+    pub placeholders: crate::cmdb::Placeholders,
 }
 
 impl Default for StoreOptions {
@@ -135,6 +138,7 @@ impl Default for StoreOptions {
         StoreOptions {
             read_connections: 4,
             max_batch: 256,
+            placeholders: crate::cmdb::Placeholders::default(),
         }
     }
 }
@@ -143,6 +147,7 @@ pub struct Store {
     path: PathBuf,
     writer: Writer,
     reads: ReadPool,
+    placeholders: std::sync::Arc<crate::cmdb::Placeholders>,
 }
 
 impl Store {
@@ -168,6 +173,7 @@ impl Store {
             path: path.to_owned(),
             writer,
             reads,
+            placeholders: std::sync::Arc::new(options.placeholders.clone()),
         })
     }
 

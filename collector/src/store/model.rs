@@ -127,3 +127,42 @@ pub struct SoftwareInstall {
     pub software_id: i64,
     pub software: InstalledSoftware,
 }
+
+/// One history row: a change to a CI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRecord {
+    /// The change's position in the change feed (commit order).
+    pub id: i64,
+    pub ci_id: i64,
+    pub at: OffsetDateTime,
+    /// A [`crate::store::ChangeKind`] name.
+    pub kind: String,
+    pub field: Option<String>,
+    pub old: Value,
+    pub new: Value,
+    /// `agent:<id>`, `import:<token name>`, `api:<token name>` or `collector`.
+    pub source: String,
+}
+
+/// A page of one CI's history, newest first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HistoryQuery {
+    /// Only these kinds (empty: every kind).
+    pub kinds: Vec<crate::store::ChangeKind>,
+    /// Only changes made at or after this time.
+    pub from: Option<OffsetDateTime>,
+    /// Only changes made at or before this time.
+    pub to: Option<OffsetDateTime>,
+    /// Only changes older than this one (the cursor).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// What `POST /api/v1/import` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOutcome {
+    pub ci_id: i64,
+    pub created: bool,
+    /// The rule that matched, or `new`.
+    pub identified_by: String,
+}
