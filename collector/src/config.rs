@@ -213,13 +213,22 @@ impl Config {
             }
         }
         for mac in &self.placeholder_macs {
-            let hex: String = mac.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
+            let hex: String = mac
+                .chars()
+                .filter(|c| !matches!(c, ':' | '-' | '.'))
+                .collect();
             if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
                 bail!("placeholder_macs: {mac:?} is not a MAC address (aa:bb:cc:dd:ee:ff)");
             }
         }
-        if let Some(serial) = self.placeholder_serials.iter().find(|s| s.trim().is_empty()) {
-            bail!("placeholder_serials: {serial:?} is empty; empty serials are placeholders already");
+        if let Some(serial) = self
+            .placeholder_serials
+            .iter()
+            .find(|s| s.trim().is_empty())
+        {
+            bail!(
+                "placeholder_serials: {serial:?} is empty; empty serials are placeholders already"
+            );
         }
         Ok(())
     }

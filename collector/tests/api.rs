@@ -2,6 +2,7 @@
 
 mod auth;
 mod cli;
+mod cmdb;
 mod fuzz;
 mod hostile;
 mod support;

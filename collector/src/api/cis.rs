@@ -456,7 +456,10 @@ pub async fn software(
     }))
 }
 
-pub(crate) fn parse_time(name: &str, value: Option<&String>) -> Result<Option<OffsetDateTime>, ApiError> {
+pub(crate) fn parse_time(
+    name: &str,
+    value: Option<&String>,
+) -> Result<Option<OffsetDateTime>, ApiError> {
     value
         .map(|text| {
             OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {

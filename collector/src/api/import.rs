@@ -21,8 +21,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use census_common::codec::Format;
 use census_common::{
-    Batch, ErrorBody, ErrorCode, INVENTORY_SCHEMA, Inventory, PROTOCOL_VERSION, Report,
-    ReportBody, limits, shape,
+    Batch, ErrorBody, ErrorCode, INVENTORY_SCHEMA, Inventory, PROTOCOL_VERSION, Report, ReportBody,
+    limits, shape,
 };
 use serde::Serialize;
 use utoipa::ToSchema;

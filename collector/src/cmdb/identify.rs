@@ -323,7 +323,11 @@ impl IdentityKeys {
             IdentifyRule::MachineId => self.machine_id.iter().cloned().collect(),
             IdentifyRule::AgentId => self.agent_id.iter().cloned().collect(),
             IdentifyRule::MacHostname => match &self.hostname {
-                Some(host) => self.macs.iter().map(|mac| format!("{mac}|{host}")).collect(),
+                Some(host) => self
+                    .macs
+                    .iter()
+                    .map(|mac| format!("{mac}|{host}"))
+                    .collect(),
                 None => Vec::new(),
             },
             IdentifyRule::Hostname => self.hostname.iter().cloned().collect(),
@@ -576,7 +580,10 @@ mod tests {
             assert_eq!(p.mac(mac), None, "{mac}");
         }
         assert_eq!(p.mac("52-54-00-AB-CD-EF").as_deref(), None); // 0x52: locally administered
-        assert_eq!(p.mac("00-1A-2B-3C-4D-5E").as_deref(), Some("00:1a:2b:3c:4d:5e"));
+        assert_eq!(
+            p.mac("00-1A-2B-3C-4D-5E").as_deref(),
+            Some("00:1a:2b:3c:4d:5e")
+        );
         assert_eq!(p.hostname("LocalHost."), None);
 
         let extended = Placeholders::with_extra(

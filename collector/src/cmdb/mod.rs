@@ -10,7 +10,7 @@ pub mod version;
 
 pub use diff::{ExistingPart, PartsPlan, SoftwareKey, SoftwarePlan, diff_parts, diff_software};
 pub use identify::{
-    Candidates, IDENTIFIED_NEW, IdentityKeys, Identified, IdentifyRule, Placeholders, RULES,
+    Candidates, IDENTIFIED_NEW, Identified, IdentifyRule, IdentityKeys, Placeholders, RULES,
     identify,
 };
 pub use model::{

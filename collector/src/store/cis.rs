@@ -95,8 +95,13 @@ fn list(conn: &Connection, filter: &CiFilter) -> Result<Page<CiRecord, i64>, Sto
     Ok(Page { items, next })
 }
 
-pub(super) fn get(conn: &Connection, id: i64) -> Result<Option<CiDetail>, StoreError> {
+fn get(conn: &Connection, id: i64) -> Result<Option<CiDetail>, StoreError> {
     let tx = conn.unchecked_transaction()?;
+    get_within(&tx, id)
+}
+
+/// [`get`] inside the caller's read transaction.
+pub(super) fn get_within(tx: &Connection, id: i64) -> Result<Option<CiDetail>, StoreError> {
     let found = tx
         .prepare_cached(&format!(
             "SELECT {CI_COLUMNS} FROM ci c LEFT JOIN agent a ON a.ci_id = c.id WHERE c.id = ?1"

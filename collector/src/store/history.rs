@@ -13,7 +13,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::model::{CiDetail, HistoryQuery, HistoryRecord, InstalledSoftware, Page, RelationshipRecord};
+use super::model::{
+    CiDetail, HistoryQuery, HistoryRecord, InstalledSoftware, Page, RelationshipRecord,
+};
 use super::{Store, StoreError, from_ms, to_ms};
 
 /// Who made a change.
@@ -186,7 +188,12 @@ impl<'c> Recorder<'c> {
 
     /// Records one `AttributeChanged` row per key whose value differs between two attribute
     /// objects (a key absent on one side is null there).
-    pub(crate) fn attributes(&self, ci_id: i64, old: &Value, new: &Value) -> Result<(), StoreError> {
+    pub(crate) fn attributes(
+        &self,
+        ci_id: i64,
+        old: &Value,
+        new: &Value,
+    ) -> Result<(), StoreError> {
         let empty = serde_json::Map::new();
         let old = old.as_object().unwrap_or(&empty);
         let new = new.as_object().unwrap_or(&empty);
@@ -303,11 +310,15 @@ impl Store {
     /// name, status, criticality, `identified_by`, attributes and relationships. `None` when
     /// the CI does not exist or did not exist yet at `at`. The health sample is left out (it is
     /// a time series, read through `/health`), and `last_seen` is at most `at`.
-    pub async fn ci_at(&self, ci_id: i64, at: OffsetDateTime) -> Result<Option<CiDetail>, StoreError> {
+    pub async fn ci_at(
+        &self,
+        ci_id: i64,
+        at: OffsetDateTime,
+    ) -> Result<Option<CiDetail>, StoreError> {
         self.reads
             .run(move |conn| {
                 let tx = conn.unchecked_transaction()?;
-                let Some(mut detail) = super::cis::get(&tx, ci_id)? else {
+                let Some(mut detail) = super::cis::get_within(&tx, ci_id)? else {
                     return Ok(None);
                 };
                 if detail.ci.first_seen > at {
@@ -550,7 +561,9 @@ fn software_at(
             "SELECT s.name, s.version, s.arch, s.source
              FROM installation i JOIN software s ON s.id = i.software_id WHERE i.ci_id = ?1",
         )?
-        .query_map([ci_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map([ci_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<Result<_, _>>()?;
     for change in later_changes(conn, ci_id, at)? {
         let (remove, add) = match ChangeKind::parse(&change.kind) {

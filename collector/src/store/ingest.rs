@@ -32,10 +32,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use time::UtcOffset;
 
 use super::health::MAX_CLOCK_AHEAD_MS;
-use super::model::{IngestBatch, IngestOutcome};
-use super::{Store, StoreError, to_ms};
 use super::history::{ChangeKind, Recorder, Source};
+use super::model::{IngestBatch, IngestOutcome};
 use super::reconcile::{self, Applied};
+use super::{Store, StoreError, to_ms};
 use crate::cmdb::Placeholders;
 
 /// Most health samples kept per agent while it has no computer CI: a day at one a minute.
@@ -730,6 +730,79 @@ pub(crate) mod tests {
             "the computer and its filesystem were both seen again"
         );
         assert_eq!(count(&store, "SELECT count(*) FROM ci"), 2);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_retired_or_stale_computer_that_reports_again_is_active_again() {
+        let (store, _dir) = temp_store();
+        store
+            .ingest(inventory_batch(AGENT, 1, &["bash"]))
+            .await
+            .unwrap();
+        let set_status = |status: &str| {
+            Connection::open(store.path())
+                .unwrap()
+                .execute("UPDATE ci SET status = ?1 WHERE id = 1", [status])
+                .unwrap();
+        };
+        let status_rows = || {
+            let conn = Connection::open(store.path()).unwrap();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT old, new, source FROM history
+                     WHERE ci_id = 1 AND kind = 'status_changed' ORDER BY id",
+                )
+                .unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<Vec<(String, String, String)>, _>>()
+                .unwrap()
+        };
+        // A health sample brings a retired computer back.
+        set_status("retired");
+        store
+            .ingest(batch(AGENT, vec![health(AGENT, 2, T0)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM ci WHERE id = 1 AND status = 'active'"
+            ),
+            1
+        );
+        // So does an unchanged inventory, for a stale one.
+        set_status("stale");
+        store
+            .ingest(inventory_batch(AGENT, 3, &["bash"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM ci WHERE id = 1 AND status = 'active'"
+            ),
+            1
+        );
+        let source = format!("agent:{AGENT}");
+        assert_eq!(
+            status_rows(),
+            vec![
+                (
+                    "\"retired\"".to_owned(),
+                    "\"active\"".to_owned(),
+                    source.clone()
+                ),
+                ("\"stale\"".to_owned(), "\"active\"".to_owned(), source),
+            ]
+        );
+        // An active computer's samples write no history.
+        store
+            .ingest(batch(AGENT, vec![health(AGENT, 4, T0)]))
+            .await
+            .unwrap();
+        assert_eq!(status_rows().len(), 2);
         store.close().await;
     }
 

@@ -55,11 +55,11 @@ pub mod auth;
 pub(crate) mod cis;
 mod health;
 pub(crate) mod history;
-mod reconcile;
 mod ingest;
 pub(crate) mod migrations;
 pub mod model;
 mod read;
+mod reconcile;
 mod software;
 pub(crate) mod writer;
 

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::StoreError;
 use super::history::{ChangeKind, Recorder};
 use crate::cmdb::{
-    self, CLASS_COMPUTER, Candidates, ExistingPart, IDENTIFIED_NEW, IdentityKeys, IdentifyRule,
+    self, CLASS_COMPUTER, Candidates, ExistingPart, IDENTIFIED_NEW, IdentifyRule, IdentityKeys,
     Placeholders, REL_CONTAINS, SoftwareKey, diff_parts, diff_software,
 };
 
@@ -102,9 +102,11 @@ struct StoredCi {
 }
 
 fn stored_ci(conn: &Connection, ci_id: i64) -> Result<StoredCi, StoreError> {
-    let (name, status, identified_by, attributes): (String, String, Option<String>, String) =
-        conn.prepare_cached("SELECT name, status, identified_by, attributes FROM ci WHERE id = ?1")?
-            .query_row([ci_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    let (name, status, identified_by, attributes): (String, String, Option<String>, String) = conn
+        .prepare_cached("SELECT name, status, identified_by, attributes FROM ci WHERE id = ?1")?
+        .query_row([ci_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
     let attributes = serde_json::from_str(&attributes)
         .map_err(|e| StoreError::Corrupt(format!("attributes of ci {ci_id}: {e}")))?;
     Ok(StoredCi {
@@ -129,7 +131,12 @@ pub(crate) fn reactivate(
         Some(status) if status != "active" => {
             conn.prepare_cached("UPDATE ci SET status = 'active' WHERE id = ?1")?
                 .execute([ci_id])?;
-            rec.changed(ci_id, ChangeKind::StatusChanged, &json!(status), &json!("active"))?;
+            rec.changed(
+                ci_id,
+                ChangeKind::StatusChanged,
+                &json!(status),
+                &json!("active"),
+            )?;
             Ok(true)
         }
         _ => Ok(false),
@@ -149,46 +156,62 @@ pub(crate) fn apply(
     let mut keys = IdentityKeys::of(inv, placeholders);
     let mut name = cmdb::computer_name(inv);
     let mut attributes = cmdb::computer_attributes(inv);
-    let applied = match found {
-        Some(found) => {
-            let stored = stored_ci(conn, found.ci_id)?;
-            // Facets the agent could not learn this time keep what was stored for them.
-            if !inv.incomplete.is_empty() {
-                cmdb::keep_incomplete_attributes(&mut attributes, &stored.attributes, &inv.incomplete);
-                if inv.incomplete.iter().any(|f| f == "host") {
-                    name = stored.name.clone();
+    let applied =
+        match found {
+            Some(found) => {
+                let stored = stored_ci(conn, found.ci_id)?;
+                // Facets the agent could not learn this time keep what was stored for them.
+                if !inv.incomplete.is_empty() {
+                    cmdb::keep_incomplete_attributes(
+                        &mut attributes,
+                        &stored.attributes,
+                        &inv.incomplete,
+                    );
+                    if inv.incomplete.iter().any(|f| f == "host") {
+                        name = stored.name.clone();
+                    }
                 }
-            }
-            let rule = found.rule.name();
-            conn.prepare_cached(
-                "UPDATE ci SET name = ?2, attributes = ?3, status = 'active', last_seen = ?4,
+                let rule = found.rule.name();
+                conn.prepare_cached(
+                    "UPDATE ci SET name = ?2, attributes = ?3, status = 'active', last_seen = ?4,
                                identified_by = ?5
                  WHERE id = ?1",
-            )?
-            .execute(params![found.ci_id, name, attributes.to_string(), now, rule])?;
-            rec.changed(found.ci_id, ChangeKind::Renamed, &json!(stored.name), &json!(name))?;
-            rec.attributes(found.ci_id, &stored.attributes, &attributes)?;
-            rec.changed(
-                found.ci_id,
-                ChangeKind::StatusChanged,
-                &json!(stored.status),
-                &json!("active"),
-            )?;
-            rec.changed(
-                found.ci_id,
-                ChangeKind::Reidentified,
-                &json!(stored.identified_by),
-                &json!(rule),
-            )?;
-            keys.keep_unknown_from(&stored_keys(conn, found.ci_id)?);
-            Applied {
-                ci_id: found.ci_id,
-                created: false,
-                rule: Some(found.rule),
+                )?
+                .execute(params![
+                    found.ci_id,
+                    name,
+                    attributes.to_string(),
+                    now,
+                    rule
+                ])?;
+                rec.changed(
+                    found.ci_id,
+                    ChangeKind::Renamed,
+                    &json!(stored.name),
+                    &json!(name),
+                )?;
+                rec.attributes(found.ci_id, &stored.attributes, &attributes)?;
+                rec.changed(
+                    found.ci_id,
+                    ChangeKind::StatusChanged,
+                    &json!(stored.status),
+                    &json!("active"),
+                )?;
+                rec.changed(
+                    found.ci_id,
+                    ChangeKind::Reidentified,
+                    &json!(stored.identified_by),
+                    &json!(rule),
+                )?;
+                keys.keep_unknown_from(&stored_keys(conn, found.ci_id)?);
+                Applied {
+                    ci_id: found.ci_id,
+                    created: false,
+                    rule: Some(found.rule),
+                }
             }
-        }
-        None => {
-            let ci_id: i64 = conn
+            None => {
+                let ci_id: i64 = conn
                 .prepare_cached(
                     "INSERT INTO ci (class, name, attributes, identified_by, first_seen, last_seen)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING id",
@@ -197,20 +220,20 @@ pub(crate) fn apply(
                     params![CLASS_COMPUTER, name, attributes.to_string(), IDENTIFIED_NEW, now],
                     |r| r.get(0),
                 )?;
-            rec.record(
-                ci_id,
-                ChangeKind::Created,
-                None,
-                None,
-                Some(&json!({ "class": CLASS_COMPUTER, "name": name })),
-            )?;
-            Applied {
-                ci_id,
-                created: true,
-                rule: None,
+                rec.record(
+                    ci_id,
+                    ChangeKind::Created,
+                    None,
+                    None,
+                    Some(&json!({ "class": CLASS_COMPUTER, "name": name })),
+                )?;
+                Applied {
+                    ci_id,
+                    created: true,
+                    rule: None,
+                }
             }
-        }
-    };
+        };
     store_keys(conn, applied.ci_id, &keys)?;
     apply_parts(conn, rec, applied.ci_id, inv, now)?;
     apply_software(conn, rec, applied.ci_id, inv, now, applied.created)?;
@@ -221,9 +244,8 @@ pub(crate) fn apply(
 fn store_keys(conn: &Connection, ci_id: i64, keys: &IdentityKeys) -> Result<(), StoreError> {
     conn.prepare_cached("DELETE FROM ci_key WHERE ci_id = ?1")?
         .execute([ci_id])?;
-    let mut insert = conn.prepare_cached(
-        "INSERT OR IGNORE INTO ci_key (kind, value, ci_id) VALUES (?1, ?2, ?3)",
-    )?;
+    let mut insert = conn
+        .prepare_cached("INSERT OR IGNORE INTO ci_key (kind, value, ci_id) VALUES (?1, ?2, ?3)")?;
     for (kind, value) in keys.rows() {
         insert.execute(params![kind, value, ci_id])?;
     }
@@ -311,7 +333,13 @@ fn apply_parts(
         )?;
         let field = format!("{}:{}", spec.class, spec.key);
         let part = part_ref(part_id, spec.class, &spec.key);
-        rec.record(ci_id, ChangeKind::PartAdded, Some(&field), None, Some(&part))?;
+        rec.record(
+            ci_id,
+            ChangeKind::PartAdded,
+            Some(&field),
+            None,
+            Some(&part),
+        )?;
         rec.relationship(true, REL_CONTAINS, ci_id, part_id)?;
     }
     for update in plan.update {
@@ -344,7 +372,13 @@ fn apply_parts(
             relate.execute(params![REL_CONTAINS, ci_id, update.id, now])?;
             let field = format!("{}:{}", update.spec.class, update.spec.key);
             let part = part_ref(update.id, update.spec.class, &update.spec.key);
-            rec.record(ci_id, ChangeKind::PartAdded, Some(&field), None, Some(&part))?;
+            rec.record(
+                ci_id,
+                ChangeKind::PartAdded,
+                Some(&field),
+                None,
+                Some(&part),
+            )?;
             rec.relationship(true, REL_CONTAINS, ci_id, update.id)?;
         }
     }
@@ -360,10 +394,21 @@ fn apply_parts(
         )?
         .execute(params![ci_id, REL_CONTAINS, id])?;
         if let Some(old) = by_id.get(&id) {
-            rec.changed(id, ChangeKind::StatusChanged, &json!(old.status), &json!("retired"))?;
+            rec.changed(
+                id,
+                ChangeKind::StatusChanged,
+                &json!(old.status),
+                &json!("retired"),
+            )?;
             let field = format!("{}:{}", old.class, old.key);
             let part = part_ref(id, &old.class, &old.key);
-            rec.record(ci_id, ChangeKind::PartRemoved, Some(&field), Some(&part), None)?;
+            rec.record(
+                ci_id,
+                ChangeKind::PartRemoved,
+                Some(&field),
+                Some(&part),
+                None,
+            )?;
             rec.relationship(false, REL_CONTAINS, ci_id, id)?;
         }
     }
@@ -459,7 +504,10 @@ fn record_software(
     removed: &[(SoftwareKey, Option<String>)],
     added: &[Software],
 ) -> Result<(), StoreError> {
-    type Slot<'a> = (Vec<&'a (SoftwareKey, Option<String>)>, Vec<(SoftwareKey, &'a Software)>);
+    type Slot<'a> = (
+        Vec<&'a (SoftwareKey, Option<String>)>,
+        Vec<(SoftwareKey, &'a Software)>,
+    );
     let mut by_package: BTreeMap<(String, String, String), Slot<'_>> = BTreeMap::new();
     for old in removed {
         let key = (old.0.name.clone(), old.0.arch.clone(), old.0.source.clone());
@@ -487,11 +535,23 @@ fn record_software(
         }
         for old in gone {
             let package = package_json(&old.0, old.1.as_deref());
-            rec.record(ci_id, ChangeKind::SoftwareRemoved, Some(&name), Some(&package), None)?;
+            rec.record(
+                ci_id,
+                ChangeKind::SoftwareRemoved,
+                Some(&name),
+                Some(&package),
+                None,
+            )?;
         }
         for (new, sw) in came {
             let package = package_json(&new, sw.vendor.as_deref());
-            rec.record(ci_id, ChangeKind::SoftwareAdded, Some(&name), None, Some(&package))?;
+            rec.record(
+                ci_id,
+                ChangeKind::SoftwareAdded,
+                Some(&name),
+                None,
+                Some(&package),
+            )?;
         }
     }
     Ok(())
