@@ -197,9 +197,12 @@ CREATE INDEX ci_last_seen ON ci(last_seen);
 ALTER TABLE relationship ADD COLUMN created_by TEXT;
 ALTER TABLE relationship ADD COLUMN description TEXT;
 
--- The existing computers' agent-id keys, so identification finds them as before.
+-- The existing computers' agent-id keys, so identification finds them as before; forgetting
+-- the stored digests makes each agent's next inventory apply in full (and the collector ask for
+-- it), which stores the hardware keys the old schema did not keep.
 INSERT OR IGNORE INTO ci_key (kind, value, ci_id)
     SELECT 'agent_id', lower(agent_id), ci_id FROM agent WHERE ci_id IS NOT NULL;
+UPDATE agent SET inventory_digest = NULL;
 "#,
 ];
 
@@ -338,6 +341,14 @@ mod tests {
                 conn.execute("UPDATE health_meta SET raw_min_ts = 7200000", [])
                     .unwrap();
             }
+            if (1..4).contains(&done) {
+                conn.execute(
+                    "INSERT INTO agent (agent_id, ci_id, last_seen, inventory_digest)
+                     VALUES ('A-1', 1, 0, 'old')",
+                    [],
+                )
+                .unwrap();
+            }
             migrate(&mut conn, Path::new("old.db")).unwrap();
             assert_eq!(version(&conn), current_version());
             let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
@@ -349,6 +360,20 @@ mod tests {
                 .query_row("SELECT raw_min_ts FROM health_meta", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(floor, (done >= 1).then_some(7_200_000), "from {done}");
+            // Migration 4 gives existing computers their agent-id key and forgets the digests,
+            // so the next inventory stores the rest of the keys.
+            if (1..4).contains(&done) {
+                assert_eq!(
+                    count(
+                        "SELECT count(*) FROM ci_key WHERE kind = 'agent_id' AND value = 'a-1' AND ci_id = 1"
+                    ),
+                    1
+                );
+                assert_eq!(
+                    count("SELECT count(*) FROM agent WHERE inventory_digest IS NULL"),
+                    1
+                );
+            }
         }
     }
 
