@@ -1,7 +1,7 @@
 //! End to end: the real agent binary inventories this machine and reports to the real collector
 //! over HTTP on 127.0.0.1; the admin API then shows what the agent saw.
 
-use census_tests::{TestAgent, TestCollector};
+use census_tests::{TestAgent, TestCollector, http_request};
 use serde_json::Value;
 
 fn items(v: &Value) -> &Vec<Value> {
@@ -157,4 +157,56 @@ fn dpkg_installed_count() -> Option<usize> {
             .filter(|l| l.as_bytes().get(1) == Some(&b'i'))
             .count()
     })
+}
+
+/// A machine inventoried by hand first (`census-agent inventory` posted to `/api/v1/import`),
+/// then by its agent: one computer CI, found again by the agent, with both sources in its
+/// history.
+#[test]
+fn an_imported_machine_is_the_same_ci_when_its_agent_reports() {
+    let collector = TestCollector::start();
+    let agent = TestAgent::new();
+    let document = agent.inventory();
+    let software_seen = document["software"].as_array().unwrap().len();
+    let body = serde_json::to_vec(&document).unwrap();
+    let token = format!("Bearer {}", collector.admin_token);
+    let (status, answer) = http_request(
+        collector.addr,
+        "POST",
+        "/api/v1/import",
+        &[
+            ("Authorization", token.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    );
+    assert_eq!(status, 201, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["created"], true);
+    assert_eq!(answer["identified_by"], "new");
+    let id = answer["ci_id"].as_i64().unwrap();
+    assert_eq!(
+        all_items(&collector, &format!("/api/v1/cis/{id}/software")).len(),
+        software_seen
+    );
+
+    agent.once(&collector);
+    let computers = all_items(&collector, "/api/v1/cis?class=computer");
+    assert_eq!(computers.len(), 1, "{computers:?}");
+    assert_eq!(computers[0]["id"], id);
+    let rule = computers[0]["identified_by"].as_str().unwrap().to_owned();
+    assert_ne!(rule, "new");
+    let history = all_items(&collector, &format!("/api/v1/cis/{id}/history"));
+    let sources: std::collections::BTreeSet<&str> = history
+        .iter()
+        .map(|row| row["source"].as_str().unwrap())
+        .collect();
+    assert!(
+        sources.iter().any(|s| s.starts_with("import:")),
+        "{sources:?}"
+    );
+    assert!(
+        history.iter().any(|row| row["kind"] == "agent_changed"),
+        "{history:?}"
+    );
 }
