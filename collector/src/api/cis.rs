@@ -20,8 +20,8 @@
 //!     the filters. A cursor used with another sort or other filters is refused with
 //!     `400 invalid_cursor` rather than resuming some other list.
 //!   - Anything else (an unknown or repeated parameter, a value outside its set, an empty text
-//!     filter, one over 4096 bytes, a bad time) is `400 invalid_filter`, naming the parameter
-//!     and what it takes.
+//!     filter, a `*_contains` over 4096 characters, a bad time) is `400 invalid_filter`,
+//!     naming the parameter and what it takes.
 //!   - `Accept: text/csv` answers the page as CSV ([`CSV_COLUMNS`]; attributes a CI lacks are
 //!     empty cells), the next page's URL in `Link` and its cursor in `X-Next-Cursor`.
 //! - `GET /api/v1/cis/{id}`: the full CI, with its latest health sample (`null` if none) and
@@ -318,9 +318,10 @@ const TEXT_FILTERS: &[&str] = &[
     "has_software_version",
 ];
 
-/// The longest text filter value, in bytes: longer than any stored name, well inside SQLite's
-/// limit on `LIKE` patterns.
-pub const MAX_FILTER_BYTES: usize = 4096;
+/// The longest `*_contains` value, in characters: escaped into a `LIKE` pattern it is at most
+/// 32770 bytes, inside SQLite's 50000-byte limit on one. Exact values are bounded only by the
+/// length of the request line.
+pub const MAX_CONTAINS_CHARS: usize = 4096;
 
 /// The columns of the CSV answer, in order.
 pub const CSV_COLUMNS: &[&str] = &[
@@ -374,26 +375,34 @@ impl ToSchema for CiSortParam {
     operation_id = "list_cis",
     tag = "cis",
     params(
-        ("class" = Option<String>, Query, description = "Exact class, e.g. `computer`."),
+        ("class" = Option<String>, Query, min_length = 1,
+            description = "Exact class, e.g. `computer`."),
         ("status" = Option<CiStatus>, Query, description = "Exact status. Without it, retired \
             CIs are left out unless `include_retired=true`."),
         ("include_retired" = Option<bool>, Query, description = "`true` lists retired CIs too \
             when no `status` is given; default `false`."),
-        ("name" = Option<String>, Query, description = "Exact CI name."),
-        ("name_contains" = Option<String>, Query, description = "Substring of the CI name; \
-            ASCII letters match either case, `%` and `_` are plain characters."),
-        ("name_prefix" = Option<String>, Query, description = "Prefix of the CI name \
-            (case-sensitive)."),
-        ("hostname" = Option<String>, Query, description = "Exact `hostname` attribute."),
-        ("hostname_contains" = Option<String>, Query, description = "Substring of the \
-            `hostname` attribute, like `name_contains`."),
-        ("os" = Option<String>, Query,
+        ("name" = Option<String>, Query, min_length = 1, description = "Exact CI name."),
+        ("name_contains" = Option<String>, Query, min_length = 1, max_length = 4096,
+            description = "Substring of the CI name; ASCII letters match either case, `%` and \
+            `_` are plain characters."),
+        ("name_prefix" = Option<String>, Query, min_length = 1,
+            description = "Prefix of the CI name (case-sensitive)."),
+        ("hostname" = Option<String>, Query, min_length = 1,
+            description = "Exact `hostname` attribute."),
+        ("hostname_contains" = Option<String>, Query, min_length = 1, max_length = 4096,
+            description = "Substring of the `hostname` attribute, like `name_contains`."),
+        ("os" = Option<String>, Query, min_length = 1,
             description = "Exact OS name or family, e.g. `Debian GNU/Linux` or `linux`."),
-        ("os_name" = Option<String>, Query, description = "Exact `os_name` attribute."),
-        ("os_version" = Option<String>, Query, description = "Exact `os_version` attribute."),
-        ("vendor" = Option<String>, Query, description = "Exact hardware `vendor` attribute."),
-        ("model" = Option<String>, Query, description = "Exact hardware `model` attribute."),
-        ("serial" = Option<String>, Query, description = "Exact hardware `serial` attribute."),
+        ("os_name" = Option<String>, Query, min_length = 1,
+            description = "Exact `os_name` attribute."),
+        ("os_version" = Option<String>, Query, min_length = 1,
+            description = "Exact `os_version` attribute."),
+        ("vendor" = Option<String>, Query, min_length = 1,
+            description = "Exact hardware `vendor` attribute."),
+        ("model" = Option<String>, Query, min_length = 1,
+            description = "Exact hardware `model` attribute."),
+        ("serial" = Option<String>, Query, min_length = 1,
+            description = "Exact hardware `serial` attribute."),
         ("criticality" = Option<i64>, Query, minimum = 1, maximum = 4,
             description = "Exact criticality, 1 (highest) to 4."),
         ("criticality_max" = Option<i64>, Query, minimum = 1, maximum = 4,
@@ -403,10 +412,10 @@ impl ToSchema for CiSortParam {
             is its agent's last report."),
         ("last_seen_after" = Option<String>, Query, format = DateTime,
             description = "`last_seen` at or after this time (inclusive)."),
-        ("has_software" = Option<String>, Query, description = "Computers with an installed \
-            package of this exact name."),
-        ("has_software_version" = Option<String>, Query, description = "With `has_software`: \
-            only at this exact version."),
+        ("has_software" = Option<String>, Query, min_length = 1,
+            description = "Computers with an installed package of this exact name."),
+        ("has_software_version" = Option<String>, Query, min_length = 1,
+            description = "With `has_software`: only at this exact version."),
         ("sort" = inline(Option<CiSortParam>), Query, description = "Sort key, `-` for descending; \
             default `id`. CIs without the key (a filesystem has no `hostname`) come last in \
             ascending order and first in descending order."),
@@ -496,7 +505,7 @@ fn csv_row(ci: &CiRecord) -> Vec<Cell> {
 }
 
 /// The filter of `GET /api/v1/cis` from its query string: only [`LIST_PARAMS`], each at most
-/// once; text filters non-empty and at most [`MAX_FILTER_BYTES`]; `status`, `sort`,
+/// once; text filters non-empty, `*_contains` at most [`MAX_CONTAINS_CHARS`]; `status`, `sort`,
 /// `include_retired` from their fixed sets; `criticality` 1 to 4; times RFC 3339; `limit` in
 /// range; `cursor` one this list returned for the same sort and filters. Every value becomes a
 /// bound parameter of the store's query. The fuzz targets call it.
@@ -509,10 +518,10 @@ pub fn parse_ci_filter(uri: &Uri) -> Result<CiFilter, ApiError> {
                     "{name} must not be empty; leave it out to not filter on it"
                 )));
             }
-            if value.len() > MAX_FILTER_BYTES {
+            let chars = value.chars().count();
+            if name.ends_with("_contains") && chars > MAX_CONTAINS_CHARS {
                 return Err(ApiError::invalid_filter(format!(
-                    "{name} must be at most {MAX_FILTER_BYTES} bytes long, not {}",
-                    value.len()
+                    "{name} must be at most {MAX_CONTAINS_CHARS} characters long, not {chars}"
                 )));
             }
         }

@@ -589,7 +589,8 @@ mod tests {
         for r in rows() {
             conn.execute(
                 "INSERT INTO ci (id, class, name, status, criticality, attributes, \
-                 identified_by, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8)",
+                 identified_by, first_seen, last_seen) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8)",
                 rusqlite::params![
                     r.id,
                     r.class,

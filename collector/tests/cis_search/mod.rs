@@ -616,6 +616,7 @@ async fn every_invalid_parameter_is_refused_with_its_name() {
         ("limit=1001".into(), "limit"),
         ("limit=ten".into(), "limit"),
         (format!("name_contains={long}"), "name_contains"),
+        (format!("hostname_contains={long}"), "hostname_contains"),
     ];
     let mut all = cases;
     for name in LIST_PARAMS {
@@ -640,6 +641,23 @@ async fn every_invalid_parameter_is_refused_with_its_name() {
         let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_filter");
         assert!(message.contains(name), "?{query}: {message}");
     }
+    // Exact values are as long as the request line allows; a substring at the limit, made of
+    // LIKE wildcards, is still searched for literally.
+    let page = c
+        .get_ok(&format!("/api/v1/cis?name={}", "x".repeat(20_000)))
+        .await;
+    assert!(items(&page).is_empty());
+    let wildcards = enc(&"%_\\x".repeat(1024));
+    let page = c
+        .get_ok(&format!("/api/v1/cis?name_contains={wildcards}"))
+        .await;
+    assert!(items(&page).is_empty(), "{page}");
+    // The limit counts characters, as the document's maxLength does.
+    let wide = enc(&"\u{e9}".repeat(4096));
+    let page = c
+        .get_ok(&format!("/api/v1/cis?hostname_contains={wide}"))
+        .await;
+    assert!(items(&page).is_empty(), "{page}");
     // What is allowed is named too.
     let (status, body) = c.get("/api/v1/cis?sort=colour").await;
     let message = assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_filter");
