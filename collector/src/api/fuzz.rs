@@ -1,7 +1,7 @@
 //! The two parsers of untrusted input as fuzz entry points, shared by the cargo-fuzz targets
 //! (`collector/fuzz`) and the bounded property tests CI runs (`collector/tests/fuzz`). Each
 //! takes arbitrary bytes and panics only when the parser breaks its promise: an answer that is
-//! neither a value nor a 4xx.
+//! neither a value nor a 4xx, or (for the CI filter) a filter that refuses its own cursor.
 
 use axum::http::{StatusCode, Uri};
 use census_common::Format;
