@@ -1,6 +1,7 @@
 //! The collector over HTTP: real MessagePack + gzip batches in, the admin API out.
 
 mod auth;
+mod cis_search;
 mod cli;
 mod cmdb;
 mod fuzz;
@@ -104,7 +105,10 @@ async fn an_inventory_becomes_a_computer_with_parts_and_software() {
         names(&c.get_ok("/api/v1/cis?os=linux").await),
         vec!["web-1"]
     );
-    assert_eq!(names(&c.get_ok("/api/v1/cis?name=web-1:").await).len(), 4);
+    assert_eq!(
+        names(&c.get_ok("/api/v1/cis?name_prefix=web-1:").await).len(),
+        4
+    );
 
     let software = c.get_ok(&format!("/api/v1/cis/{id}/software")).await;
     assert_eq!(names(&software), vec!["bash", "curl", "openssl"]);

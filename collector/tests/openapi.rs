@@ -213,6 +213,10 @@ async fn real_answers_validate_against_the_document() {
     let filesystem = c.get_ok("/api/v1/cis?class=filesystem&limit=1").await;
     let part = filesystem["items"][0]["id"].as_i64().unwrap();
     let cursor = filesystem["next_cursor"].as_str().unwrap().to_owned();
+    let sorted = c
+        .get_ok("/api/v1/cis?sort=-hostname&include_retired=true&limit=2")
+        .await;
+    let sorted_cursor = sorted["next_cursor"].as_str().unwrap().to_owned();
 
     // (path template, concrete path, the status it must answer)
     let cases = [
@@ -229,6 +233,40 @@ async fn real_answers_validate_against_the_document() {
         ),
         ("/api/v1/cis", "/api/v1/cis?status=gone".to_owned(), 400),
         ("/api/v1/cis", "/api/v1/cis?cursor=nope".to_owned(), 400),
+        (
+            "/api/v1/cis",
+            "/api/v1/cis?sort=-hostname&include_retired=true&limit=2".to_owned(),
+            200,
+        ),
+        (
+            "/api/v1/cis",
+            format!("/api/v1/cis?sort=-hostname&include_retired=true&cursor={sorted_cursor}"),
+            200,
+        ),
+        (
+            "/api/v1/cis",
+            "/api/v1/cis?has_software=openssl&has_software_version=3.0.11&os=linux\
+             &name_contains=WEB&criticality_max=3&last_seen_after=2000-01-01T00:00:00Z"
+                .to_owned(),
+            200,
+        ),
+        ("/api/v1/cis", "/api/v1/cis?criticality=7".to_owned(), 400),
+        ("/api/v1/cis", "/api/v1/cis?sort=colour".to_owned(), 400),
+        (
+            "/api/v1/cis",
+            "/api/v1/cis?last_seen_before=x".to_owned(),
+            400,
+        ),
+        (
+            "/api/v1/cis",
+            "/api/v1/cis?has_software_version=1".to_owned(),
+            400,
+        ),
+        (
+            "/api/v1/cis",
+            format!("/api/v1/cis?sort=hostname&cursor={sorted_cursor}"),
+            400,
+        ),
         ("/api/v1/cis/{id}", format!("/api/v1/cis/{id}"), 200),
         ("/api/v1/cis/{id}", format!("/api/v1/cis/{part}"), 200),
         ("/api/v1/cis/{id}", "/api/v1/cis/999999".to_owned(), 404),
@@ -363,7 +401,10 @@ async fn every_documented_query_parameter_is_taken() {
             let value = match name {
                 "limit" => "1",
                 "status" => "active",
-                "from" | "to" => "2025-03-01T12:00:00Z",
+                "from" | "to" | "last_seen_before" | "last_seen_after" => "2025-03-01T12:00:00Z",
+                "criticality" | "criticality_max" => "2",
+                "include_retired" => "true",
+                "sort" => "-name",
                 "cursor" => "k1.1",
                 _ => "x",
             };

@@ -58,18 +58,44 @@ pub struct RelationshipRecord {
     pub created_at: OffsetDateTime,
 }
 
-/// Filters of the CI list. Every present filter must match.
+/// Filters, order and position of the CI list. Every present filter must match (AND). Text
+/// filters are exact and case-sensitive unless their name says otherwise.
 #[derive(Debug, Clone, Default)]
 pub struct CiFilter {
     pub class: Option<String>,
+    /// Exact status. Without one, retired CIs are left out unless `include_retired`.
     pub status: Option<String>,
-    /// Prefix of the CI name.
+    pub include_retired: bool,
+    /// The exact CI name.
+    pub name: Option<String>,
+    /// A substring of the CI name, ASCII letters compared case-insensitively.
+    pub name_contains: Option<String>,
+    /// Prefix of the CI name (case-sensitive).
     pub name_prefix: Option<String>,
     pub hostname: Option<String>,
+    /// A substring of the `hostname` attribute, ASCII letters compared case-insensitively.
+    pub hostname_contains: Option<String>,
     /// Exact `os_name` or `os_family` attribute.
     pub os: Option<String>,
-    /// Only CIs with an id above this (the cursor).
-    pub after: Option<i64>,
+    pub os_name: Option<String>,
+    pub os_version: Option<String>,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    /// Exact criticality, 1 (highest) to 4.
+    pub criticality: Option<i64>,
+    /// Criticality at most this number: at least this critical.
+    pub criticality_max: Option<i64>,
+    /// `last_seen` (for a computer, the later of its row and its agent's last report) before
+    /// this time, exclusive.
+    pub last_seen_before: Option<OffsetDateTime>,
+    /// `last_seen` at or after this time.
+    pub last_seen_after: Option<OffsetDateTime>,
+    /// Computers with an installed package of this exact name (and version, if given).
+    pub has_software: Option<SoftwareMatch>,
+    pub sort: CiSort,
+    /// Where the previous page ended (the cursor), in `sort` order.
+    pub after: Option<CiPosition>,
     pub limit: u32,
 }
 
@@ -165,4 +191,129 @@ pub struct ImportOutcome {
     pub created: bool,
     /// The rule that matched, or `new`.
     pub identified_by: String,
+}
+
+/// An installed package the CI list filters on: exact name, and exact version if given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoftwareMatch {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+/// The order of the CI list: a key, ascending or descending, with the id breaking ties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CiSort {
+    pub key: CiSortKey,
+    pub descending: bool,
+}
+
+/// What the CI list can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CiSortKey {
+    #[default]
+    Id,
+    Name,
+    Hostname,
+    OsName,
+    OsVersion,
+    Vendor,
+    Model,
+    Serial,
+    Criticality,
+    LastSeen,
+    FirstSeen,
+    Class,
+    Status,
+}
+
+impl CiSortKey {
+    pub const ALL: [CiSortKey; 13] = [
+        CiSortKey::Id,
+        CiSortKey::Name,
+        CiSortKey::Hostname,
+        CiSortKey::OsName,
+        CiSortKey::OsVersion,
+        CiSortKey::Vendor,
+        CiSortKey::Model,
+        CiSortKey::Serial,
+        CiSortKey::Criticality,
+        CiSortKey::LastSeen,
+        CiSortKey::FirstSeen,
+        CiSortKey::Class,
+        CiSortKey::Status,
+    ];
+
+    /// The key's name in the API (`sort=`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CiSortKey::Id => "id",
+            CiSortKey::Name => "name",
+            CiSortKey::Hostname => "hostname",
+            CiSortKey::OsName => "os_name",
+            CiSortKey::OsVersion => "os_version",
+            CiSortKey::Vendor => "vendor",
+            CiSortKey::Model => "model",
+            CiSortKey::Serial => "serial",
+            CiSortKey::Criticality => "criticality",
+            CiSortKey::LastSeen => "last_seen",
+            CiSortKey::FirstSeen => "first_seen",
+            CiSortKey::Class => "class",
+            CiSortKey::Status => "status",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<CiSortKey> {
+        CiSortKey::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// The kind of value the key has: the attribute keys are text and absent on some CIs
+    /// (a filesystem has no hostname), the others are always present.
+    pub fn kind(self) -> SortKind {
+        match self {
+            CiSortKey::Id | CiSortKey::Criticality | CiSortKey::LastSeen | CiSortKey::FirstSeen => {
+                SortKind::Integer
+            }
+            CiSortKey::Name | CiSortKey::Class | CiSortKey::Status => SortKind::Text,
+            CiSortKey::Hostname
+            | CiSortKey::OsName
+            | CiSortKey::OsVersion
+            | CiSortKey::Vendor
+            | CiSortKey::Model
+            | CiSortKey::Serial => SortKind::NullableText,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKind {
+    Integer,
+    Text,
+    NullableText,
+}
+
+impl SortKind {
+    /// Whether a sort key of this kind can have `value`.
+    pub fn admits(self, value: &SortValue) -> bool {
+        matches!(
+            (self, value),
+            (SortKind::Integer, SortValue::Integer(_))
+                | (SortKind::Text | SortKind::NullableText, SortValue::Text(_))
+                | (SortKind::NullableText, SortValue::Null)
+        )
+    }
+}
+
+/// The value of a sort key on one CI. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortValue {
+    Null,
+    Integer(i64),
+    Text(String),
+}
+
+/// A place in the sorted CI list: the sort key value and id of the last CI of a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CiPosition {
+    pub key: SortValue,
+    pub id: i64,
 }
