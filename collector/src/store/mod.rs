@@ -51,6 +51,7 @@
 //! `last_seq` was therefore stored before: it is acknowledged again and nothing is written.
 //! Reports in a batch are applied in seq order.
 
+pub mod admin;
 pub mod auth;
 mod cis;
 mod health;
@@ -59,6 +60,7 @@ mod ingest;
 pub(crate) mod migrations;
 pub mod model;
 mod read;
+pub mod relations;
 mod software;
 pub(crate) mod writer;
 
