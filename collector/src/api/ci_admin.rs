@@ -214,20 +214,22 @@ pub struct NewCiBody {
     pub attributes: Option<Value>,
 }
 
-/// The body of `PATCH /api/v1/cis/{id}`: the fields to change.
+/// The body of `PATCH /api/v1/cis/{id}`: the fields to change, each optional and none null.
 #[derive(ToSchema)]
 pub struct CiPatchBody {
     /// 1 to 255 characters. Not on a CI discovered from an inventory.
-    pub name: Option<String>,
-    #[schema(minimum = 1, maximum = 4)]
-    pub criticality: Option<i64>,
-    /// `active` or `retired`; `stale` is set only by the collector.
-    #[schema(value_type = Option<CiStatus>)]
-    pub status: Option<String>,
+    #[schema(required = false)]
+    pub name: String,
+    #[schema(required = false, minimum = 1, maximum = 4)]
+    pub criticality: i64,
+    /// `active` or `retired`; `stale` is set only by the collector (sending back the status
+    /// the CI has is no change).
+    #[schema(required = false, value_type = CiStatus)]
+    pub status: String,
     /// A JSON merge patch of the attributes: a key with null is removed, others are set. Not
     /// on a CI discovered from an inventory.
-    #[schema(value_type = Option<Object>)]
-    pub attributes: Option<Value>,
+    #[schema(required = false, value_type = Object)]
+    pub attributes: Value,
 }
 
 /// The CI as `GET /api/v1/cis/{id}` answers it, read after the write committed.

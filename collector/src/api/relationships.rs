@@ -99,11 +99,12 @@ pub struct NewRelationshipBody {
     pub description: Option<String>,
 }
 
-/// The body of `PATCH /api/v1/relationships/{id}`: the fields to change.
+/// The body of `PATCH /api/v1/relationships/{id}`: the fields to change, each optional.
 #[derive(ToSchema)]
 pub struct RelationshipPatchBody {
-    #[schema(value_type = Option<RelationshipType>)]
-    pub r#type: Option<String>,
+    /// The new type; recorded as the old relationship ended and the new one made.
+    #[schema(required = false, value_type = RelationshipType)]
+    pub r#type: String,
     /// Null clears it.
     pub description: Option<String>,
 }

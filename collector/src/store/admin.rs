@@ -7,7 +7,7 @@
 //!   name and attributes come from the inventory, so an admin may change only its criticality
 //!   and status, and may not delete it (retiring it is the way out). Any other CI was created
 //!   through the API and is the admin's to change or delete. The predicate is evaluated at the
-//!   time of the write, in [`DISCOVERED`].
+//!   time of the write (`DISCOVERED`).
 //! - A refused write writes nothing: every check runs before the first write of its job.
 //! - Every change writes its history rows in the same transaction (`created`, `renamed`,
 //!   `criticality_changed`, `status_changed`, `attribute_changed` per key, `deleted`, and the
@@ -587,13 +587,13 @@ mod tests {
         let (store, _dir) = temp_store();
         // Five computers reporting at T0.
         for n in 1..=5 {
-            let inv = Inventory::new(&agent(n), T0);
+            let inv = Inventory::new(agent(n), T0);
             report(&store, &agent(n), 1, ReportBody::Inventory(inv), T0).await;
         }
         let ids: Vec<i64> = (1..=5).map(|n| computer_of(&store, &agent(n))).collect();
         // The second keeps sending health samples (they move only its agent row).
         let later = T0 + time::Duration::days(29);
-        let sample = HealthSample::empty(&agent(2), later);
+        let sample = HealthSample::empty(agent(2), later);
         report(&store, &agent(2), 2, ReportBody::Health(sample), later).await;
         // The third is retired; an admin-made computer no agent reports is never stale.
         let retire = CiPatch {
