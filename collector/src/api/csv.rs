@@ -216,9 +216,7 @@ mod tests {
 
     #[test]
     fn next_cursor_goes_in_the_link_header() {
-        let uri: Uri = "/api/v1/cis?class=computer&cursor=old&limit=2"
-            .parse()
-            .unwrap();
+        let uri: Uri = "/api/v1/cis?class=computer&cursor=old&limit=2".parse().unwrap();
         let response = response(&uri, &["id"], &[vec![1i64.into()]], Some("abc"));
         let headers = response.headers();
         assert_eq!(headers["x-next-cursor"], "abc");

@@ -181,12 +181,7 @@ impl<'c> Recorder<'c> {
 
     /// Records one `AttributeChanged` row per key whose value differs between two attribute
     /// objects (a key absent on one side is null there).
-    pub(crate) fn attributes(
-        &self,
-        ci_id: i64,
-        old: &Value,
-        new: &Value,
-    ) -> Result<(), StoreError> {
+    pub(crate) fn attributes(&self, ci_id: i64, old: &Value, new: &Value) -> Result<(), StoreError> {
         let empty = serde_json::Map::new();
         let old = old.as_object().unwrap_or(&empty);
         let new = new.as_object().unwrap_or(&empty);

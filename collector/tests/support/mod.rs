@@ -271,10 +271,7 @@ impl TestCollector {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!(
-                    "{path}: not JSON ({e}): {}",
-                    String::from_utf8_lossy(&bytes)
-                )
+                panic!("{path}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes))
             })
         };
         (status, body)
