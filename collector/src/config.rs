@@ -28,6 +28,9 @@ pub struct Config {
     pub health_retention: Span,
     /// How often the background task compacts and prunes health samples; from `1s` to `1d`.
     pub compaction_interval: Span,
+    /// How long a computer may go without reporting before the background task marks it
+    /// `stale`; from `1h` to `3650d`.
+    pub stale_after: Span,
     /// Largest request body accepted, both as received and after decompression.
     pub max_body_bytes: u64,
     /// Read-only database connections serving the admin API.
@@ -89,6 +92,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./census-data"),
             health_retention: Span(Duration::from_secs(7 * 86_400)),
             compaction_interval: Span(Duration::from_secs(60)),
+            stale_after: Span(Duration::from_secs(30 * 86_400)),
             max_body_bytes: 16 * 1024 * 1024,
             read_connections: 4,
             writer_batch: 256,
@@ -204,6 +208,12 @@ impl Config {
             MIN_COMPACTION_INTERVAL,
             MAX_COMPACTION_INTERVAL,
         )?;
+        check_span(
+            "stale_after",
+            self.stale_after,
+            MIN_STALE_AFTER,
+            MAX_STALE_AFTER,
+        )?;
         if self.read_connections == 0 || self.writer_batch == 0 {
             bail!("read_connections and writer_batch must be at least 1");
         }
@@ -282,6 +292,9 @@ pub const MAX_RETENTION: Span = Span(Duration::from_secs(36_500 * 86_400));
 /// Bounds of `compaction_interval`: from one second to one day.
 pub const MIN_COMPACTION_INTERVAL: Span = Span(Duration::from_secs(1));
 pub const MAX_COMPACTION_INTERVAL: Span = Span(Duration::from_secs(86_400));
+/// Bounds of `stale_after`: from an hour (agents report every minute) to ten years.
+pub const MIN_STALE_AFTER: Span = Span(Duration::from_secs(3600));
+pub const MAX_STALE_AFTER: Span = Span(Duration::from_secs(3650 * 86_400));
 /// Bounds of `max_clock_skew`: from the 5 minutes within which a sample keeps its own time in
 /// the health series, to a year.
 pub const MIN_CLOCK_SKEW: Span = Span(Duration::from_secs(300));
@@ -417,6 +430,7 @@ mod tests {
             );
         }
         assert!(printed.contains("health_retention = \"7d\""), "{printed}");
+        assert!(printed.contains("stale_after = \"30d\""), "{printed}");
         assert_eq!(Config::parse(&printed).unwrap(), config);
     }
 
@@ -444,6 +458,8 @@ mod tests {
             ("compaction_interval = \"0s\"", "compaction_interval"),
             ("compaction_interval = \"999ms\"", "compaction_interval"),
             ("compaction_interval = \"1d1ms\"", "compaction_interval"),
+            ("stale_after = \"59m\"", "stale_after"),
+            ("stale_after = \"3650d1s\"", "stale_after"),
         ] {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(
@@ -456,6 +472,8 @@ mod tests {
             "health_retention = \"1h\"",
             "compaction_interval = \"1s\"",
             "compaction_interval = \"1d\"",
+            "stale_after = \"1h\"",
+            "stale_after = \"3650d\"",
         ] {
             Config::parse(ok).unwrap();
         }
@@ -484,6 +502,10 @@ mod tests {
             (
                 "max_clock_skew = \"1m\"",
                 "max_clock_skew must be from 5m to 365d, not 1m",
+            ),
+            (
+                "stale_after = \"30m\"",
+                "stale_after must be from 1h to 3650d, not 30m",
             ),
             (
                 "tls_cert = \"/etc/census/collector.crt\"",

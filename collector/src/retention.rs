@@ -1,6 +1,12 @@
 //! The background task that compacts the health time series and prunes it to the configured
-//! retention. Each pass runs as bounded writer jobs (see `store::health`), so ingest keeps
-//! flowing between chunks. The time comes from the injected clock.
+//! retention, and marks computers that stopped reporting `stale`. Each pass runs as bounded
+//! writer jobs (see `store::health` and `store::admin`), so ingest keeps flowing between
+//! chunks. The time comes from the injected clock.
+//!
+//! The stale sweep marks an active computer that an inventory made `stale` (with a
+//! `status_changed` history row, source `collector`) once its last report (the later of its CI
+//! row and its agent's last batch) is older than `stale_after`. Retired computers, and
+//! computers created through the API (nothing reports them), are never marked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +14,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::store::{CompactionReport, Store, StoreError};
+use crate::store::admin::STALE_BATCH;
+use crate::store::{CompactionReport, StaleSweep, Store, StoreError};
 
 /// One pass: compact completed hours, drop what is past `retention`.
 pub async fn run_once(
@@ -29,13 +36,34 @@ pub async fn run_once(
     Ok(report)
 }
 
-/// Runs a pass every `every` until `stop` turns true. A failed pass is logged and retried at
-/// the next tick.
+/// One stale sweep: marks `stale` the computers silent for longer than `stale_after`.
+pub async fn sweep_stale(
+    store: &Store,
+    clock: &dyn Clock,
+    stale_after: time::Duration,
+) -> Result<StaleSweep, StoreError> {
+    let sweep = store
+        .mark_stale(clock.now(), stale_after, STALE_BATCH)
+        .await?;
+    if sweep.marked > 0 {
+        tracing::info!(
+            computers = sweep.marked,
+            stale_after = %stale_after,
+            "marked computers that stopped reporting stale"
+        );
+    }
+    Ok(sweep)
+}
+
+/// Runs a pass (compaction, then the stale sweep) every `every` until `stop` turns true. A
+/// failed pass is logged and retried at the next tick; one failing part does not skip the
+/// other.
 pub async fn run(
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
     every: Duration,
     retention: time::Duration,
+    stale_after: time::Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(every);
@@ -45,6 +73,9 @@ pub async fn run(
             _ = ticker.tick() => {
                 if let Err(e) = run_once(&store, clock.as_ref(), retention).await {
                     tracing::warn!(error = %e, "health compaction failed; retrying at the next tick");
+                }
+                if let Err(e) = sweep_stale(&store, clock.as_ref(), stale_after).await {
+                    tracing::warn!(error = %e, "the stale sweep failed; retrying at the next tick");
                 }
             }
             changed = stop.changed() => {
@@ -124,10 +155,51 @@ mod tests {
             clock,
             Duration::from_secs(3600),
             retention,
+            time::Duration::days(30),
             stop_rx,
         ));
         stop_tx.send(true).unwrap();
         task.await.unwrap();
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_stale_sweep_uses_the_injected_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("census.db"), &StoreOptions::default()).unwrap();
+        let agent = "0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11";
+        let t0 = datetime!(2025-03-01 10:10 UTC);
+        store
+            .ingest(crate::store::IngestBatch {
+                agent_id: agent.into(),
+                reports: vec![Report {
+                    seq: 1,
+                    body: ReportBody::Inventory(Inventory::new(agent, t0)),
+                }],
+                received_at: t0,
+            })
+            .await
+            .unwrap();
+        let clock = ManualClock::new(t0);
+        let stale_after = time::Duration::days(30);
+        let status = |store: &Store| {
+            let store_path = store.path().to_owned();
+            rusqlite::Connection::open(store_path)
+                .unwrap()
+                .query_row("SELECT status FROM ci WHERE class = 'computer'", [], |r| {
+                    r.get::<_, String>(0)
+                })
+                .unwrap()
+        };
+
+        clock.advance(time::Duration::days(29));
+        let sweep = sweep_stale(&store, &clock, stale_after).await.unwrap();
+        assert_eq!(sweep.marked, 0);
+        assert_eq!(status(&store), "active");
+        clock.advance(time::Duration::days(2));
+        let sweep = sweep_stale(&store, &clock, stale_after).await.unwrap();
+        assert_eq!(sweep.marked, 1);
+        assert_eq!(status(&store), "stale");
         store.close().await;
     }
 }

@@ -89,6 +89,7 @@ pub async fn serve_with_clock(
         clock,
         config.compaction_interval.0,
         config.health_retention.as_time(),
+        config.stale_after.as_time(),
         stop_rx,
     ));
 

@@ -6,6 +6,7 @@ mod cli;
 mod cmdb;
 mod fuzz;
 mod hostile;
+mod relations;
 mod support;
 
 use std::collections::BTreeSet;

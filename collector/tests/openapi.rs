@@ -337,6 +337,176 @@ async fn real_answers_validate_against_the_document() {
     assert!(health["next_cursor"].is_string());
 }
 
+/// The answers of the admin writes, the relationship routes and the walks, successes and
+/// refusals, against the document.
+#[tokio::test]
+async fn admin_writes_relationships_and_walks_validate_against_the_document() {
+    let doc = document();
+    let (c, computer) = populated().await;
+    let disk = c.get_ok("/api/v1/cis?class=filesystem&limit=1").await["items"][0]["id"]
+        .as_i64()
+        .unwrap();
+    let validator = Validator { doc: &doc };
+    let check = |template: &str, method: &str, status: StatusCode, body: &Value| {
+        let schema = response_schema(&doc, template, method, status);
+        let errors = validator.validate(body, schema);
+        assert!(
+            errors.is_empty(),
+            "{method} {template} ({status}) does not match the document:\n{}\n{body:#}",
+            errors.join("\n")
+        );
+    };
+    let documented = |template: &str, method: &str, status: u16| {
+        assert!(
+            doc["paths"][template][method]["responses"][status.to_string()].is_object(),
+            "{method} {template}: {status} is not documented"
+        );
+    };
+
+    let (status, app) = c
+        .post_json(
+            "/api/v1/cis",
+            &serde_json::json!({ "class": "application", "name": "app", "attributes": { "a": 1 } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    check("/api/v1/cis", "post", status, &app);
+    let app = app["id"].as_i64().unwrap();
+    let (status, service) = c
+        .post_json(
+            "/api/v1/cis",
+            &serde_json::json!({ "class": "business_service", "name": "svc", "criticality": 1 }),
+        )
+        .await;
+    check("/api/v1/cis", "post", status, &service);
+    let service = service["id"].as_i64().unwrap();
+    let (status, body) = c
+        .post_json(
+            "/api/v1/cis",
+            &serde_json::json!({ "class": "filesystem", "name": "x" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    check("/api/v1/cis", "post", status, &body);
+    let (status, body) = c.post_json("/api/v1/cis", &serde_json::json!([])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    check("/api/v1/cis", "post", status, &body);
+
+    let (status, body) = c
+        .patch_json(
+            &format!("/api/v1/cis/{app}"),
+            &serde_json::json!({ "criticality": 2, "attributes": { "a": null } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    check("/api/v1/cis/{id}", "patch", status, &body);
+    for (id, patch, expected) in [
+        (computer, serde_json::json!({ "name": "x" }), 409),
+        (app, serde_json::json!({ "status": "stale" }), 422),
+        (999_999, serde_json::json!({}), 404),
+    ] {
+        let (status, body) = c.patch_json(&format!("/api/v1/cis/{id}"), &patch).await;
+        assert_eq!(status.as_u16(), expected, "{body}");
+        check("/api/v1/cis/{id}", "patch", status, &body);
+    }
+
+    let (status, rel) = c
+        .post_json(
+            "/api/v1/relationships",
+            &serde_json::json!({ "source": app, "type": "runs_on", "target": computer }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    check("/api/v1/relationships", "post", status, &rel);
+    let (status, with_note) = c
+        .post_json(
+            "/api/v1/relationships",
+            &serde_json::json!({
+                "source": service, "type": "depends_on", "target": app, "description": "core",
+            }),
+        )
+        .await;
+    check("/api/v1/relationships", "post", status, &with_note);
+    for (body, expected) in [
+        (
+            serde_json::json!({ "source": app, "type": "runs_on", "target": computer }),
+            409,
+        ),
+        (
+            serde_json::json!({ "source": app, "type": "owns", "target": computer }),
+            422,
+        ),
+    ] {
+        let (status, answer) = c.post_json("/api/v1/relationships", &body).await;
+        assert_eq!(status.as_u16(), expected, "{answer}");
+        check("/api/v1/relationships", "post", status, &answer);
+    }
+    let rel_path = format!("/api/v1/relationships/{}", rel["id"]);
+    let (status, body) = c
+        .patch_json(&rel_path, &serde_json::json!({ "description": "prod" }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    check("/api/v1/relationships/{id}", "patch", status, &body);
+    let (status, body) = c.get("/api/v1/relationships/999999").await;
+    check("/api/v1/relationships/{id}", "get", status, &body);
+
+    for (template, path) in [
+        ("/api/v1/relationships", "/api/v1/relationships".to_owned()),
+        (
+            "/api/v1/relationships",
+            format!("/api/v1/relationships?ci={app}&limit=1"),
+        ),
+        (
+            "/api/v1/relationships",
+            "/api/v1/relationships?type=owns".to_owned(),
+        ),
+        ("/api/v1/relationships/{id}", rel_path.clone()),
+        (
+            "/api/v1/cis/{id}/impact",
+            format!("/api/v1/cis/{disk}/impact"),
+        ),
+        (
+            "/api/v1/cis/{id}/impact",
+            format!("/api/v1/cis/{disk}/impact?max_depth=1"),
+        ),
+        (
+            "/api/v1/cis/{id}/impact",
+            format!("/api/v1/cis/{disk}/impact?max_depth=99"),
+        ),
+        (
+            "/api/v1/cis/{id}/impact",
+            "/api/v1/cis/999999/impact".to_owned(),
+        ),
+        (
+            "/api/v1/cis/{id}/dependencies",
+            format!("/api/v1/cis/{service}/dependencies"),
+        ),
+        (
+            "/api/v1/cis/{id}/dependencies",
+            format!("/api/v1/cis/{service}/dependencies?include_retired=true"),
+        ),
+        ("/api/v1/cis/{id}", format!("/api/v1/cis/{app}")),
+    ] {
+        let (status, body) = c.get(&path).await;
+        check(template, "get", status, &body);
+    }
+    // The walks above found something, so their items were checked too.
+    let impact = c.get_ok(&format!("/api/v1/cis/{disk}/impact")).await;
+    assert_eq!(impact["items"].as_array().unwrap().len(), 3, "{impact}");
+
+    let (status, body) = c.delete(&format!("/api/v1/cis/{computer}")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    check("/api/v1/cis/{id}", "delete", status, &body);
+    let (status, _) = c.delete(&rel_path).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    documented("/api/v1/relationships/{id}", "delete", 204);
+    let (status, body) = c.delete(&rel_path).await;
+    check("/api/v1/relationships/{id}", "delete", status, &body);
+    let (status, _) = c.delete(&format!("/api/v1/cis/{app}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    documented("/api/v1/cis/{id}", "delete", 204);
+}
+
 #[tokio::test]
 async fn the_validator_refuses_what_the_document_rules_out() {
     let doc = document();

@@ -3,6 +3,7 @@
 //! resource. Every failure answers `{ "error": { "code", "message" } }`.
 
 pub mod auth;
+pub mod ci_admin;
 pub mod cis;
 pub mod csv;
 pub mod cursor;
@@ -15,6 +16,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod relationships;
 pub mod secrets;
 pub mod software;
 
@@ -29,7 +31,7 @@ use axum::extract::{DefaultBodyLimit, Query, Request};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use census_common::{ErrorCode, Limits};
 
 use crate::auth::Role;
@@ -130,6 +132,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cis/{id}/health", get(cis::health))
         .route("/api/v1/cis/{id}/history", get(history::ci_history))
         .route("/api/v1/changes", get(history::changes))
+        .route("/api/v1/cis/{id}/impact", get(ci_admin::impact))
+        .route("/api/v1/cis/{id}/dependencies", get(ci_admin::dependencies))
+        .route("/api/v1/relationships", get(relationships::list))
+        .route("/api/v1/relationships/{id}", get(relationships::get))
         .route("/api/v1/software", get(software::list))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .route_layer(from_fn_with_state(
@@ -138,6 +144,16 @@ pub fn router(state: AppState) -> Router {
         ));
     let admin = Router::new()
         .route("/api/v1/enroll-secrets", get(secrets::list))
+        .route("/api/v1/cis", post(ci_admin::create))
+        .route(
+            "/api/v1/cis/{id}",
+            patch(ci_admin::update).delete(ci_admin::delete),
+        )
+        .route("/api/v1/relationships", post(relationships::create))
+        .route(
+            "/api/v1/relationships/{id}",
+            patch(relationships::update).delete(relationships::delete),
+        )
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Admin),
             auth::require_role,

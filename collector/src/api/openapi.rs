@@ -24,7 +24,8 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 // Absolute paths, so that the module compiles wherever it is declared.
 use crate::api::{
-    ApiError, cis, enroll, history, import, ingest, metrics, ops, query_params, secrets, software,
+    ApiError, ci_admin, cis, enroll, history, import, ingest, metrics, ops, query_params,
+    relationships, secrets, software,
 };
 
 /// The security scheme of the admin API: `Authorization: Bearer <admin token>`.
@@ -51,6 +52,16 @@ pub const AGENT_TOKEN: &str = "agent_token";
         history::ci_history,
         history::changes,
         import::post_import,
+        ci_admin::create,
+        ci_admin::update,
+        ci_admin::delete,
+        ci_admin::impact,
+        ci_admin::dependencies,
+        relationships::create,
+        relationships::list,
+        relationships::get,
+        relationships::update,
+        relationships::delete,
         software::list,
         ingest::post_reports,
         enroll::post_enroll,
@@ -63,6 +74,8 @@ pub const AGENT_TOKEN: &str = "agent_token";
     modifiers(&TokenCheck),
     tags(
         (name = "cis", description = "Configuration items and what belongs to them."),
+        (name = "relationships", description = "Relationships between CIs: \"source type \
+            target\", e.g. an application depends_on a database."),
         (name = "software", description = "The software catalog across the fleet."),
         (name = "agent", description = "What agents call."),
         (name = "operations", description = "Probes, metrics, enrollment secrets and this document."),

@@ -51,6 +51,7 @@
 //! `last_seq` was therefore stored before: it is acknowledged again and nothing is written.
 //! Reports in a batch are applied in seq order.
 
+pub mod admin;
 pub mod auth;
 pub(crate) mod cis;
 mod health;
@@ -60,6 +61,7 @@ pub(crate) mod migrations;
 pub mod model;
 mod read;
 mod reconcile;
+pub mod relations;
 mod software;
 pub(crate) mod writer;
 
