@@ -44,13 +44,6 @@ fn names_of(page: &Value) -> Vec<String> {
         .collect()
 }
 
-fn ids_of(page: &Value) -> Vec<i64> {
-    items(page)
-        .iter()
-        .map(|i| i["id"].as_i64().unwrap())
-        .collect()
-}
-
 /// Every page of `path` (which has a query), following `next_cursor`.
 async fn walk(c: &TestCollector, path: &str, limit: u32) -> Vec<Value> {
     let mut out = Vec::new();
