@@ -731,3 +731,44 @@ async fn the_change_feed_hands_out_every_change_once_in_commit_order() {
         (StatusCode::BAD_REQUEST, Some("invalid_cursor"))
     );
 }
+
+#[tokio::test]
+async fn a_retired_computer_that_reports_again_comes_back_active() {
+    let c = TestCollector::start();
+    send_inventory(&c, 1, machine(AGENT, "old-pc", "m1", "CZ5", UUID_A, &[])).await;
+    let id = computers(&c).await[0]["id"].as_i64().unwrap();
+    let (status, body) = c
+        .patch_json(&format!("/api/v1/cis/{id}"), &json!({ "status": "retired" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(computers(&c).await.is_empty(), "retired CIs are hidden from lists");
+    let retired = c.get_ok("/api/v1/cis?class=computer&status=retired").await;
+    assert_eq!(retired["items"][0]["id"], id);
+
+    c.ingest(&batch(
+        AGENT,
+        vec![health_report(AGENT, 2, OffsetDateTime::now_utc(), 3.0)],
+    ))
+    .await;
+    let ci = c.get_ok(&format!("/api/v1/cis/{id}")).await;
+    assert_eq!(ci["status"], "active");
+    let rows = history(&c, id, "?kind=status_changed").await;
+    let summary: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["old"].as_str().unwrap(),
+                r["new"].as_str().unwrap(),
+                r["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let agent_source = format!("agent:{AGENT}");
+    assert_eq!(
+        summary,
+        vec![
+            ("retired", "active", agent_source.as_str()),
+            ("active", "retired", "api:test-admin"),
+        ]
+    );
+}
