@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cis/{id}/software", get(cis::software))
         .route("/api/v1/cis/{id}/health", get(cis::health))
         .route("/api/v1/software", get(software::list))
+        .route("/api/v1/software/catalog", get(software::catalog))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Viewer),

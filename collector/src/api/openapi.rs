@@ -47,6 +47,7 @@ pub const AGENT_TOKEN: &str = "agent_token";
         cis::software,
         cis::health,
         software::list,
+        software::catalog,
         ingest::post_reports,
         enroll::post_enroll,
         secrets::list,
