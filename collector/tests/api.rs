@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod fuzz;
 mod hostile;
+mod software_search;
 mod support;
 
 use std::collections::BTreeSet;

@@ -299,6 +299,21 @@ async fn real_answers_validate_against_the_document() {
             "/api/v1/software/catalog?include_unused=yes".to_owned(),
             400,
         ),
+        (
+            "/api/v1/cis/{id}/sbom",
+            format!("/api/v1/cis/{part}/sbom"),
+            409,
+        ),
+        (
+            "/api/v1/cis/{id}/sbom",
+            "/api/v1/cis/999999/sbom".to_owned(),
+            404,
+        ),
+        (
+            "/api/v1/cis/{id}/sbom",
+            "/api/v1/cis/abc/sbom".to_owned(),
+            400,
+        ),
         ("/livez", "/livez".to_owned(), 200),
         ("/readyz", "/readyz".to_owned(), 200),
     ];

@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod sbom;
 pub mod secrets;
 pub mod software;
 
@@ -128,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cis/{id}/health", get(cis::health))
         .route("/api/v1/software", get(software::list))
         .route("/api/v1/software/catalog", get(software::catalog))
+        .route("/api/v1/cis/{id}/sbom", get(sbom::get))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Viewer),

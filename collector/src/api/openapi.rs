@@ -23,7 +23,9 @@ use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 // Absolute paths, so that the module compiles wherever it is declared.
-use crate::api::{ApiError, cis, enroll, ingest, metrics, ops, query_params, secrets, software};
+use crate::api::{
+    ApiError, cis, enroll, ingest, metrics, ops, query_params, sbom, secrets, software,
+};
 
 /// The security scheme of the admin API: `Authorization: Bearer <admin token>`.
 pub const ADMIN_TOKEN: &str = "admin_token";
@@ -48,6 +50,7 @@ pub const AGENT_TOKEN: &str = "agent_token";
         cis::health,
         software::list,
         software::catalog,
+        sbom::get,
         ingest::post_reports,
         enroll::post_enroll,
         secrets::list,
