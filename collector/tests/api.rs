@@ -7,6 +7,7 @@ mod cmdb;
 mod fuzz;
 mod hostile;
 mod relations;
+mod software_search;
 mod support;
 
 use std::collections::BTreeSet;

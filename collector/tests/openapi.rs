@@ -312,6 +312,46 @@ async fn real_answers_validate_against_the_document() {
             200,
         ),
         ("/api/v1/software", "/api/v1/software".to_owned(), 400),
+        (
+            "/api/v1/software",
+            "/api/v1/software?name_contains=SSL&version_lt=9&include_retired=true".to_owned(),
+            200,
+        ),
+        (
+            "/api/v1/software",
+            "/api/v1/software?name=openssl&version_ge=".to_owned(),
+            400,
+        ),
+        (
+            "/api/v1/software/catalog",
+            "/api/v1/software/catalog".to_owned(),
+            200,
+        ),
+        (
+            "/api/v1/software/catalog",
+            "/api/v1/software/catalog?include_unused=true&limit=1".to_owned(),
+            200,
+        ),
+        (
+            "/api/v1/software/catalog",
+            "/api/v1/software/catalog?include_unused=yes".to_owned(),
+            400,
+        ),
+        (
+            "/api/v1/cis/{id}/sbom",
+            format!("/api/v1/cis/{part}/sbom"),
+            409,
+        ),
+        (
+            "/api/v1/cis/{id}/sbom",
+            "/api/v1/cis/999999/sbom".to_owned(),
+            404,
+        ),
+        (
+            "/api/v1/cis/{id}/sbom",
+            "/api/v1/cis/abc/sbom".to_owned(),
+            400,
+        ),
         ("/livez", "/livez".to_owned(), 200),
         ("/readyz", "/readyz".to_owned(), 200),
     ];

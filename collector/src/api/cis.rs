@@ -861,8 +861,10 @@ pub async fn get(
             installed at this time, rebuilt from the CI's history."),
     ),
     responses(
-        (status = 200, description = "The CI's packages, by name.",
-            body = ListView<SoftwareView>),
+        (status = 200, description = "The CI's packages, by name. With `Accept: text/csv`, \
+            the page as CSV with the columns `name,version,arch,vendor,source`; its next cursor \
+            in the `X-Next-Cursor` and `Link` headers.",
+            content((ListView<SoftwareView> = "application/json"), (String = "text/csv"))),
         (status = 400, body = ErrorBody, description = "`bad_request`: the id is not a positive \
             integer; `invalid_filter`: an unknown, repeated or malformed parameter; \
             `invalid_cursor`: a malformed cursor."),
@@ -876,8 +878,9 @@ pub async fn get(
 pub async fn software(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     uri: Uri,
-) -> Result<Json<ListView<SoftwareView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = ci_id(path)?;
     let params = query_params(&uri, &["limit", "cursor", "at"])?;
     let limit = parse_limit(params.get("limit"))?;
@@ -897,10 +900,20 @@ pub async fn software(
             .await?
             .ok_or_else(|| no_such_ci(id))?,
     };
+    let next_cursor = page.next.map(|sw| cursor::encode(&[sw]));
+    if super::csv::wants_csv(&headers) {
+        let csv = super::software::ci_software_csv(&uri, &page.items, next_cursor.as_deref());
+        return Ok(csv);
+    }
     Ok(Json(ListView {
-        items: page.items.into_iter().map(Into::into).collect(),
-        next_cursor: page.next.map(|sw| cursor::encode(&[sw])),
-    }))
+        items: page
+            .items
+            .into_iter()
+            .map(Into::into)
+            .collect::<Vec<SoftwareView>>(),
+        next_cursor,
+    })
+    .into_response())
 }
 
 pub(crate) fn parse_time(

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod relationships;
+pub mod sbom;
 pub mod secrets;
 pub mod software;
 
@@ -137,6 +138,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/relationships", get(relationships::list))
         .route("/api/v1/relationships/{id}", get(relationships::get))
         .route("/api/v1/software", get(software::list))
+        .route("/api/v1/software/catalog", get(software::catalog))
+        .route("/api/v1/cis/{id}/sbom", get(sbom::get))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Viewer),

@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 // Absolute paths, so that the module compiles wherever it is declared.
 use crate::api::{
     ApiError, ci_admin, cis, enroll, history, import, ingest, metrics, ops, query_params,
-    relationships, secrets, software,
+    relationships, sbom, secrets, software,
 };
 
 /// The security scheme of the admin API: `Authorization: Bearer <admin token>`.
@@ -63,6 +63,8 @@ pub const AGENT_TOKEN: &str = "agent_token";
         relationships::update,
         relationships::delete,
         software::list,
+        software::catalog,
+        sbom::get,
         ingest::post_reports,
         enroll::post_enroll,
         secrets::list,

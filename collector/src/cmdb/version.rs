@@ -6,8 +6,16 @@
 //! - `rpm`: `[epoch:]version[-release]`, the epoch numerically, then version and release by
 //!   `rpmvercmp` (alternating digit and letter segments, digits newer than letters, `~` older
 //!   and `^` newer than the end).
-//! - anything else (`apk`, a hand-written import): the `rpm` rules, which order dotted numeric
-//!   versions with suffixes the way people expect.
+//! - `apk`: Alpine's (apk-tools 2.14 and 3) `number{.number}[letter]{_suffix[number]}[~hash][-rN]`:
+//!   dotted numbers (one with a leading zero compares as text, `1.01 < 1.1`), an optional
+//!   lowercase letter, suffixes (`_alpha _beta _pre _rc` older than the release,
+//!   `_cvs _svn _git _hg _p` newer), a commit hash, then the package revision `-rN`.
+//! - anything else (a hand-written import, a source without rules here): the `rpm` rules,
+//!   which order dotted numeric versions with suffixes the way people expect.
+//!
+//! Any two strings compare, malformed versions included: each gets the answer its package
+//! manager gives for it (apk, for one, still orders `1.0bc` after `1.0`). Swapping the
+//! arguments reverses the answer.
 
 use std::cmp::Ordering;
 
@@ -15,6 +23,7 @@ use std::cmp::Ordering;
 pub fn compare(source: &str, a: &str, b: &str) -> Ordering {
     match source {
         "dpkg" => compare_deb(a, b),
+        "apk" => compare_apk(a, b),
         _ => compare_rpm(a, b),
     }
 }
@@ -206,6 +215,185 @@ fn rpmvercmp(a: &[u8], b: &[u8]) -> Ordering {
     }
 }
 
+/// The kinds of parts of an apk version, in the order they may follow each other. Where two
+/// versions agree up to a point and then go on with parts of different kinds, the one going
+/// on with the earlier kind is the newer (`1.2.1` (a dotted number) is newer than `1.2-r1` (a
+/// revision), which is newer than `1.2` (the end)), unless it goes on with a pre-release
+/// suffix, which makes it older.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ApkKind {
+    /// The leading number.
+    First,
+    /// A number after a `.`; with a leading zero it compares as text (`1.01 < 1.1`).
+    Dotted,
+    /// One lowercase letter after the numbers (`1.2a`).
+    Letter,
+    /// `_alpha`, `_rc`, `_p`, ...
+    Suffix,
+    /// The number after a suffix (`_rc2`).
+    SuffixNumber,
+    /// `~` and a commit hash (`1.2~a1b2c3`), compared as text.
+    CommitHash,
+    /// The package revision after `-r`.
+    Revision,
+    End,
+    /// Something apk does not parse; the comparison stops here.
+    Invalid,
+}
+
+/// apk's suffixes by weight: the pre-release ones (negative) are older than the release, the
+/// others newer.
+const APK_SUFFIXES: [(&str, i8); 9] = [
+    ("alpha", -4),
+    ("beta", -3),
+    ("pre", -2),
+    ("rc", -1),
+    ("cvs", 1),
+    ("svn", 2),
+    ("git", 3),
+    ("hg", 4),
+    ("p", 5),
+];
+
+#[derive(Debug, Clone, Copy)]
+struct ApkToken<'a> {
+    kind: ApkKind,
+    text: &'a str,
+    /// The weight of a `Suffix`.
+    weight: i8,
+}
+
+impl ApkToken<'_> {
+    fn is_pre_release(&self) -> bool {
+        self.kind == ApkKind::Suffix && self.weight < 0
+    }
+}
+
+/// The parts of an apk version, ending with an `End` or `Invalid` one.
+fn apk_tokens(version: &str) -> Vec<ApkToken<'_>> {
+    let token = |kind, text| ApkToken {
+        kind,
+        text,
+        weight: 0,
+    };
+    let span = |from: usize, keep: fn(&u8) -> bool| {
+        from + version.as_bytes()[from..]
+            .iter()
+            .take_while(|c| keep(c))
+            .count()
+    };
+    let digits = |from: usize| span(from, u8::is_ascii_digit);
+
+    let mut tokens = Vec::new();
+    let end = digits(0);
+    let mut previous = if end == 0 {
+        token(ApkKind::Invalid, "")
+    } else {
+        token(ApkKind::First, &version[..end])
+    };
+    let mut at = end;
+    loop {
+        tokens.push(previous);
+        if previous.kind >= ApkKind::End {
+            return tokens;
+        }
+        let Some(&c) = version.as_bytes().get(at) else {
+            previous = token(ApkKind::End, "");
+            continue;
+        };
+        let after_numbers = previous.kind <= ApkKind::Dotted;
+        previous = match c {
+            b'a'..=b'z' if after_numbers => {
+                at += 1;
+                token(ApkKind::Letter, &version[at - 1..at])
+            }
+            b'.' if after_numbers && digits(at + 1) > at + 1 => {
+                let end = digits(at + 1);
+                let next = token(ApkKind::Dotted, &version[at + 1..end]);
+                at = end;
+                next
+            }
+            b'0'..=b'9' if previous.kind == ApkKind::Suffix => {
+                let end = digits(at);
+                let next = token(ApkKind::SuffixNumber, &version[at..end]);
+                at = end;
+                next
+            }
+            b'_' if previous.kind <= ApkKind::SuffixNumber => {
+                let end = span(at + 1, u8::is_ascii_lowercase);
+                let name = &version[at + 1..end];
+                match APK_SUFFIXES.iter().find(|(known, _)| *known == name) {
+                    Some(&(_, weight)) => {
+                        at = end;
+                        ApkToken {
+                            kind: ApkKind::Suffix,
+                            text: name,
+                            weight,
+                        }
+                    }
+                    None => token(ApkKind::Invalid, ""),
+                }
+            }
+            b'~' if previous.kind < ApkKind::CommitHash
+                && span(at + 1, u8::is_ascii_hexdigit) > at + 1 =>
+            {
+                let end = span(at + 1, u8::is_ascii_hexdigit);
+                let next = token(ApkKind::CommitHash, &version[at + 1..end]);
+                at = end;
+                next
+            }
+            b'-' if previous.kind < ApkKind::Revision
+                && version[at..].starts_with("-r")
+                && digits(at + 2) > at + 2 =>
+            {
+                let end = digits(at + 2);
+                let next = token(ApkKind::Revision, &version[at + 2..end]);
+                at = end;
+                next
+            }
+            _ => token(ApkKind::Invalid, ""),
+        };
+    }
+}
+
+/// Two runs of ASCII digits as the numbers they spell, however long.
+fn compare_digits(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// `apk version -t a b`: apk-tools' ordering.
+pub fn compare_apk(a: &str, b: &str) -> Ordering {
+    let (tokens_a, tokens_b) = (apk_tokens(a), apk_tokens(b));
+    for (x, y) in tokens_a.iter().zip(&tokens_b) {
+        if x.kind != y.kind {
+            return if x.is_pre_release() {
+                Ordering::Less
+            } else if y.is_pre_release() {
+                Ordering::Greater
+            } else {
+                y.kind.cmp(&x.kind)
+            };
+        }
+        let order = match x.kind {
+            ApkKind::End | ApkKind::Invalid => return Ordering::Equal,
+            ApkKind::Dotted if x.text.starts_with('0') || y.text.starts_with('0') => {
+                x.text.cmp(y.text)
+            }
+            ApkKind::First | ApkKind::Dotted | ApkKind::SuffixNumber | ApkKind::Revision => {
+                compare_digits(x.text, y.text)
+            }
+            ApkKind::Letter | ApkKind::CommitHash => x.text.cmp(y.text),
+            ApkKind::Suffix => x.weight.cmp(&y.weight),
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    // Both lists end with an `End` or `Invalid` part, where the loop returned.
+    Ordering::Equal
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +440,221 @@ mod tests {
         ] {
             assert_eq!(compare("rpm", a, b), want, "{a} vs {b}");
             assert_eq!(compare("rpm", b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn apk_ordering() {
+        for (a, b, want) in [
+            ("1.0", "1.0", Equal),
+            ("1.0", "1.0.1", Less),
+            ("1.2", "1.10", Less),
+            ("1.0", "1.0a", Less),
+            ("1.0a", "1.0b", Less),
+            ("2.3.0b-r1", "2.3.0b-r2", Less),
+            // Pre-release suffixes are older than the release, in this order.
+            ("1.0_alpha", "1.0_beta", Less),
+            ("1.0_beta", "1.0_pre", Less),
+            ("1.0_pre", "1.0_rc", Less),
+            ("1.0_rc1", "1.0_rc2", Less),
+            ("1.0_rc2", "1.0", Less),
+            ("1.1_alpha1", "1.1", Less),
+            ("0.1.0_alpha_pre2", "0.1.0_alpha", Less),
+            // Post-release suffixes are newer, in this order.
+            ("1.0", "1.0_cvs", Less),
+            ("1.0_cvs", "1.0_svn", Less),
+            ("1.0_svn", "1.0_git", Less),
+            ("1.0_git", "1.0_hg", Less),
+            ("1.0_hg", "1.0_p", Less),
+            ("1.0_p9", "1.0_p10", Less),
+            ("1.8.5", "1.8.5_p2", Less),
+            ("1.0_p1", "1.0.1", Less),
+            // The revision comes last.
+            ("1.2.3-r0", "1.2.3-r1", Less),
+            ("1.2.3", "1.2.3-r0", Less),
+            ("1.2.3-r9", "1.2.3-r10", Less),
+            ("1.2.3-r99", "1.2.4", Less),
+            ("1.2~ab12-r0", "1.2~ab13-r0", Less),
+            ("1.2", "1.2~ab12", Less),
+            ("1.2-r0", "1.2~ab12", Less),
+            ("1.2-r1", "1.2.1", Less),
+            ("3.1_p16", "3.1_p17", Less),
+            ("4.5_p1", "4.5_p1-r1", Less),
+            // A number after a dot with leading zeros weighs less than one without.
+            ("1.01", "1.1", Less),
+            ("1.001", "1.01", Less),
+            ("1.07", "1.07.5", Less),
+            ("006", "1.06-r6", Greater),
+            ("2.10.1", "02.08.01b", Greater),
+            // Long runs of digits compare as numbers.
+            (
+                "1.0.0_pre20191002222144-r0",
+                "1.0.0_pre20210530193627-r0",
+                Less,
+            ),
+            ("3.0.13-r0", "3.0.9-r5", Greater),
+            // Malformed: compared as far as apk parses them.
+            ("1.0", "1.0bc", Less),
+            ("23_foo", "4_beta", Greater),
+            ("1.0_foo", "1.0_bar", Equal),
+            ("1.0-x", "1.0", Less),
+            ("1.0.", "1.0", Less),
+            ("", "", Equal),
+            ("", "1", Less),
+        ] {
+            assert_eq!(compare("apk", a, b), want, "{a} vs {b}");
+            assert_eq!(compare("apk", b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    /// `compare_deb` against the real `dpkg --compare-versions`, on valid Debian versions made
+    /// from a grammar: an optional epoch, an upstream version starting with a digit (hyphens
+    /// only when there is a revision, colons only when there is an epoch), an optional
+    /// revision. Two versions of a pair share parts often, so that they get close.
+    mod against_dpkg {
+        use super::*;
+        use proptest::prelude::*;
+        use std::process::Command;
+
+        /// dpkg's answer, or a panic saying why there is none. A missing dpkg fails the test:
+        /// it is on every machine this runs on (Debian CI included), and a skipped comparison
+        /// would let `compare_deb` drift unnoticed.
+        fn dpkg(a: &str, b: &str) -> Ordering {
+            let holds = |op: &str| {
+                let output = Command::new("dpkg")
+                    .args(["--compare-versions", a, op, b])
+                    .output()
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "cannot run `dpkg --compare-versions` ({e}); this test checks \
+                             compare_deb against the real dpkg: install dpkg \
+                             (apt-get install dpkg)"
+                        )
+                    });
+                assert!(
+                    output.stderr.is_empty(),
+                    "dpkg complained about {a:?} or {b:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                match output.status.code() {
+                    Some(0) => true,
+                    Some(1) => false,
+                    other => panic!("dpkg --compare-versions {a} {op} {b} exited with {other:?}"),
+                }
+            };
+            if holds("lt") {
+                Less
+            } else if holds("eq") {
+                Equal
+            } else {
+                Greater
+            }
+        }
+
+        /// Characters of an upstream version or revision, weighted towards the interesting
+        /// ones: `~`, `+`, `.`, zeros and letters on both sides of the digit/letter boundary.
+        fn text(extra: &'static str, max: usize) -> impl Strategy<Value = String> {
+            let alphabet: Vec<char> = format!("0019aZz~~+..{extra}").chars().collect();
+            proptest::collection::vec(proptest::sample::select(alphabet), 0..max)
+                .prop_map(|chars| chars.into_iter().collect())
+        }
+
+        #[derive(Debug, Clone)]
+        struct Version {
+            epoch: Option<String>,
+            upstream: String,
+            revision: Option<String>,
+        }
+
+        impl Version {
+            fn render(&self) -> String {
+                let mut text = String::new();
+                if let Some(epoch) = &self.epoch {
+                    text.push_str(epoch);
+                    text.push(':');
+                }
+                text.push_str(&self.upstream);
+                if let Some(revision) = &self.revision {
+                    text.push('-');
+                    text.push_str(revision);
+                }
+                text
+            }
+        }
+
+        fn version() -> impl Strategy<Value = Version> {
+            let epoch = proptest::option::weighted(
+                0.3,
+                prop_oneof![Just("0"), Just("1"), Just("01"), Just("2")].prop_map(String::from),
+            );
+            let revision = proptest::option::weighted(
+                0.6,
+                (prop_oneof![Just('0'), Just('1'), Just('9')], text("", 6))
+                    .prop_map(|(first, rest)| format!("{first}{rest}")),
+            );
+            (
+                epoch,
+                prop_oneof![Just('0'), Just('1'), Just('3'), Just('9')],
+                text("-:", 10),
+                revision,
+            )
+                .prop_map(|(epoch, first, rest, revision)| {
+                    // A hyphen needs a revision after it and a colon an epoch before it.
+                    let rest: String = rest
+                        .chars()
+                        .filter(|&c| {
+                            (c != '-' || revision.is_some()) && (c != ':' || epoch.is_some())
+                        })
+                        .collect();
+                    Version {
+                        epoch,
+                        upstream: format!("{first}{rest}"),
+                        revision,
+                    }
+                })
+        }
+
+        /// Two versions that share each part with some chance, and sometimes an upstream
+        /// version that only grew at its end.
+        fn pair() -> impl Strategy<Value = (String, String)> {
+            (version(), version(), any::<[bool; 4]>(), text("", 3)).prop_map(
+                |(a, mut b, [epoch, upstream, revision, grow], tail)| {
+                    if epoch {
+                        b.epoch = a.epoch.clone();
+                    }
+                    if upstream {
+                        b.upstream = a.upstream.clone();
+                        if grow {
+                            b.upstream.push_str(&tail);
+                        }
+                    }
+                    if revision {
+                        b.revision = a.revision.clone();
+                    }
+                    if b.epoch.is_none() {
+                        b.upstream.retain(|c| c != ':');
+                    }
+                    if b.revision.is_none() {
+                        b.upstream.retain(|c| c != '-');
+                    }
+                    (a.render(), b.render())
+                },
+            )
+        }
+
+        #[test]
+        fn compare_deb_agrees_with_dpkg() {
+            // Once, before the cases: a missing dpkg is one clear failure, not a shrinking run.
+            assert_eq!(dpkg("1.0", "1.0~rc1"), Greater);
+            let mut runner =
+                proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(400));
+            let result = runner.run(&pair(), |(a, b)| {
+                prop_assert_eq!(compare_deb(&a, &b), dpkg(&a, &b), "{} vs {}", a, b);
+                Ok(())
+            });
+            if let Err(e) = result {
+                panic!("{e}");
+            }
         }
     }
 }

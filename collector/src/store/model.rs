@@ -135,10 +135,33 @@ pub struct InstalledSoftware {
     pub source: String,
 }
 
+/// Filters on packages, shared by the software lists. Every present filter must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SoftwareFilter {
+    /// Exact package name.
+    pub name: Option<String>,
+    /// Part of the package name, ASCII case-insensitive.
+    pub name_contains: Option<String>,
+    /// Exact source (`dpkg`, `rpm`, `apk`, ...).
+    pub source: Option<String>,
+    /// Exact architecture.
+    pub arch: Option<String>,
+    /// Exact version text.
+    pub version: Option<String>,
+    /// Versions before / up to / after / from this one, each package compared by its own
+    /// source's ordering ([`crate::cmdb::version::compare`]). A package of unknown version
+    /// matches none of them.
+    pub version_lt: Option<String>,
+    pub version_le: Option<String>,
+    pub version_gt: Option<String>,
+    pub version_ge: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SoftwareQuery {
-    /// Exact package name.
-    pub name: String,
+    pub filter: SoftwareFilter,
+    /// Also list installations on retired CIs.
+    pub include_retired: bool,
     /// Only installations after this (ci_id, software_id) position (the cursor).
     pub after: Option<(i64, i64)>,
     pub limit: u32,
@@ -150,8 +173,44 @@ pub struct SoftwareInstall {
     pub ci_id: i64,
     pub ci_name: String,
     pub hostname: Option<String>,
+    /// The CI's status (`active`, `stale`, `retired`).
+    pub ci_status: String,
     pub software_id: i64,
     pub software: InstalledSoftware,
+}
+
+/// The software catalog: one row per (name, version, arch, source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogQuery {
+    pub filter: SoftwareFilter,
+    /// Also list rows no CI that is not retired has installed.
+    pub include_unused: bool,
+    /// Only rows after this catalog row in the list's order (the cursor).
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    /// The catalog row's id.
+    pub id: i64,
+    pub software: InstalledSoftware,
+    /// Installations on CIs that are not retired.
+    pub installs: i64,
+}
+
+/// A CI and every package installed on it, by name: what an SBOM describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CiInventory {
+    pub ci_id: i64,
+    pub class: String,
+    pub name: String,
+    pub hostname: Option<String>,
+    /// The `os_name` attribute (os-release `NAME`, e.g. `Debian GNU/Linux`).
+    pub os_name: Option<String>,
+    pub os_version: Option<String>,
+    /// (catalog id, package), by name then catalog id.
+    pub packages: Vec<(i64, InstalledSoftware)>,
 }
 
 /// One history row: a change to a CI.

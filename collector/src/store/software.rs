@@ -1,8 +1,19 @@
-//! Reading software: what one computer has installed, and which computers have a package.
+//! Reading software: what one computer has installed, which computers have a package, the
+//! catalog with install counts, and a CI's whole inventory (for its SBOM).
+//!
+//! The lists build their SQL from fixed fragments, one per filter present, so SQLite plans
+//! each combination with the indexes it can use (an exact name finds its catalog rows through
+//! the `UNIQUE (name, version, arch, source)` index); every value is a bound parameter. Version
+//! comparisons run in SQL through `census_version_cmp` (registered on read connections by
+//! `read.rs`), each package compared by its own source's ordering.
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use super::model::{InstalledSoftware, Page, SoftwareInstall, SoftwareQuery};
+use super::model::{
+    CatalogEntry, CatalogQuery, CiInventory, InstalledSoftware, Page, SoftwareFilter,
+    SoftwareInstall, SoftwareQuery,
+};
 use super::{Store, StoreError};
 
 fn installed(row: &Row<'_>, first: usize) -> rusqlite::Result<InstalledSoftware> {
@@ -33,12 +44,31 @@ impl Store {
             .await
     }
 
-    /// The computers that have a package of this exact name, by CI id.
+    /// Installations of the packages that match the filter, by (CI id, catalog id); those on
+    /// retired CIs only when `include_retired`.
     pub async fn software_installs(
         &self,
         query: SoftwareQuery,
     ) -> Result<Page<SoftwareInstall, (i64, i64)>, StoreError> {
         self.reads.run(move |conn| installs(conn, &query)).await
+    }
+
+    /// Catalog rows that match the filter, with their installs on CIs that are not retired,
+    /// ordered by name, source, version text, then id (version text, not package-manager
+    /// order: that order differs per source and cannot be an index). Rows with no such
+    /// install only when `include_unused`. The cursor is the last row's catalog id, looked up
+    /// for its position; an id with no row answers an empty page.
+    pub async fn software_catalog(
+        &self,
+        query: CatalogQuery,
+    ) -> Result<Page<CatalogEntry, i64>, StoreError> {
+        self.reads.run(move |conn| catalog(conn, &query)).await
+    }
+
+    /// CI `ci_id` with every package installed on it, read in one transaction; `None` when
+    /// the CI does not exist.
+    pub async fn ci_inventory(&self, ci_id: i64) -> Result<Option<CiInventory>, StoreError> {
+        self.reads.run(move |conn| inventory(conn, ci_id)).await
     }
 }
 
@@ -79,33 +109,116 @@ fn ci_software(
     }))
 }
 
+/// `WHERE` fragments (ANDed) and their bound values, in placeholder order.
+#[derive(Default)]
+struct Conditions {
+    sql: Vec<&'static str>,
+    values: Vec<Value>,
+}
+
+impl Conditions {
+    fn add(&mut self, sql: &'static str, values: impl IntoIterator<Item = Value>) {
+        self.sql.push(sql);
+        self.values.extend(values);
+    }
+
+    fn add_text(&mut self, sql: &'static str, value: &Option<String>) {
+        if let Some(value) = value {
+            self.add(sql, [Value::Text(value.clone())]);
+        }
+    }
+
+    fn filter(&mut self, filter: &SoftwareFilter) {
+        self.add_text("s.name = ?", &filter.name);
+        if let Some(part) = &filter.name_contains {
+            self.add(
+                "s.name LIKE ? ESCAPE '\\'",
+                [Value::Text(format!("%{}%", escape_like(part)))],
+            );
+        }
+        self.add_text("s.source = ?", &filter.source);
+        self.add_text("s.arch = ?", &filter.arch);
+        self.add_text("s.version = ?", &filter.version);
+        // An unknown version ('') is before, after and equal to nothing.
+        self.add_text(
+            "s.version <> '' AND census_version_cmp(s.source, s.version, ?) < 0",
+            &filter.version_lt,
+        );
+        self.add_text(
+            "s.version <> '' AND census_version_cmp(s.source, s.version, ?) <= 0",
+            &filter.version_le,
+        );
+        self.add_text(
+            "s.version <> '' AND census_version_cmp(s.source, s.version, ?) > 0",
+            &filter.version_gt,
+        );
+        self.add_text(
+            "s.version <> '' AND census_version_cmp(s.source, s.version, ?) >= 0",
+            &filter.version_ge,
+        );
+    }
+
+    fn where_clause(&self) -> String {
+        if self.sql.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.sql.join(" AND "))
+        }
+    }
+}
+
+/// `text` as a literal inside a `LIKE ... ESCAPE '\'` pattern.
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 fn installs(
     conn: &Connection,
     query: &SoftwareQuery,
 ) -> Result<Page<SoftwareInstall, (i64, i64)>, StoreError> {
-    let (after_ci, after_sw) = query.after.unwrap_or((0, 0));
+    let mut conditions = Conditions::default();
+    conditions.filter(&query.filter);
+    if !query.include_retired {
+        conditions.add("c.status <> 'retired'", []);
+    }
+    if let Some((ci, sw)) = query.after {
+        conditions.add(
+            "(i.ci_id, s.id) > (?, ?)",
+            [Value::Integer(ci), Value::Integer(sw)],
+        );
+    }
+    let sql = format!(
+        "SELECT i.ci_id, c.name, c.hostname, c.status, s.id,
+                s.name, s.version, s.arch, s.vendor, s.source
+         FROM software s
+         JOIN installation i ON i.software_id = s.id
+         JOIN ci c ON c.id = i.ci_id
+         {}
+         ORDER BY i.ci_id, s.id
+         LIMIT ?",
+        conditions.where_clause()
+    );
+    let mut values = conditions.values;
+    values.push(Value::Integer(i64::from(query.limit) + 1));
     let mut items = conn
-        .prepare_cached(
-            "SELECT i.ci_id, c.name, c.hostname, s.id, s.name, s.version, s.arch, s.vendor, s.source
-             FROM software s
-             JOIN installation i ON i.software_id = s.id
-             JOIN ci c ON c.id = i.ci_id
-             WHERE s.name = ?1 AND (i.ci_id, s.id) > (?2, ?3)
-             ORDER BY i.ci_id, s.id
-             LIMIT ?4",
-        )?
-        .query_map(
-            params![query.name, after_ci, after_sw, i64::from(query.limit) + 1],
-            |r| {
-                Ok(SoftwareInstall {
-                    ci_id: r.get(0)?,
-                    ci_name: r.get(1)?,
-                    hostname: r.get(2)?,
-                    software_id: r.get(3)?,
-                    software: installed(r, 4)?,
-                })
-            },
-        )?
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(values), |r| {
+            Ok(SoftwareInstall {
+                ci_id: r.get(0)?,
+                ci_name: r.get(1)?,
+                hostname: r.get(2)?,
+                ci_status: r.get(3)?,
+                software_id: r.get(4)?,
+                software: installed(r, 5)?,
+            })
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     let next = if items.len() > query.limit as usize {
         items.truncate(query.limit as usize);
@@ -114,6 +227,87 @@ fn installs(
         None
     };
     Ok(Page { items, next })
+}
+
+/// Whether catalog row `s.id` is installed on a CI that is not retired.
+const LIVE_INSTALL_EXISTS: &str = "EXISTS (SELECT 1 FROM installation i JOIN ci c \
+     ON c.id = i.ci_id WHERE i.software_id = s.id AND c.status <> 'retired')";
+
+fn catalog(conn: &Connection, query: &CatalogQuery) -> Result<Page<CatalogEntry, i64>, StoreError> {
+    let mut conditions = Conditions::default();
+    conditions.filter(&query.filter);
+    if !query.include_unused {
+        conditions.add(LIVE_INSTALL_EXISTS, []);
+    }
+    if let Some(after) = query.after {
+        conditions.add(
+            "(s.name, s.source, s.version, s.id) > \
+             (SELECT name, source, version, id FROM software WHERE id = ?)",
+            [Value::Integer(after)],
+        );
+    }
+    // The page is chosen first; only its rows are counted.
+    let sql = format!(
+        "SELECT s.id, s.name, s.version, s.arch, s.vendor, s.source,
+                (SELECT count(*) FROM installation i JOIN ci c ON c.id = i.ci_id
+                 WHERE i.software_id = s.id AND c.status <> 'retired')
+         FROM (SELECT * FROM software s {}
+               ORDER BY s.name, s.source, s.version, s.id LIMIT ?) s
+         ORDER BY s.name, s.source, s.version, s.id",
+        conditions.where_clause()
+    );
+    let mut values = conditions.values;
+    values.push(Value::Integer(i64::from(query.limit) + 1));
+    let mut items = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(values), |r| {
+            Ok(CatalogEntry {
+                id: r.get(0)?,
+                software: installed(r, 1)?,
+                installs: r.get(6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = if items.len() > query.limit as usize {
+        items.truncate(query.limit as usize);
+        items.last().map(|e| e.id)
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+fn inventory(conn: &Connection, ci_id: i64) -> Result<Option<CiInventory>, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let Some(mut inventory) = tx
+        .prepare_cached(
+            "SELECT id, class, name, hostname, os_name, os_version FROM ci WHERE id = ?1",
+        )?
+        .query_row([ci_id], |r| {
+            Ok(CiInventory {
+                ci_id: r.get(0)?,
+                class: r.get(1)?,
+                name: r.get(2)?,
+                hostname: r.get(3)?,
+                os_name: r.get(4)?,
+                os_version: r.get(5)?,
+                packages: Vec::new(),
+            })
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    inventory.packages = tx
+        .prepare_cached(
+            "SELECT s.id, s.name, s.version, s.arch, s.vendor, s.source
+             FROM installation i JOIN software s ON s.id = i.software_id
+             WHERE i.ci_id = ?1
+             ORDER BY s.name, s.id",
+        )?
+        .query_map(params![ci_id], |r| Ok((r.get(0)?, installed(r, 1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(inventory))
 }
 
 #[cfg(test)]
@@ -150,7 +344,11 @@ mod tests {
         assert_eq!(second.next, None);
 
         let query = |after| SoftwareQuery {
-            name: "bash".into(),
+            filter: SoftwareFilter {
+                name: Some("bash".into()),
+                ..SoftwareFilter::default()
+            },
+            include_retired: false,
             after,
             limit: 1,
         };
@@ -195,13 +393,282 @@ mod tests {
 
         let none = store
             .software_installs(SoftwareQuery {
-                name: "bas".into(),
+                filter: SoftwareFilter {
+                    name: Some("bas".into()),
+                    ..SoftwareFilter::default()
+                },
+                include_retired: false,
                 after: None,
                 limit: 10,
             })
             .await
             .unwrap();
         assert!(none.items.is_empty());
+        store.close().await;
+    }
+
+    /// Installs `packages` ((name, version, source)) on the computer of `agent`.
+    async fn install(store: &Store, agent: &str, seq: u64, packages: &[(&str, &str, &str)]) {
+        use crate::store::ingest::tests::{batch, inventory};
+        let mut inv = inventory(agent, &[], &["/"]);
+        inv.host.hostname = Some(format!("host-{}", &agent[..4]));
+        inv.software = packages
+            .iter()
+            .map(|(name, version, source)| census_common::Software {
+                name: (*name).into(),
+                version: (!version.is_empty()).then(|| (*version).into()),
+                arch: Some("x86_64".into()),
+                vendor: None,
+                source: (*source).into(),
+            })
+            .collect();
+        let report = census_common::Report {
+            seq,
+            body: census_common::ReportBody::Inventory(inv),
+        };
+        store.ingest(batch(agent, vec![report])).await.unwrap();
+    }
+
+    const A: &str = "aaaa0000-2f43-4d8e-9b7e-1d2c3b4a5f60";
+    const B: &str = "bbbb0000-2f43-4d8e-9b7e-1d2c3b4a5f60";
+    const C: &str = "cccc0000-2f43-4d8e-9b7e-1d2c3b4a5f60";
+
+    fn hosts(page: &Page<SoftwareInstall, (i64, i64)>) -> Vec<String> {
+        page.items
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}={}",
+                    i.hostname.as_deref().unwrap(),
+                    i.software.version.as_deref().unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn filters_compare_versions_by_each_source() {
+        let (store, _dir) = temp_store();
+        install(
+            &store,
+            A,
+            1,
+            &[
+                ("openssl", "3.0.11-1~deb12u2", "dpkg"),
+                ("libssl3", "3.0.13-1~deb12u1", "dpkg"),
+                ("zlib", "", "dpkg"),
+            ],
+        )
+        .await;
+        install(
+            &store,
+            B,
+            1,
+            &[
+                ("openssl", "1:1.1.1w-0+deb11u1", "dpkg"),
+                ("100%_pure", "1", "dpkg"),
+            ],
+        )
+        .await;
+        install(
+            &store,
+            C,
+            1,
+            &[
+                ("openssl", "3.0.9-r0", "apk"),
+                ("OpenSSL-libs", "1:3.0.7-28.el9_4", "rpm"),
+            ],
+        )
+        .await;
+        let query = |filter: SoftwareFilter| SoftwareQuery {
+            filter,
+            include_retired: false,
+            after: None,
+            limit: 100,
+        };
+        let older = |name: &str, than: &str| SoftwareFilter {
+            name: Some(name.into()),
+            version_lt: Some(than.into()),
+            ..SoftwareFilter::default()
+        };
+        // The epoch makes 1:1.1.1w newer than 3.0.13; apk's 3.0.9 is older.
+        let page = store
+            .software_installs(query(older("openssl", "3.0.13")))
+            .await
+            .unwrap();
+        assert_eq!(
+            hosts(&page),
+            ["host-aaaa=3.0.11-1~deb12u2", "host-cccc=3.0.9-r0"]
+        );
+        // A Debian revision before the upstream release (~) is older than the release's
+        // revision but not than the bare upstream version.
+        let page = store
+            .software_installs(query(older("libssl3", "3.0.13-1")))
+            .await
+            .unwrap();
+        assert_eq!(hosts(&page), ["host-aaaa=3.0.13-1~deb12u1"]);
+        let page = store
+            .software_installs(query(older("libssl3", "3.0.13")))
+            .await
+            .unwrap();
+        assert_eq!(hosts(&page), Vec::<String>::new());
+        let at_least = SoftwareFilter {
+            name_contains: Some("SSL".into()),
+            version_ge: Some("3.0.11".into()),
+            version_le: Some("3.0.13-1~deb12u1".into()),
+            ..SoftwareFilter::default()
+        };
+        let page = store.software_installs(query(at_least)).await.unwrap();
+        // One CI: in catalog id order, which is the order the catalog rows were made.
+        let mut found = hosts(&page);
+        found.sort();
+        assert_eq!(
+            found,
+            ["host-aaaa=3.0.11-1~deb12u2", "host-aaaa=3.0.13-1~deb12u1"]
+        );
+        // An unknown version matches no comparison, whichever way.
+        for filter in [
+            older("zlib", "99"),
+            SoftwareFilter {
+                name: Some("zlib".into()),
+                version_gt: Some("0".into()),
+                ..SoftwareFilter::default()
+            },
+        ] {
+            assert!(
+                store
+                    .software_installs(query(filter))
+                    .await
+                    .unwrap()
+                    .items
+                    .is_empty()
+            );
+        }
+        // `%` and `_` in name_contains are literal.
+        let literal = |part: &str| SoftwareFilter {
+            name_contains: Some(part.into()),
+            ..SoftwareFilter::default()
+        };
+        let page = store
+            .software_installs(query(literal("0%_")))
+            .await
+            .unwrap();
+        assert_eq!(hosts(&page), ["host-bbbb=1"]);
+        assert!(
+            store
+                .software_installs(query(literal("o%l")))
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        let by_source = SoftwareFilter {
+            name_contains: Some("openssl".into()),
+            source: Some("rpm".into()),
+            arch: Some("x86_64".into()),
+            ..SoftwareFilter::default()
+        };
+        let page = store.software_installs(query(by_source)).await.unwrap();
+        assert_eq!(hosts(&page), ["host-cccc=1:3.0.7-28.el9_4"]);
+
+        // The catalog: counts of installs on CIs that are not retired.
+        let catalog = |filter: SoftwareFilter, include_unused: bool, after: Option<i64>| {
+            store.software_catalog(CatalogQuery {
+                filter,
+                include_unused,
+                after,
+                limit: 2,
+            })
+        };
+        let openssl = SoftwareFilter {
+            name: Some("openssl".into()),
+            ..SoftwareFilter::default()
+        };
+        let first = catalog(openssl.clone(), false, None).await.unwrap();
+        let rows: Vec<_> = first
+            .items
+            .iter()
+            .map(|e| {
+                (
+                    e.software.source.as_str(),
+                    e.software.version.clone().unwrap(),
+                    e.installs,
+                )
+            })
+            .collect();
+        // By name, then source, then version text.
+        assert_eq!(
+            rows,
+            [
+                ("apk", "3.0.9-r0".to_owned(), 1),
+                ("dpkg", "1:1.1.1w-0+deb11u1".to_owned(), 1)
+            ]
+        );
+        let second = catalog(openssl.clone(), false, first.next).await.unwrap();
+        assert_eq!(second.items.len(), 1);
+        assert_eq!(
+            second.items[0].software.version.as_deref(),
+            Some("3.0.11-1~deb12u2")
+        );
+        assert_eq!(second.next, None);
+        // A forged cursor: an empty page.
+        let forged = catalog(openssl.clone(), false, Some(9999)).await.unwrap();
+        assert_eq!((forged.items.len(), forged.next), (0, None));
+
+        // Retiring host A: its installs leave the counts and the list, and a catalog row
+        // only it had is unused.
+        let conn = Connection::open(store.path()).unwrap();
+        conn.execute("UPDATE ci SET status = 'retired' WHERE json_extract(attributes, '$.hostname') = 'host-aaaa'", []).unwrap();
+        let page = store
+            .software_installs(query(older("openssl", "3.0.13")))
+            .await
+            .unwrap();
+        assert_eq!(hosts(&page), ["host-cccc=3.0.9-r0"]);
+        let page = store
+            .software_installs(SoftwareQuery {
+                include_retired: true,
+                ..query(older("openssl", "3.0.13"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            hosts(&page),
+            ["host-aaaa=3.0.11-1~deb12u2", "host-cccc=3.0.9-r0"]
+        );
+        assert_eq!(page.items[0].ci_status, "retired");
+        let libssl = SoftwareFilter {
+            name: Some("libssl3".into()),
+            ..SoftwareFilter::default()
+        };
+        assert!(
+            catalog(libssl.clone(), false, None)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        let unused = catalog(libssl, true, None).await.unwrap();
+        assert_eq!(unused.items.len(), 1);
+        assert_eq!(unused.items[0].installs, 0);
+
+        // The inventory of one CI, and none of an unknown one.
+        let c_id: i64 = conn
+            .query_row(
+                "SELECT id FROM ci WHERE json_extract(attributes, '$.hostname') = 'host-cccc'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let inventory = store.ci_inventory(c_id).await.unwrap().unwrap();
+        assert_eq!(inventory.class, "computer");
+        assert_eq!(inventory.os_name.as_deref(), Some("Debian GNU/Linux"));
+        let names: Vec<_> = inventory
+            .packages
+            .iter()
+            .map(|(_, p)| p.name.as_str())
+            .collect();
+        assert_eq!(names, ["OpenSSL-libs", "openssl"]);
+        assert_eq!(store.ci_inventory(9999).await.unwrap(), None);
         store.close().await;
     }
 }

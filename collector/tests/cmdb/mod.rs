@@ -738,10 +738,16 @@ async fn a_retired_computer_that_reports_again_comes_back_active() {
     send_inventory(&c, 1, machine(AGENT, "old-pc", "m1", "CZ5", UUID_A, &[])).await;
     let id = computers(&c).await[0]["id"].as_i64().unwrap();
     let (status, body) = c
-        .patch_json(&format!("/api/v1/cis/{id}"), &json!({ "status": "retired" }))
+        .patch_json(
+            &format!("/api/v1/cis/{id}"),
+            &json!({ "status": "retired" }),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(computers(&c).await.is_empty(), "retired CIs are hidden from lists");
+    assert!(
+        computers(&c).await.is_empty(),
+        "retired CIs are hidden from lists"
+    );
     let retired = c.get_ok("/api/v1/cis?class=computer&status=retired").await;
     assert_eq!(retired["items"][0]["id"], id);
 
