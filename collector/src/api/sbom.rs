@@ -30,6 +30,8 @@
 //! software to describe. An unknown CI answers `404 not_found`.
 
 use axum::extract::rejection::PathRejection;
+
+use super::cis::ci_id;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -314,22 +316,6 @@ fn percent_encode(text: &str) -> String {
         }
     }
     out
-}
-
-/// A CI id from the path: a positive integer.
-fn ci_id(path: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
-    let text = path
-        .map(|Path(text)| text)
-        .map_err(|e| ApiError::bad_request(ErrorCode::BadRequest, e.body_text()))?;
-    text.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                ErrorCode::BadRequest,
-                format!("CI id must be a positive integer, not {text:?}"),
-            )
-        })
 }
 
 /// A computer's installed software as a CycloneDX 1.5 SBOM.

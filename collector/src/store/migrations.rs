@@ -192,6 +192,8 @@ CREATE INDEX ci_model ON ci(model);
 CREATE INDEX ci_serial ON ci(serial);
 CREATE INDEX ci_criticality ON ci(criticality);
 CREATE INDEX ci_last_seen ON ci(last_seen);
+-- The catalog list's order (name, source, version text, id).
+CREATE INDEX software_catalog_order ON software(name, source, version);
 
 -- Who made an admin relationship and an optional note; agent-made ones leave both NULL.
 ALTER TABLE relationship ADD COLUMN created_by TEXT;
