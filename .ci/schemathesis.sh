@@ -143,8 +143,11 @@ st() {
   fi
   # From the temp dir: schemathesis keeps a cache of failures in `.schemathesis/` under the
   # working directory, which must not land in the checkout.
+  # One worker: with two, schemathesis 4.32.5 once failed a CI run with an internal KeyError in
+  # hypothesis' lambda-description cache (two threads building coverage cases at once), not a
+  # finding about the collector.
   (cd "$TMP" && "$VENV/bin/schemathesis" run "$TMP/openapi.json" --url "$BASE" \
-    --max-examples "$MAX_EXAMPLES" --seed "$SEED" --workers 2 \
+    --max-examples "$MAX_EXAMPLES" --seed "$SEED" --workers 1 \
     --generation-database none --no-color --request-timeout 10 "$@")
 }
 
