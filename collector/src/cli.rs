@@ -154,6 +154,7 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
         read_connections: 1,
         max_batch: 1,
         placeholders: config.placeholders(),
+        engine: config.engine(),
     };
     Store::open(&db, &options)
         .with_context(|| format!("could not open the store at {}", db.display()))

@@ -82,6 +82,56 @@ pub struct Config {
     /// MAC addresses that never identify a computer, added to the built-in rule (all zeros,
     /// broadcast, multicast, locally administered, virtual interfaces).
     pub placeholder_macs: Vec<String>,
+    /// A breach that fires again this soon after its incident was resolved reopens that
+    /// incident instead of opening a new one; from `0s` (never reopen) to `30d`.
+    pub reopen_window: Span,
+    /// How often the silence check looks for agents that stopped reporting (and opens what a
+    /// maintenance window held back); from `1s` to `10m`.
+    pub incident_check_interval: Span,
+    /// Response and resolution targets per priority (`[sla.p1]` to `[sla.p5]`).
+    pub sla: Sla,
+}
+
+/// Service-level targets: acknowledging within `response` and resolving within `resolution`
+/// of the incident opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaTarget {
+    pub response: Span,
+    pub resolution: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sla {
+    pub p1: SlaTarget,
+    pub p2: SlaTarget,
+    pub p3: SlaTarget,
+    pub p4: SlaTarget,
+    pub p5: SlaTarget,
+}
+
+impl Default for Sla {
+    fn default() -> Self {
+        let t = crate::incidents::priority::Targets::default();
+        let target = |p: i64| SlaTarget {
+            response: Span(Duration::from_millis(t.of(p).response_ms as u64)),
+            resolution: Span(Duration::from_millis(t.of(p).resolution_ms as u64)),
+        };
+        Sla {
+            p1: target(1),
+            p2: target(2),
+            p3: target(3),
+            p4: target(4),
+            p5: target(5),
+        }
+    }
+}
+
+impl Sla {
+    fn targets(&self) -> [SlaTarget; 5] {
+        [self.p1, self.p2, self.p3, self.p4, self.p5]
+    }
 }
 
 impl Default for Config {
@@ -113,6 +163,9 @@ impl Default for Config {
             placeholder_serials: Vec::new(),
             placeholder_uuids: Vec::new(),
             placeholder_macs: Vec::new(),
+            reopen_window: Span(Duration::from_secs(3600)),
+            incident_check_interval: Span(Duration::from_secs(15)),
+            sla: Sla::default(),
         }
     }
 }
@@ -214,6 +267,37 @@ impl Config {
             MIN_STALE_AFTER,
             MAX_STALE_AFTER,
         )?;
+        check_span(
+            "reopen_window",
+            self.reopen_window,
+            Span(Duration::ZERO),
+            Span(Duration::from_secs(30 * 86_400)),
+        )?;
+        check_span(
+            "incident_check_interval",
+            self.incident_check_interval,
+            Span(Duration::from_secs(1)),
+            Span(Duration::from_secs(600)),
+        )?;
+        for (i, target) in self.sla.targets().iter().enumerate() {
+            let p = i + 1;
+            let most = Span(Duration::from_secs(365 * 86_400));
+            let least = Span(Duration::from_secs(60));
+            check_span(&format!("sla.p{p}.response"), target.response, least, most)?;
+            check_span(
+                &format!("sla.p{p}.resolution"),
+                target.resolution,
+                least,
+                most,
+            )?;
+            if target.response > target.resolution {
+                bail!(
+                    "sla.p{p}: the response target ({}) is longer than the resolution target ({})",
+                    target.response,
+                    target.resolution
+                );
+            }
+        }
         if self.read_connections == 0 || self.writer_batch == 0 {
             bail!("read_connections and writer_batch must be at least 1");
         }
@@ -251,6 +335,22 @@ impl Config {
             &self.placeholder_uuids,
             &self.placeholder_macs,
         )
+    }
+
+    /// The incident engine's settings.
+    pub fn engine(&self) -> crate::incidents::EngineOptions {
+        let ms = |s: Span| i64::try_from(s.0.as_millis()).unwrap_or(i64::MAX);
+        let targets = self
+            .sla
+            .targets()
+            .map(|t| crate::incidents::priority::Target {
+                response_ms: ms(t.response),
+                resolution_ms: ms(t.resolution),
+            });
+        crate::incidents::EngineOptions {
+            reopen_window_ms: ms(self.reopen_window),
+            sla: crate::incidents::priority::Targets(targets),
+        }
     }
 
     /// The effective configuration as TOML, every key spelled out.

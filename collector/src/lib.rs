@@ -7,6 +7,7 @@
 //! - [`api`]: every route, the error body, cursors; handlers per resource.
 //! - [`store`]: SQLite behind one interface: writer thread, read pool, migrations, queries.
 //! - [`cmdb`]: pure reconciliation logic: identification rules, attributes, diffs.
+//! - [`incidents`]: the incident engine's pure logic: rules, scopes, alert states, priority.
 //! - [`retention`]: the background compaction and pruning of health samples.
 //! - [`auth`]: credentials (enrollment secrets, agent and admin tokens) and roles.
 //! - [`clock`]: injected time.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod cmdb;
 pub mod config;
+pub mod incidents;
 pub mod ratelimit;
 pub mod retention;
 pub mod server;

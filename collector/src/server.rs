@@ -67,6 +67,7 @@ pub async fn serve_with_clock(
         read_connections: config.read_connections,
         max_batch: config.writer_batch,
         placeholders: config.placeholders(),
+        engine: config.engine(),
     };
     let store = {
         let path = db.clone();

@@ -206,6 +206,152 @@ INSERT OR IGNORE INTO ci_key (kind, value, ci_id)
     SELECT 'agent_id', lower(agent_id), ci_id FROM agent WHERE ci_id IS NOT NULL;
 UPDATE agent SET inventory_digest = NULL;
 "#,
+    // 5: the incident engine: rules, alert state, incidents and their timelines, maintenance
+    // windows, webhooks and their delivery outbox.
+    r#"
+-- The agent's own health interval, from its samples (`interval_secs`); NULL until a sample
+-- says (an older agent): the silence check then assumes the agent default, 60 s.
+ALTER TABLE agent ADD COLUMN health_interval_ms INTEGER;
+-- Threshold rules (see incidents::rules). scope is a JSON object (incidents::scope::Scope);
+-- clear_threshold NULL means "no longer breaching". For metric `unreachable`, threshold is a
+-- number of health intervals and for_ms the least silence.
+CREATE TABLE rule (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT    NOT NULL UNIQUE,
+    metric          TEXT    NOT NULL,
+    dimension       TEXT,
+    scope           TEXT    NOT NULL DEFAULT '{}' CHECK (json_valid(scope)),
+    operator        TEXT    NOT NULL CHECK (operator IN ('>', '>=', '<', '<=')),
+    threshold       REAL    NOT NULL,
+    for_ms          INTEGER NOT NULL CHECK (for_ms >= 0),
+    clear_threshold REAL,
+    clear_for_ms    INTEGER NOT NULL CHECK (clear_for_ms >= 0),
+    severity        TEXT    NOT NULL CHECK (severity IN ('critical', 'high', 'medium', 'low')),
+    enabled         INTEGER NOT NULL DEFAULT 1,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+-- The state of each (CI, rule, dimension) that is not ok; no row means ok. `since` is when the
+-- state began and `last_ts` the newest sample evaluated, both in series time. incident_id is
+-- the incident this episode opened or reopened; NULL while firing inside a maintenance window.
+CREATE TABLE alert (
+    ci_id       INTEGER NOT NULL REFERENCES ci(id) ON DELETE CASCADE,
+    rule_id     INTEGER NOT NULL REFERENCES rule(id) ON DELETE CASCADE,
+    dimension   TEXT    NOT NULL,
+    state       TEXT    NOT NULL CHECK (state IN ('pending', 'firing', 'recovering')),
+    since       INTEGER NOT NULL,
+    last_ts     INTEGER NOT NULL,
+    value       REAL,
+    peak        REAL,
+    incident_id INTEGER REFERENCES incident(id) ON DELETE SET NULL,
+    PRIMARY KEY (ci_id, rule_id, dimension)
+) WITHOUT ROWID;
+CREATE INDEX alert_rule ON alert(rule_id);
+-- Incidents. The number is derived from the id; rule_name and metric are kept so an incident
+-- outlives its rule. No foreign key on ci_id: an incident is a record that outlives its CI.
+CREATE TABLE incident (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    ci_id           INTEGER NOT NULL,
+    rule_id         INTEGER REFERENCES rule(id) ON DELETE SET NULL,
+    rule_name       TEXT    NOT NULL,
+    metric          TEXT    NOT NULL,
+    dimension       TEXT    NOT NULL,
+    title           TEXT    NOT NULL,
+    description     TEXT    NOT NULL,
+    state           TEXT    NOT NULL
+        CHECK (state IN ('new', 'acknowledged', 'in_progress', 'resolved', 'closed')),
+    severity        TEXT    NOT NULL,
+    impact          INTEGER NOT NULL CHECK (impact BETWEEN 1 AND 3),
+    urgency         INTEGER NOT NULL CHECK (urgency BETWEEN 1 AND 3),
+    priority        INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 5),
+    priority_reason TEXT,
+    assignee        TEXT,
+    opened_at       INTEGER NOT NULL,
+    acknowledged_at INTEGER,
+    resolved_at     INTEGER,
+    closed_at       INTEGER,
+    response_due_at INTEGER NOT NULL,
+    resolve_due_at  INTEGER NOT NULL,
+    resolution      TEXT,
+    resolved_by     TEXT,
+    reopen_count    INTEGER NOT NULL DEFAULT 0,
+    updated_at      INTEGER NOT NULL
+);
+-- At most one open incident per (CI, rule, dimension).
+CREATE UNIQUE INDEX incident_open ON incident(ci_id, rule_id, dimension)
+    WHERE state IN ('new', 'acknowledged', 'in_progress');
+CREATE INDEX incident_key ON incident(ci_id, rule_id, dimension, id);
+CREATE INDEX incident_state ON incident(state, priority);
+CREATE INDEX incident_opened ON incident(opened_at);
+CREATE INDEX incident_rule ON incident(rule_id);
+-- The timeline of each incident; detail is a JSON object.
+CREATE TABLE incident_event (
+    id          INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incident(id) ON DELETE CASCADE,
+    at          INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    actor       TEXT    NOT NULL,
+    detail      TEXT    NOT NULL DEFAULT '{}' CHECK (json_valid(detail))
+);
+CREATE INDEX incident_event_incident ON incident_event(incident_id, id);
+-- Maintenance windows: no incident opens for a CI the scope matches between starts_at
+-- (inclusive) and ends_at (exclusive).
+CREATE TABLE maintenance (
+    id         INTEGER PRIMARY KEY,
+    scope      TEXT    NOT NULL CHECK (json_valid(scope)),
+    starts_at  INTEGER NOT NULL,
+    ends_at    INTEGER NOT NULL CHECK (ends_at > starts_at),
+    reason     TEXT    NOT NULL,
+    created_by TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX maintenance_ends ON maintenance(ends_at);
+-- Webhook subscriptions; events is a JSON array of event names.
+CREATE TABLE webhook (
+    id          INTEGER PRIMARY KEY,
+    url         TEXT    NOT NULL,
+    secret      TEXT    NOT NULL,
+    events      TEXT    NOT NULL CHECK (json_valid(events)),
+    enabled     INTEGER NOT NULL DEFAULT 1,
+    description TEXT,
+    created_by  TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+-- The outbox: one row per (webhook, event), written in the transaction that made the event.
+-- payload is the exact JSON body that is signed and sent.
+CREATE TABLE webhook_delivery (
+    id              INTEGER PRIMARY KEY,
+    webhook_id      INTEGER NOT NULL REFERENCES webhook(id) ON DELETE CASCADE,
+    event           TEXT    NOT NULL,
+    incident_id     INTEGER,
+    payload         TEXT    NOT NULL,
+    created_at      INTEGER NOT NULL,
+    state           TEXT    NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_attempt_at INTEGER,
+    last_status     INTEGER,
+    last_error      TEXT,
+    delivered_at    INTEGER
+);
+CREATE INDEX webhook_delivery_due ON webhook_delivery(next_attempt_at) WHERE state = 'pending';
+CREATE INDEX webhook_delivery_hook ON webhook_delivery(webhook_id, id);
+-- The default rules (README, "Incidents"); admins change or delete them like any other.
+INSERT INTO rule (name, metric, dimension, scope, operator, threshold, for_ms, clear_threshold,
+                  clear_for_ms, severity, enabled, created_at, updated_at)
+VALUES
+    ('Filesystem almost full', 'fs_used_percent', NULL, '{}', '>', 90, 300000, 85, 300000,
+     'high', 1, unixepoch() * 1000, unixepoch() * 1000),
+    ('Memory exhausted', 'memory_used_percent', NULL, '{}', '>', 95, 600000, 90, 300000,
+     'high', 1, unixepoch() * 1000, unixepoch() * 1000),
+    ('CPU saturated', 'cpu_percent', NULL, '{}', '>', 95, 900000, 85, 300000,
+     'medium', 1, unixepoch() * 1000, unixepoch() * 1000),
+    ('Load too high', 'load_per_core', NULL, '{}', '>', 4, 900000, 3, 300000,
+     'medium', 1, unixepoch() * 1000, unixepoch() * 1000),
+    ('Agent unreachable', 'unreachable', NULL, '{}', '>', 3, 300000, NULL, 0,
+     'high', 1, unixepoch() * 1000, unixepoch() * 1000);
+"#,
 ];
 
 /// Brings the database up to the latest schema.

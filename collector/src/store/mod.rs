@@ -56,13 +56,16 @@ pub mod auth;
 pub(crate) mod cis;
 mod health;
 pub(crate) mod history;
+pub(crate) mod incidents;
 mod ingest;
 pub(crate) mod migrations;
 pub mod model;
 mod read;
 mod reconcile;
 pub mod relations;
+pub(crate) mod rules;
 mod software;
+pub(crate) mod webhooks;
 pub(crate) mod writer;
 
 use std::path::{Path, PathBuf};
@@ -133,6 +136,8 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// Identity values that never identify a computer (built-in lists plus config).
     pub placeholders: crate::cmdb::Placeholders,
+    /// The incident engine's settings (reopen window, SLA targets).
+    pub engine: crate::incidents::EngineOptions,
 }
 
 impl Default for StoreOptions {
@@ -141,6 +146,7 @@ impl Default for StoreOptions {
             read_connections: 4,
             max_batch: 256,
             placeholders: crate::cmdb::Placeholders::default(),
+            engine: crate::incidents::EngineOptions::default(),
         }
     }
 }
@@ -150,6 +156,7 @@ pub struct Store {
     writer: Writer,
     reads: ReadPool,
     placeholders: std::sync::Arc<crate::cmdb::Placeholders>,
+    engine: std::sync::Arc<crate::incidents::EngineOptions>,
 }
 
 impl Store {
@@ -176,6 +183,7 @@ impl Store {
             writer,
             reads,
             placeholders: std::sync::Arc::new(options.placeholders.clone()),
+            engine: std::sync::Arc::new(options.engine.clone()),
         })
     }
 

@@ -522,3 +522,92 @@ pub struct StaleSweep {
     /// Writer jobs it took (each marks at most a batch).
     pub jobs: usize,
 }
+
+/// An incident as the API shows it and webhooks send it (without the timeline in lists and
+/// webhook payloads). Times are RFC 3339 UTC.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Incident {
+    pub id: i64,
+    /// `INC-000001`.
+    pub number: String,
+    pub ci_id: i64,
+    /// The CI's current name; null when the CI was deleted.
+    pub ci_name: Option<String>,
+    /// Null when the rule was deleted; `rule_name` and `metric` stay.
+    pub rule_id: Option<i64>,
+    pub rule_name: String,
+    pub metric: String,
+    /// The mount of a per-filesystem rule, else `""`.
+    pub dimension: String,
+    pub title: String,
+    pub description: String,
+    /// `new`, `acknowledged`, `in_progress`, `resolved` or `closed`.
+    pub state: String,
+    /// The rule's severity when the incident opened.
+    pub severity: String,
+    /// `P1` (most urgent) to `P5`.
+    pub priority: String,
+    /// `high`, `medium` or `low`.
+    pub impact: String,
+    pub urgency: String,
+    /// Why an operator set the priority by hand; null when it comes from the matrix.
+    pub priority_reason: Option<String>,
+    pub assignee: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub opened_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub acknowledged_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub resolved_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub closed_at: Option<OffsetDateTime>,
+    /// When acknowledging meets the response target.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub response_due_at: OffsetDateTime,
+    /// When resolving meets the resolution target.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub resolve_due_at: OffsetDateTime,
+    /// Acknowledged after `response_due_at`, or not yet acknowledged and past it.
+    pub response_breached: bool,
+    /// Resolved after `resolve_due_at`, or not yet resolved and past it.
+    pub resolve_breached: bool,
+    /// Times the incident was reopened.
+    pub reopen_count: i64,
+    pub resolution: Option<String>,
+    /// `collector` for an automatic resolve, `api:<token name>` for an operator's.
+    pub resolved_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: OffsetDateTime,
+}
+
+/// One entry of an incident's timeline.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct IncidentEvent {
+    pub id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// `opened`, `breached`, `recovering`, `resolved`, `reopened`, `acknowledged`,
+    /// `assigned`, `note`, `closed`, `priority_changed`, `held_by_maintenance`.
+    pub kind: String,
+    /// `collector` or `api:<token name>`.
+    pub actor: String,
+    /// Values seen, notes, the old and new assignee or priority.
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+/// An incident with its timeline, oldest event first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct IncidentDetail {
+    #[serde(flatten)]
+    pub incident: Incident,
+    pub timeline: Vec<IncidentEvent>,
+}
