@@ -190,3 +190,83 @@ pub(crate) fn notify(
     super::webhooks::enqueue(conn, now_ms, event, id, &payload)?;
     Ok(())
 }
+
+/// Resolves incident `id` if it is open: state `resolved`, the resolution and who resolved it,
+/// a `resolved` timeline event and an `incident.resolved` webhook. Answers whether it was
+/// open (a resolved or closed incident is left as it is).
+pub(crate) fn resolve_incident(
+    conn: &Connection,
+    id: i64,
+    now_ms: i64,
+    actor: &str,
+    resolution: &str,
+    detail: &Value,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE incident SET state = 'resolved', resolved_at = ?2, resolution = ?3,
+                                 resolved_by = ?4, updated_at = ?2
+             WHERE id = ?1 AND state IN ('new', 'acknowledged', 'in_progress')",
+        )?
+        .execute(params![id, now_ms, resolution, actor])?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    let mut detail = detail.clone();
+    if let Value::Object(map) = &mut detail {
+        map.insert("resolution".into(), json!(resolution));
+    }
+    add_event(conn, id, now_ms, "resolved", actor, &detail)?;
+    notify(conn, id, now_ms, "incident.resolved")?;
+    Ok(true)
+}
+
+/// Why [`reopen_incident`] did not reopen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NotReopened {
+    /// It is not `resolved` (open, closed, or no such incident); the state it is in.
+    State(Option<String>),
+    /// Another incident for the same CI, rule and dimension is open; its id.
+    OtherOpen(i64),
+}
+
+/// Reopens resolved incident `id`: state `new`, the reopen counted, the resolution cleared (the
+/// first acknowledgement stays, so the response target stays met), a `reopened` timeline event
+/// and an `incident.reopened` webhook.
+pub(crate) fn reopen_incident(
+    conn: &Connection,
+    id: i64,
+    now_ms: i64,
+    actor: &str,
+    detail: &Value,
+) -> Result<Result<(), NotReopened>, StoreError> {
+    let found: Option<(String, i64, Option<i64>, String)> = conn
+        .prepare_cached("SELECT state, ci_id, rule_id, dimension FROM incident WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let Some((state, ci_id, rule_id, dimension)) = found else {
+        return Ok(Err(NotReopened::State(None)));
+    };
+    if state != "resolved" {
+        return Ok(Err(NotReopened::State(Some(state))));
+    }
+    let other: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM incident WHERE ci_id = ?1 AND rule_id IS ?2 AND dimension = ?3
+               AND state IN ('new', 'acknowledged', 'in_progress')",
+        )?
+        .query_row(params![ci_id, rule_id, dimension], |r| r.get(0))
+        .optional()?;
+    if let Some(other) = other {
+        return Ok(Err(NotReopened::OtherOpen(other)));
+    }
+    conn.prepare_cached(
+        "UPDATE incident SET state = 'new', resolved_at = NULL, resolution = NULL,
+                             resolved_by = NULL, reopen_count = reopen_count + 1, updated_at = ?2
+         WHERE id = ?1",
+    )?
+    .execute(params![id, now_ms])?;
+    add_event(conn, id, now_ms, "reopened", actor, detail)?;
+    notify(conn, id, now_ms, "incident.reopened")?;
+    Ok(Ok(()))
+}

@@ -58,6 +58,7 @@ mod health;
 pub(crate) mod history;
 pub(crate) mod incidents;
 mod ingest;
+pub(crate) mod maintenance;
 pub(crate) mod migrations;
 pub mod model;
 mod read;
