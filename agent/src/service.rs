@@ -421,6 +421,9 @@ struct Agent<U = Transport> {
     /// The first number reserved by this process's jump above the collector's `last_seq`, if
     /// it jumped: every number from it on was handed out by this process.
     own_from: Option<u64>,
+    /// `health_interval` in whole seconds, stated in each sample so the collector knows when
+    /// this agent is overdue.
+    health_interval_secs: u32,
 }
 
 impl Agent {
@@ -468,6 +471,8 @@ impl<U: Uplink> Agent<U> {
             set_aside: Vec::new(),
             last_refusal: None,
             own_from: None,
+            health_interval_secs: u32::try_from(config.health_interval.as_secs().max(1))
+                .unwrap_or(u32::MAX),
         };
         Ok((agent, lock))
     }
@@ -520,7 +525,8 @@ impl<U: Uplink> Agent<U> {
     }
 
     async fn health_step(&mut self) -> anyhow::Result<()> {
-        let sample: HealthSample = self.collect(|c, id| c.health(id)).await?;
+        let mut sample: HealthSample = self.collect(|c, id| c.health(id)).await?;
+        sample.interval_secs = Some(self.health_interval_secs);
         let seq = self.next_seq()?;
         let collected_at = sample.collected_at.format(&Rfc3339).unwrap_or_default();
         let cpu_percent = sample.cpu_percent;

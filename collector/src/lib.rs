@@ -8,6 +8,7 @@
 //! - [`store`]: SQLite behind one interface: writer thread, read pool, migrations, queries.
 //! - [`cmdb`]: pure reconciliation logic: identification rules, attributes, diffs.
 //! - [`incidents`]: the incident engine's pure logic: rules, scopes, alert states, priority.
+//! - [`heartbeat`]: the silence check timer (`unreachable` incidents, ended maintenance).
 //! - [`retention`]: the background compaction and pruning of health samples.
 //! - [`auth`]: credentials (enrollment secrets, agent and admin tokens) and roles.
 //! - [`clock`]: injected time.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod clock;
 pub mod cmdb;
 pub mod config;
+pub mod heartbeat;
 pub mod incidents;
 pub mod ratelimit;
 pub mod retention;

@@ -13,7 +13,7 @@
 //! `ConnectInfo<SocketAddr>`, the client's address, for per-address rate limits.
 //!
 //! Shutdown order: stop accepting connections and let in-flight requests finish (their writes
-//! commit and their acks go out), stop the compaction task, then let the writer run what is still
+//! commit and their acks go out), stop the compaction and silence-check tasks, then let the writer run what is still
 //! queued, commit, checkpoint the WAL and close.
 
 use std::future::Future;
@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::retention;
+use crate::{heartbeat, retention};
 use crate::store::{Store, StoreOptions};
 use crate::tls::{self, TlsListener};
 
@@ -87,10 +87,16 @@ pub async fn serve_with_clock(
     let (stop_compaction, stop_rx) = watch::channel(false);
     let compaction = tokio::spawn(retention::run(
         store.clone(),
-        clock,
+        clock.clone(),
         config.compaction_interval.0,
         config.health_retention.as_time(),
         config.stale_after.as_time(),
+        stop_rx.clone(),
+    ));
+    let silence = tokio::spawn(heartbeat::run(
+        store.clone(),
+        clock,
+        config.incident_check_interval.0,
         stop_rx,
     ));
 
@@ -101,6 +107,9 @@ pub async fn serve_with_clock(
     let _ = stop_compaction.send(true);
     if let Err(e) = compaction.await {
         tracing::warn!(error = %e, "the compaction task ended abnormally");
+    }
+    if let Err(e) = silence.await {
+        tracing::warn!(error = %e, "the silence check task ended abnormally");
     }
     store.close().await;
     if let Err(e) = std::fs::remove_file(&addr_file) {

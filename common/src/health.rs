@@ -42,6 +42,10 @@ pub struct HealthSample {
     /// when none were dropped.
     #[serde(default)]
     pub reports_dropped: Option<u64>,
+    /// The agent's health interval in seconds: the collector counts an agent silent after
+    /// missing a few of them. Absent from older agents.
+    #[serde(default)]
+    pub interval_secs: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +76,7 @@ impl HealthSample {
             agent_rss_bytes: None,
             agent_cpu_percent: None,
             reports_dropped: None,
+            interval_secs: None,
         }
     }
 }

@@ -33,10 +33,12 @@ use time::UtcOffset;
 
 use super::health::MAX_CLOCK_AHEAD_MS;
 use super::history::{ChangeKind, Recorder, Source};
+use super::incidents;
 use super::model::{IngestBatch, IngestOutcome};
 use super::reconcile::{self, Applied};
 use super::{Store, StoreError, to_ms};
 use crate::cmdb::Placeholders;
+use crate::incidents::EngineOptions;
 
 /// Most health samples kept per agent while it has no computer CI: a day at one a minute.
 pub const PENDING_PER_AGENT: u32 = 1440;
@@ -45,8 +47,9 @@ impl Store {
     /// Stores a batch and answers once it is durable.
     pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError> {
         let placeholders = self.placeholders.clone();
+        let engine = self.engine.clone();
         self.writer
-            .run(move |conn| apply_batch(conn, &placeholders, batch))
+            .run(move |conn| apply_batch(conn, &placeholders, &engine, batch))
             .await
     }
 }
@@ -58,11 +61,13 @@ struct AgentState {
     digest: Option<String>,
     latest_health: Option<Vec<u8>>,
     latest_health_at: Option<i64>,
+    health_interval_ms: Option<i64>,
 }
 
 pub(crate) fn apply_batch(
     conn: &Connection,
     placeholders: &Placeholders,
+    engine: &EngineOptions,
     batch: IngestBatch,
 ) -> Result<IngestOutcome, StoreError> {
     let now = to_ms(batch.received_at);
@@ -75,7 +80,8 @@ pub(crate) fn apply_batch(
         .execute(params![agent_id, now])?;
     let mut state = conn
         .prepare_cached(
-            "SELECT ci_id, last_seq, inventory_digest, latest_health, latest_health_at
+            "SELECT ci_id, last_seq, inventory_digest, latest_health, latest_health_at,
+                    health_interval_ms
              FROM agent WHERE agent_id = ?1",
         )?
         .query_row([&agent_id], |r| {
@@ -85,6 +91,7 @@ pub(crate) fn apply_batch(
                 digest: r.get(2)?,
                 latest_health: r.get(3)?,
                 latest_health_at: r.get(4)?,
+                health_interval_ms: r.get(5)?,
             })
         })?;
 
@@ -125,8 +132,21 @@ pub(crate) fn apply_batch(
     }
     let mut pending = false;
     let mut most_ahead_ms = 0;
-    for sample in samples {
-        let filed = apply_health(conn, &mut state, &agent_id, sample, now)?;
+    // The rules are judged on each sample filed under the computer, in the same transaction.
+    let judge = match state.ci_id {
+        Some(ci_id) if !samples.is_empty() => incidents::Judge::load(conn, engine, ci_id)?,
+        _ => None,
+    };
+    for mut sample in samples {
+        if let Some(secs) = sample.interval_secs {
+            state.health_interval_ms = Some(i64::from(secs) * 1000);
+        }
+        let filed = apply_health(conn, &mut state, &agent_id, &mut sample, now)?;
+        if !filed.pending
+            && let Some(judge) = &judge
+        {
+            judge.sample(conn, &sample, filed.ts, now)?;
+        }
         pending |= filed.pending;
         most_ahead_ms = most_ahead_ms.max(filed.ahead_ms);
         if !filed.pending {
@@ -148,9 +168,13 @@ pub(crate) fn apply_batch(
         );
     }
 
+    // Any report means the agent is alive: its silence incidents resolve.
+    if let Some(ci_id) = state.ci_id {
+        incidents::reported(conn, ci_id, now)?;
+    }
     conn.prepare_cached(
         "UPDATE agent SET ci_id = ?2, last_seq = ?3, last_seen = ?4, inventory_digest = ?5,
-                          latest_health = ?6, latest_health_at = ?7
+                          latest_health = ?6, latest_health_at = ?7, health_interval_ms = ?8
          WHERE agent_id = ?1",
     )?
     .execute(params![
@@ -160,7 +184,8 @@ pub(crate) fn apply_batch(
         now,
         state.digest,
         state.latest_health,
-        state.latest_health_at
+        state.latest_health_at,
+        state.health_interval_ms
     ])?;
     Ok(IngestOutcome {
         acked,
@@ -261,7 +286,7 @@ fn apply_health(
     conn: &Connection,
     state: &mut AgentState,
     agent_id: &str,
-    mut sample: HealthSample,
+    sample: &mut HealthSample,
     received_at: i64,
 ) -> Result<Filed, StoreError> {
     sample.collected_at = sample.collected_at.to_offset(UtcOffset::UTC);
@@ -271,7 +296,7 @@ fn apply_health(
     } else {
         (collected, 0)
     };
-    let blob = rmp_serde::to_vec_named(&sample)
+    let blob = rmp_serde::to_vec_named(&*sample)
         .map_err(|e| StoreError::Invalid(format!("health sample does not encode: {e}")))?;
     let pending = match state.ci_id {
         Some(ci_id) => {

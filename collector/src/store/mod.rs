@@ -75,6 +75,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use health::CompactionReport;
+pub use incidents::SilenceReport;
 pub use history::{ChangeKind, Source};
 pub use model::*;
 
