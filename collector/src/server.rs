@@ -30,9 +30,9 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::{heartbeat, retention};
 use crate::store::{Store, StoreOptions};
 use crate::tls::{self, TlsListener};
+use crate::{heartbeat, retention};
 
 /// Serves until `shutdown` completes, with the system clock.
 pub async fn serve(

@@ -436,7 +436,15 @@ impl<'a> Judge<'a> {
         };
         match action {
             Action::Open => {
-                next.incident_id = open(conn, self.options, rule, &self.subject, dimension, &next, now_ms)?;
+                next.incident_id = open(
+                    conn,
+                    self.options,
+                    rule,
+                    &self.subject,
+                    dimension,
+                    &next,
+                    now_ms,
+                )?;
             }
             Action::Rebreach => {
                 if let Some(id) = next.incident_id {
@@ -458,7 +466,15 @@ impl<'a> Judge<'a> {
             && next.incident_id.is_none()
             && prev.as_ref().is_some_and(|p| p.phase == Phase::Firing)
         {
-            next.incident_id = open(conn, self.options, rule, &self.subject, dimension, &next, now_ms)?;
+            next.incident_id = open(
+                conn,
+                self.options,
+                rule,
+                &self.subject,
+                dimension,
+                &next,
+                now_ms,
+            )?;
         }
         write_alert(conn, ci_id, rule.id, dimension, &next)?;
         Ok(())
@@ -474,10 +490,7 @@ fn is_unreachable_rule(conn: &Connection, rule_id: i64) -> Result<bool, StoreErr
 }
 
 /// The stored alert states of CI `ci_id`, by (rule, dimension).
-fn alerts_of(
-    conn: &Connection,
-    ci_id: i64,
-) -> Result<HashMap<(i64, String), Alert>, StoreError> {
+fn alerts_of(conn: &Connection, ci_id: i64) -> Result<HashMap<(i64, String), Alert>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT rule_id, dimension, state, since, last_ts, value, peak, incident_id
          FROM alert WHERE ci_id = ?1",
@@ -666,7 +679,13 @@ fn describe_breach(rule: &Rule, dimension: &str, alert: &Alert) -> String {
         );
     }
     let clear = rule.clear_threshold.map_or_else(
-        || format!("no longer {} {}", rule.operator.as_str(), fmt_value(rule.threshold)),
+        || {
+            format!(
+                "no longer {} {}",
+                rule.operator.as_str(),
+                fmt_value(rule.threshold)
+            )
+        },
         |c| format!("past {}", fmt_value(c)),
     );
     format!(
@@ -819,11 +838,14 @@ fn open_held_back(
              WHERE a.state = 'firing' AND a.incident_id IS NULL AND r.enabled
              ORDER BY a.ci_id LIMIT ?1",
         )?
-        .query_map([SILENCE_BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([SILENCE_BATCH as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
     let mut opened = 0;
     for (ci_id, rule_id, dimension) in held {
-        let (Some(subject), Some(rule)) = (subject(conn, ci_id)?, super::rules::rule(conn, rule_id)?)
+        let (Some(subject), Some(rule)) =
+            (subject(conn, ci_id)?, super::rules::rule(conn, rule_id)?)
         else {
             continue;
         };
@@ -857,7 +879,10 @@ pub(crate) fn reported(conn: &Connection, ci_id: i64, now_ms: i64) -> Result<(),
                 id,
                 now_ms,
                 COLLECTOR,
-                &format!("the agent reported again after {} of silence", fmt_ms(now_ms - since)),
+                &format!(
+                    "the agent reported again after {} of silence",
+                    fmt_ms(now_ms - since)
+                ),
                 &json!({}),
             )?;
         }
@@ -911,3 +936,7 @@ impl super::Store {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+#[path = "incidents_tests.rs"]
+mod tests;

@@ -75,8 +75,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use health::CompactionReport;
-pub use incidents::SilenceReport;
 pub use history::{ChangeKind, Source};
+pub use incidents::SilenceReport;
 pub use model::*;
 
 use read::ReadPool;
