@@ -210,3 +210,83 @@ fn an_imported_machine_is_the_same_ci_when_its_agent_reports() {
         "{history:?}"
     );
 }
+
+/// A JSON request with the admin token; answers the status and the parsed body.
+fn admin_json(collector: &TestCollector, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let token = format!("Bearer {}", collector.admin_token);
+    let (status, answer) = http_request(
+        collector.addr,
+        method,
+        path,
+        &[
+            ("Authorization", token.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    );
+    (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_rule_low_enough_to_fire_opens_an_incident_that_resolves_when_the_rule_is_raised() {
+    let collector = TestCollector::start();
+    let agent = TestAgent::new();
+    agent.once(&collector);
+    let computer = all_items(&collector, "/api/v1/cis?class=computer")[0].clone();
+    let ci_id = computer["id"].as_i64().unwrap();
+
+    // Every running machine has been up for more than a second.
+    let (status, rule) = admin_json(
+        &collector,
+        "POST",
+        "/api/v1/rules",
+        &serde_json::json!({
+            "name": "up at all",
+            "metric": "uptime_secs",
+            "operator": ">",
+            "threshold": 1,
+            "for": "0s",
+            "clear_for": "0s",
+            "severity": "low",
+        }),
+    );
+    assert_eq!(status, 201, "{rule}");
+    let rule_id = rule["id"].as_i64().unwrap();
+
+    agent.once(&collector);
+    let open = all_items(
+        &collector,
+        &format!("/api/v1/incidents?state=open&rule_id={rule_id}"),
+    );
+    assert_eq!(open.len(), 1, "{open:?}");
+    let incident = &open[0];
+    assert_eq!(incident["ci_id"], ci_id);
+    assert_eq!(incident["state"], "new");
+    assert!(
+        incident["number"].as_str().unwrap().starts_with("INC-"),
+        "{incident}"
+    );
+    let number = incident["number"].as_str().unwrap().to_owned();
+    let shown = collector.get(&format!("/api/v1/cis/{ci_id}"));
+    assert_eq!(shown["open_incidents"][0]["number"], number.as_str(), "{shown}");
+
+    // Nobody's uptime reaches a million years.
+    let (status, raised) = admin_json(
+        &collector,
+        "PATCH",
+        &format!("/api/v1/rules/{rule_id}"),
+        &serde_json::json!({ "threshold": 3.2e13 }),
+    );
+    assert_eq!(status, 200, "{raised}");
+    agent.once(&collector);
+    let detail = collector.get(&format!("/api/v1/incidents/{number}"));
+    assert_eq!(detail["state"], "resolved", "{detail}");
+    assert_eq!(detail["resolved_by"], "collector");
+    let kinds: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["opened", "resolved"]);
+}
