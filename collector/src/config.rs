@@ -644,4 +644,37 @@ mod tests {
         std::fs::write(&file, "writer_batch = 8\n").unwrap();
         assert_eq!(Config::load(Some(&file)).unwrap().writer_batch, 8);
     }
+
+    #[test]
+    fn incident_settings_are_bounded_and_reach_the_engine() {
+        let config = Config::parse(
+            "reopen_window = \"30m\"\n[sla.p2]\nresponse = \"10m\"\nresolution = \"2h\"\n",
+        )
+        .unwrap();
+        let engine = config.engine();
+        assert_eq!(engine.reopen_window_ms, 30 * 60_000);
+        assert_eq!(engine.sla.of(2).response_ms, 10 * 60_000);
+        assert_eq!(engine.sla.of(2).resolution_ms, 2 * 3_600_000);
+        // The others keep their defaults.
+        assert_eq!(engine.sla.of(1).response_ms, 15 * 60_000);
+        for (text, key) in [
+            (
+                "[sla.p1]\nresponse = \"5h\"\nresolution = \"4h\"\n",
+                "sla.p1",
+            ),
+            (
+                "[sla.p3]\nresponse = \"10s\"\nresolution = \"4h\"\n",
+                "sla.p3.response",
+            ),
+            ("[sla.p3]\nresponse = \"1h\"\n", "resolution"),
+            ("reopen_window = \"31d\"\n", "reopen_window"),
+            (
+                "incident_check_interval = \"0s\"\n",
+                "incident_check_interval",
+            ),
+        ] {
+            let err = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
 }

@@ -268,7 +268,11 @@ fn a_rule_low_enough_to_fire_opens_an_incident_that_resolves_when_the_rule_is_ra
     );
     let number = incident["number"].as_str().unwrap().to_owned();
     let shown = collector.get(&format!("/api/v1/cis/{ci_id}"));
-    assert_eq!(shown["open_incidents"][0]["number"], number.as_str(), "{shown}");
+    assert_eq!(
+        shown["open_incidents"][0]["number"],
+        number.as_str(),
+        "{shown}"
+    );
 
     // Nobody's uptime reaches a million years.
     let (status, raised) = admin_json(
