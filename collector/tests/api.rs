@@ -7,6 +7,7 @@ mod cmdb;
 mod fuzz;
 mod hostile;
 mod relations;
+mod rules;
 mod software_search;
 mod support;
 

@@ -13,10 +13,12 @@ pub mod fuzz;
 pub mod history;
 pub mod import;
 pub mod ingest;
+pub mod maintenance;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod relationships;
+pub mod rules;
 pub mod sbom;
 pub mod secrets;
 pub mod software;
@@ -140,6 +142,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/software", get(software::list))
         .route("/api/v1/software/catalog", get(software::catalog))
         .route("/api/v1/cis/{id}/sbom", get(sbom::get))
+        .route("/api/v1/rules", get(rules::list))
+        .route("/api/v1/rules/{id}", get(rules::get))
+        .route("/api/v1/maintenance", get(maintenance::list))
+        .route("/api/v1/maintenance/{id}", get(maintenance::get))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Viewer),
@@ -157,8 +163,25 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/relationships/{id}",
             patch(relationships::update).delete(relationships::delete),
         )
+        .route("/api/v1/rules", post(rules::create))
+        .route(
+            "/api/v1/rules/{id}",
+            patch(rules::update).delete(rules::delete),
+        )
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Admin),
+            auth::require_role,
+        ));
+    // Operator group (made by the rules/maintenance work): incident work that needs more than
+    // a viewer and less than an admin. Merge other operator routes into this one group.
+    let operator = Router::new()
+        .route("/api/v1/maintenance", post(maintenance::create))
+        .route(
+            "/api/v1/maintenance/{id}",
+            patch(maintenance::update).delete(maintenance::delete),
+        )
+        .route_layer(from_fn_with_state(
+            (state.clone(), Role::Operator),
             auth::require_role,
         ));
     // Imports carry a whole inventory: bounded like agent batches (`max_body_bytes`).
@@ -175,6 +198,7 @@ pub fn router(state: AppState) -> Router {
         .merge(enroll)
         .merge(read)
         .merge(admin)
+        .merge(operator)
         .merge(ops);
     Router::new()
         .merge(limit_bodies(

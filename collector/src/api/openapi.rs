@@ -24,8 +24,8 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 // Absolute paths, so that the module compiles wherever it is declared.
 use crate::api::{
-    ApiError, ci_admin, cis, enroll, history, import, ingest, metrics, ops, query_params,
-    relationships, sbom, secrets, software,
+    ApiError, ci_admin, cis, enroll, history, import, ingest, maintenance, metrics, ops,
+    query_params, relationships, rules, sbom, secrets, software,
 };
 
 /// The security scheme of the admin API: `Authorization: Bearer <admin token>`.
@@ -64,6 +64,16 @@ pub const AGENT_TOKEN: &str = "agent_token";
         relationships::delete,
         software::list,
         software::catalog,
+        rules::list,
+        rules::get,
+        rules::create,
+        rules::update,
+        rules::delete,
+        maintenance::list,
+        maintenance::get,
+        maintenance::create,
+        maintenance::update,
+        maintenance::delete,
         sbom::get,
         ingest::post_reports,
         enroll::post_enroll,
@@ -79,6 +89,10 @@ pub const AGENT_TOKEN: &str = "agent_token";
         (name = "relationships", description = "Relationships between CIs: \"source type \
             target\", e.g. an application depends_on a database."),
         (name = "software", description = "The software catalog across the fleet."),
+        (name = "rules", description = "Threshold rules the incident engine judges every \
+            health sample by."),
+        (name = "maintenance", description = "Maintenance windows: no incident opens for a CI \
+            inside one."),
         (name = "agent", description = "What agents call."),
         (name = "operations", description = "Probes, metrics, enrollment secrets and this document."),
     )

@@ -611,3 +611,98 @@ pub struct IncidentDetail {
     pub incident: Incident,
     pub timeline: Vec<IncidentEvent>,
 }
+
+/// A threshold rule as an admin gives it: a new rule (`POST /api/v1/rules`), or a stored rule
+/// with a patch applied. `store::rules::validate` checks it whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSpec {
+    pub name: String,
+    pub metric: crate::incidents::rules::Metric,
+    pub dimension: Option<String>,
+    pub scope: crate::incidents::scope::Scope,
+    pub operator: crate::incidents::rules::Operator,
+    pub threshold: f64,
+    pub for_ms: i64,
+    pub clear_threshold: Option<f64>,
+    pub clear_for_ms: i64,
+    pub severity: crate::incidents::rules::Severity,
+    pub enabled: bool,
+}
+
+/// Changes to a rule (`PATCH /api/v1/rules/{id}`); `None` leaves a field as it is,
+/// `Some(None)` clears `dimension` or `clear_threshold`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RulePatch {
+    pub name: Option<String>,
+    pub metric: Option<crate::incidents::rules::Metric>,
+    pub dimension: Option<Option<String>>,
+    pub scope: Option<crate::incidents::scope::Scope>,
+    pub operator: Option<crate::incidents::rules::Operator>,
+    pub threshold: Option<f64>,
+    pub for_ms: Option<i64>,
+    pub clear_threshold: Option<Option<f64>>,
+    pub clear_for_ms: Option<i64>,
+    pub severity: Option<crate::incidents::rules::Severity>,
+    pub enabled: Option<bool>,
+}
+
+/// Filters of the rule list. Every present filter must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleFilter {
+    pub enabled: Option<bool>,
+    pub metric: Option<crate::incidents::rules::Metric>,
+    /// Only rules with an id above this (the cursor).
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+/// A maintenance window: while `starts_at <= now < ends_at`, no incident opens for a CI its
+/// scope matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaintenanceWindow {
+    pub id: i64,
+    pub scope: crate::incidents::scope::Scope,
+    pub starts_at: OffsetDateTime,
+    pub ends_at: OffsetDateTime,
+    pub reason: String,
+    /// `api:<token name>`.
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+}
+
+impl MaintenanceWindow {
+    /// Whether the window holds incidents back at `now`.
+    pub fn active_at(&self, now: OffsetDateTime) -> bool {
+        self.starts_at <= now && now < self.ends_at
+    }
+}
+
+/// A maintenance window an operator makes (`POST /api/v1/maintenance`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMaintenance {
+    pub scope: crate::incidents::scope::Scope,
+    pub starts_at: OffsetDateTime,
+    pub ends_at: OffsetDateTime,
+    pub reason: String,
+}
+
+/// Changes to a maintenance window; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MaintenancePatch {
+    /// At or before now: the window ends now.
+    pub ends_at: Option<OffsetDateTime>,
+    pub reason: Option<String>,
+    pub scope: Option<crate::incidents::scope::Scope>,
+}
+
+/// Filters of the maintenance window list. Every present filter must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceFilter {
+    /// Whether the window holds incidents back at the collector's now.
+    pub active: Option<bool>,
+    /// Only windows whose scope matches this CI.
+    pub ci_id: Option<i64>,
+    /// Only windows with an id above this (the cursor).
+    pub after: Option<i64>,
+    pub limit: u32,
+}
