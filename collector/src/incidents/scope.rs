@@ -39,7 +39,7 @@ pub struct CiFacts {
 
 impl Scope {
     pub fn matches(&self, ci: &CiFacts) -> bool {
-        (self.classes.is_empty() || self.classes.iter().any(|c| *c == ci.class))
+        (self.classes.is_empty() || self.classes.contains(&ci.class))
             && (self.criticality.is_empty() || self.criticality.contains(&ci.criticality))
             && (self.ci_ids.is_empty() || self.ci_ids.contains(&ci.id))
             && self
