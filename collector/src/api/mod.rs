@@ -12,7 +12,9 @@ pub mod error;
 pub mod fuzz;
 pub mod history;
 pub mod import;
+pub mod incidents;
 pub mod ingest;
+pub mod kpis;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
@@ -140,6 +142,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/software", get(software::list))
         .route("/api/v1/software/catalog", get(software::catalog))
         .route("/api/v1/cis/{id}/sbom", get(sbom::get))
+        .route("/api/v1/incidents", get(incidents::list))
+        .route("/api/v1/incidents/{id}", get(incidents::get))
+        .route("/api/v1/kpis", get(kpis::get))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Viewer),
@@ -161,6 +166,25 @@ pub fn router(state: AppState) -> Router {
             (state.clone(), Role::Admin),
             auth::require_role,
         ));
+    // Incident work: operators and admins.
+    let operator = Router::new()
+        .route(
+            "/api/v1/incidents/{id}/acknowledge",
+            post(incidents::acknowledge),
+        )
+        .route("/api/v1/incidents/{id}/assign", post(incidents::assign))
+        .route("/api/v1/incidents/{id}/notes", post(incidents::notes))
+        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/api/v1/incidents/{id}/close", post(incidents::close))
+        .route("/api/v1/incidents/{id}/reopen", post(incidents::reopen))
+        .route(
+            "/api/v1/incidents/{id}/priority",
+            post(incidents::set_priority),
+        )
+        .route_layer(from_fn_with_state(
+            (state.clone(), Role::Operator),
+            auth::require_role,
+        ));
     // Imports carry a whole inventory: bounded like agent batches (`max_body_bytes`).
     let import = Router::new()
         .route("/api/v1/import", post(import::post_import))
@@ -175,6 +199,7 @@ pub fn router(state: AppState) -> Router {
         .merge(enroll)
         .merge(read)
         .merge(admin)
+        .merge(operator)
         .merge(ops);
     Router::new()
         .merge(limit_bodies(
