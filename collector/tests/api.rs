@@ -6,6 +6,7 @@ mod cli;
 mod cmdb;
 mod fuzz;
 mod hostile;
+mod incidents;
 mod relations;
 mod rules;
 mod software_search;

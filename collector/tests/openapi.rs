@@ -547,6 +547,115 @@ async fn admin_writes_relationships_and_walks_validate_against_the_document() {
     documented("/api/v1/cis/{id}", "delete", 204);
 }
 
+/// The incident routes' answers, and a CI's with open incidents, successes and refusals,
+/// against the document. The incident is inserted as the engine would make it.
+#[tokio::test]
+async fn incident_answers_validate_against_the_document() {
+    let doc = document();
+    let (c, computer) = populated().await;
+    let now = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let db = rusqlite::Connection::open(c.data_dir().join("census.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute(
+        "INSERT INTO incident (ci_id, rule_id, rule_name, metric, dimension, title, description,
+                               state, severity, impact, urgency, priority, opened_at,
+                               response_due_at, resolve_due_at, updated_at)
+         SELECT ?1, id, name, metric, '/', name, 'test', 'new', severity, 2, 2, 3, ?2,
+                ?2 + 7200000, ?2 + 86400000, ?2
+         FROM rule WHERE name = 'Filesystem almost full'",
+        rusqlite::params![computer, now],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO incident_event (incident_id, at, kind, actor, detail)
+         VALUES (?1, ?2, 'opened', 'collector', '{\"value\": 93.5}')",
+        rusqlite::params![db.last_insert_rowid(), now],
+    )
+    .unwrap();
+    let id = db.last_insert_rowid();
+    let validator = Validator { doc: &doc };
+    let check = |template: &str, method: &str, status: StatusCode, body: &Value| {
+        let schema = response_schema(&doc, template, method, status);
+        let errors = validator.validate(body, schema);
+        assert!(
+            errors.is_empty(),
+            "{method} {template} ({status}) does not match the document:\n{}\n{body:#}",
+            errors.join("\n")
+        );
+    };
+
+    let ci = c.get_ok(&format!("/api/v1/cis/{computer}")).await;
+    assert_eq!(ci["open_incidents"][0]["id"], id);
+    check("/api/v1/cis/{id}", "get", StatusCode::OK, &ci);
+    for (template, path, expected) in [
+        ("/api/v1/incidents", "/api/v1/incidents".to_owned(), 200),
+        (
+            "/api/v1/incidents",
+            "/api/v1/incidents?state=open&priority=P3&breached=false&limit=1".to_owned(),
+            200,
+        ),
+        (
+            "/api/v1/incidents",
+            "/api/v1/incidents?state=gone".to_owned(),
+            400,
+        ),
+        (
+            "/api/v1/incidents/{id}",
+            format!("/api/v1/incidents/{id}"),
+            200,
+        ),
+        (
+            "/api/v1/incidents/{id}",
+            "/api/v1/incidents/INC-999999".to_owned(),
+            404,
+        ),
+        ("/api/v1/kpis", "/api/v1/kpis".to_owned(), 200),
+        ("/api/v1/kpis", "/api/v1/kpis?from=x".to_owned(), 400),
+    ] {
+        let (status, body) = c.get(&path).await;
+        assert_eq!(status.as_u16(), expected, "GET {path}: {body}");
+        check(template, "get", status, &body);
+    }
+    let kpis = c.get_ok("/api/v1/kpis").await;
+    assert_eq!(kpis["opened"], 1);
+
+    for (action, body, expected) in [
+        ("acknowledge", serde_json::json!({ "note": "mine" }), 200),
+        ("acknowledge", serde_json::json!({}), 409),
+        ("assign", serde_json::json!({ "assignee": "ann" }), 200),
+        ("notes", serde_json::json!({ "text": "x" }), 200),
+        (
+            "priority",
+            serde_json::json!({ "priority": "P1", "reason": "vip" }),
+            200,
+        ),
+        (
+            "priority",
+            serde_json::json!({ "priority": "P9", "reason": "x" }),
+            422,
+        ),
+        ("resolve", serde_json::json!({ "resolution": "done" }), 200),
+        ("close", serde_json::json!({}), 200),
+        ("reopen", serde_json::json!({ "reason": "x" }), 409),
+        ("close", serde_json::json!([]), 400),
+    ] {
+        let template = format!("/api/v1/incidents/{{id}}/{action}");
+        let (status, answer) = c
+            .post_json(&format!("/api/v1/incidents/{id}/{action}"), &body)
+            .await;
+        assert_eq!(status.as_u16(), expected, "{action} {body}: {answer}");
+        check(&template, "post", status, &answer);
+    }
+    let (status, answer) = c
+        .post_json(
+            "/api/v1/incidents/999999/notes",
+            &serde_json::json!({ "text": "x" }),
+        )
+        .await;
+    check("/api/v1/incidents/{id}/notes", "post", status, &answer);
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn the_validator_refuses_what_the_document_rules_out() {
     let doc = document();

@@ -234,12 +234,7 @@ pub struct CiPatchBody {
 
 /// The CI as `GET /api/v1/cis/{id}` answers it, read after the write committed.
 async fn ci_view(state: &AppState, id: i64) -> Result<CiDetailView, ApiError> {
-    let detail = state
-        .store
-        .get_ci(id)
-        .await?
-        .ok_or_else(|| no_such_ci(id))?;
-    Ok(detail.into())
+    super::cis::current_view(state, id).await
 }
 
 /// Creates a CI no agent reports.

@@ -59,7 +59,7 @@ use super::{
 };
 use crate::store::{
     CiDetail, CiFilter, CiPosition, CiRecord, CiSort, CiSortKey, HealthCursor, HealthQuery,
-    InstalledSoftware, RelationshipRecord, SoftwareMatch, SortValue,
+    Incident, InstalledSoftware, RelationshipRecord, SoftwareMatch, SortValue,
 };
 
 /// `limit` of the health route: a day of samples at one a minute by default, a week at most.
@@ -123,7 +123,8 @@ impl From<CiRecord> for CiView {
     }
 }
 
-/// A CI as `GET /api/v1/cis/{id}` shows it: the summary plus `health` and `relationships`.
+/// A CI as `GET /api/v1/cis/{id}` shows it: the summary plus `health`, `relationships` and
+/// `open_incidents`.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = CiDetail)]
 pub struct CiDetailView {
@@ -133,6 +134,9 @@ pub struct CiDetailView {
     #[schema(value_type = Option<HealthSampleView>, required = true)]
     pub health: Option<HealthSample>,
     pub relationships: Vec<RelationshipView>,
+    /// The CI's open incidents (`new`, `acknowledged`, `in_progress`), newest first, at most
+    /// 100. Always empty in an answer rebuilt for `at`.
+    pub open_incidents: Vec<Incident>,
 }
 
 /// "source `type` target", e.g. computer 1 contains filesystem 2.
@@ -170,8 +174,22 @@ impl From<CiDetail> for CiDetailView {
             ci: d.ci.into(),
             health: d.health,
             relationships: d.relationships.into_iter().map(Into::into).collect(),
+            open_incidents: Vec::new(),
         }
     }
+}
+
+/// CI `id` as it is now, with its open incidents; 404 when there is no such CI.
+pub(crate) async fn current_view(state: &AppState, id: i64) -> Result<CiDetailView, ApiError> {
+    let (detail, open_incidents) = state
+        .store
+        .get_ci_with_incidents(id, state.clock.now())
+        .await?
+        .ok_or_else(|| no_such_ci(id))?;
+    Ok(CiDetailView {
+        open_incidents,
+        ..detail.into()
+    })
 }
 
 /// [`HealthSample`] as the API answers it: the same fields, every one present (null when the
@@ -809,11 +827,12 @@ fn not_at(id: i64, at: OffsetDateTime) -> ApiError {
         ("at" = Option<String>, Query, format = DateTime, description = "Answer the CI as it \
             was at this time, rebuilt from its history: name, status, criticality, \
             `identified_by`, attributes and relationships as they were (the other ends' names \
-            as they are now); `health` is null and `last_seen` at most `at`."),
+            as they are now); `health` is null, `last_seen` at most `at` and \
+            `open_incidents` empty."),
     ),
     responses(
-        (status = 200, description = "The full CI: the summary plus its latest health sample \
-            and its relationships.", body = CiDetailView),
+        (status = 200, description = "The full CI: the summary plus its latest health sample, \
+            its relationships and its open incidents.", body = CiDetailView),
         (status = 400, body = ErrorBody, description = "`bad_request`: the id is not a positive \
             integer; `invalid_filter`: an unknown parameter, or `at` is not an RFC 3339 time."),
         (status = 404, body = ErrorBody, description = "`not_found`: no CI has this id, or it \
@@ -830,19 +849,16 @@ pub async fn get(
 ) -> Result<Json<CiDetailView>, ApiError> {
     let id = ci_id(path)?;
     let params = query_params(&uri, &["at"])?;
-    let detail = match parse_time("at", params.get("at"))? {
+    let view = match parse_time("at", params.get("at"))? {
         Some(at) => state
             .store
             .ci_at(id, at)
             .await?
-            .ok_or_else(|| not_at(id, at))?,
-        None => state
-            .store
-            .get_ci(id)
-            .await?
-            .ok_or_else(|| no_such_ci(id))?,
+            .ok_or_else(|| not_at(id, at))?
+            .into(),
+        None => current_view(&state, id).await?,
     };
-    Ok(Json(detail.into()))
+    Ok(Json(view))
 }
 
 /// The software installed on a CI.

@@ -12,7 +12,9 @@ pub mod error;
 pub mod fuzz;
 pub mod history;
 pub mod import;
+pub mod incidents;
 pub mod ingest;
+pub mod kpis;
 pub mod maintenance;
 pub mod metrics;
 pub mod openapi;
@@ -146,6 +148,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rules/{id}", get(rules::get))
         .route("/api/v1/maintenance", get(maintenance::list))
         .route("/api/v1/maintenance/{id}", get(maintenance::get))
+        .route("/api/v1/incidents", get(incidents::list))
+        .route("/api/v1/incidents/{id}", get(incidents::get))
+        .route("/api/v1/kpis", get(kpis::get))
         .route("/api/v1/openapi.json", get(openapi::openapi))
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Viewer),
@@ -172,13 +177,25 @@ pub fn router(state: AppState) -> Router {
             (state.clone(), Role::Admin),
             auth::require_role,
         ));
-    // Operator group (made by the rules/maintenance work): incident work that needs more than
-    // a viewer and less than an admin. Merge other operator routes into this one group.
+    // Incident work: maintenance windows and the incident actions; operators and admins.
     let operator = Router::new()
         .route("/api/v1/maintenance", post(maintenance::create))
         .route(
             "/api/v1/maintenance/{id}",
             patch(maintenance::update).delete(maintenance::delete),
+        )
+        .route(
+            "/api/v1/incidents/{id}/acknowledge",
+            post(incidents::acknowledge),
+        )
+        .route("/api/v1/incidents/{id}/assign", post(incidents::assign))
+        .route("/api/v1/incidents/{id}/notes", post(incidents::notes))
+        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/api/v1/incidents/{id}/close", post(incidents::close))
+        .route("/api/v1/incidents/{id}/reopen", post(incidents::reopen))
+        .route(
+            "/api/v1/incidents/{id}/priority",
+            post(incidents::set_priority),
         )
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Operator),

@@ -24,8 +24,8 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 // Absolute paths, so that the module compiles wherever it is declared.
 use crate::api::{
-    ApiError, ci_admin, cis, enroll, history, import, ingest, maintenance, metrics, ops,
-    query_params, relationships, rules, sbom, secrets, software,
+    ApiError, ci_admin, cis, enroll, history, import, incidents, ingest, kpis, maintenance,
+    metrics, ops, query_params, relationships, rules, sbom, secrets, software,
 };
 
 /// The security scheme of the admin API: `Authorization: Bearer <admin token>`.
@@ -75,6 +75,16 @@ pub const AGENT_TOKEN: &str = "agent_token";
         maintenance::update,
         maintenance::delete,
         sbom::get,
+        incidents::list,
+        incidents::get,
+        incidents::acknowledge,
+        incidents::assign,
+        incidents::notes,
+        incidents::resolve,
+        incidents::close,
+        incidents::reopen,
+        incidents::set_priority,
+        kpis::get,
         ingest::post_reports,
         enroll::post_enroll,
         secrets::list,
@@ -93,6 +103,9 @@ pub const AGENT_TOKEN: &str = "agent_token";
             health sample by."),
         (name = "maintenance", description = "Maintenance windows: no incident opens for a CI \
             inside one."),
+        (name = "incidents", description = "Incidents the engine opened from health samples \
+            and silences, the work on them (acknowledge, assign, notes, resolve, close, reopen, \
+            priority: operator role) and their KPIs."),
         (name = "agent", description = "What agents call."),
         (name = "operations", description = "Probes, metrics, enrollment secrets and this document."),
     )

@@ -284,6 +284,8 @@ CREATE INDEX incident_key ON incident(ci_id, rule_id, dimension, id);
 CREATE INDEX incident_state ON incident(state, priority);
 CREATE INDEX incident_opened ON incident(opened_at);
 CREATE INDEX incident_rule ON incident(rule_id);
+-- KPIs count resolutions in a time range.
+CREATE INDEX incident_resolved ON incident(resolved_at) WHERE resolved_at IS NOT NULL;
 -- The timeline of each incident; detail is a JSON object.
 CREATE TABLE incident_event (
     id          INTEGER PRIMARY KEY,

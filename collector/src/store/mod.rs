@@ -56,6 +56,7 @@ pub mod auth;
 pub(crate) mod cis;
 mod health;
 pub(crate) mod history;
+pub(crate) mod incident_ops;
 pub(crate) mod incidents;
 mod ingest;
 pub(crate) mod maintenance;

@@ -706,3 +706,129 @@ pub struct MaintenanceFilter {
     pub after: Option<i64>,
     pub limit: u32,
 }
+/// Filters and position of the incident list, newest first. Every present filter must match
+/// (AND); a list filter matches any of its values.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// States (`new` .. `closed`); empty: any.
+    pub states: Vec<String>,
+    /// Priorities 1..5; empty: any.
+    pub priorities: Vec<i64>,
+    /// Severities (`critical` .. `low`); empty: any.
+    pub severities: Vec<String>,
+    pub ci_id: Option<i64>,
+    pub rule_id: Option<i64>,
+    /// Opened at or after this time.
+    pub opened_since: Option<OffsetDateTime>,
+    /// Opened before this time.
+    pub opened_before: Option<OffsetDateTime>,
+    /// `Some(true)`: the response or resolution target is breached now; `Some(false)`: neither.
+    pub breached: Option<bool>,
+    /// Only incidents with an id below this one (the last id of the previous page).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// What an operator does to an incident (`POST /api/v1/incidents/{id}/<action>`). The texts
+/// are checked by the caller (length, not blank).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncidentAction {
+    /// `new` to `acknowledged`.
+    Acknowledge { note: Option<String> },
+    /// Any open state to `in_progress` with this assignee; acknowledges a `new` one too.
+    Assign { assignee: String },
+    /// A note on the timeline, in any state.
+    Note { text: String },
+    /// Any open state to `resolved`.
+    Resolve { resolution: String },
+    /// `resolved` to `closed`, which is final.
+    Close { note: Option<String> },
+    /// `resolved` to `new`.
+    Reopen { reason: String },
+    /// A priority (1..5) set by hand on an open incident; the due times follow it.
+    Priority { priority: i64, reason: String },
+}
+
+/// Incident figures over a time range (`GET /api/v1/kpis`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Kpis {
+    /// Start of the range (inclusive).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub from: OffsetDateTime,
+    /// End of the range (exclusive).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub to: OffsetDateTime,
+    /// Incidents open now (`new`, `acknowledged`, `in_progress`), by priority; whatever the range.
+    pub open_by_priority: OpenByPriority,
+    /// Incidents opened in the range.
+    pub opened: i64,
+    /// Incidents whose (current) resolution time is in the range.
+    pub resolved: i64,
+    /// Mean time from opening to acknowledgement of the incidents opened in the range and
+    /// acknowledged; null when there is none.
+    #[schema(required = true)]
+    pub mtta_seconds: Option<f64>,
+    /// Mean time from opening to (current) resolution of the incidents opened in the range and
+    /// resolved; null when there is none.
+    #[schema(required = true)]
+    pub mttr_seconds: Option<f64>,
+    pub sla: SlaCompliance,
+    /// The CIs with the most incidents opened in the range, at most 10.
+    pub top_cis: Vec<KpiCi>,
+    /// The rules with the most incidents opened in the range, at most 10.
+    pub top_rules: Vec<KpiRule>,
+}
+
+/// Counts of open incidents per priority.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct OpenByPriority {
+    #[serde(rename = "P1")]
+    pub p1: i64,
+    #[serde(rename = "P2")]
+    pub p2: i64,
+    #[serde(rename = "P3")]
+    pub p3: i64,
+    #[serde(rename = "P4")]
+    pub p4: i64,
+    #[serde(rename = "P5")]
+    pub p5: i64,
+}
+
+/// Service-level compliance of the incidents opened in the range whose outcome is decided,
+/// in percent rounded to two decimals; null when none is decided.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct SlaCompliance {
+    /// Acknowledged (or resolved) by `response_due_at`, of those acknowledged, resolved or past
+    /// that time.
+    #[schema(required = true)]
+    pub response_met_percent: Option<f64>,
+    /// Resolved by `resolve_due_at`, of those resolved or past that time.
+    #[schema(required = true)]
+    pub resolution_met_percent: Option<f64>,
+    /// Both targets met, of those with both outcomes decided or with either target breached.
+    #[schema(required = true)]
+    pub compliance_percent: Option<f64>,
+}
+
+/// A CI and how many incidents it had.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct KpiCi {
+    pub ci_id: i64,
+    /// Null when the CI was deleted.
+    #[schema(required = true)]
+    pub ci_name: Option<String>,
+    pub incidents: i64,
+}
+
+/// A rule and how many incidents it opened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct KpiRule {
+    /// Null when the rule was deleted (its incidents are then counted by their `rule_name`).
+    #[schema(required = true)]
+    pub rule_id: Option<i64>,
+    /// The rule's current name, or the name its incidents kept.
+    pub rule_name: String,
+    pub incidents: i64,
+}
