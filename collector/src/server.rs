@@ -13,8 +13,9 @@
 //! `ConnectInfo<SocketAddr>`, the client's address, for per-address rate limits.
 //!
 //! Shutdown order: stop accepting connections and let in-flight requests finish (their writes
-//! commit and their acks go out), stop the compaction task, then let the writer run what is still
-//! queued, commit, checkpoint the WAL and close.
+//! commit and their acks go out), stop the compaction and webhook delivery tasks (a delivery
+//! sent but not yet recorded is sent again after the restart), then let the writer run what is
+//! still queued, commit, checkpoint the WAL and close.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use crate::config::Config;
 use crate::retention;
 use crate::store::{Store, StoreOptions};
 use crate::tls::{self, TlsListener};
+use crate::webhooks;
 
 /// Serves until `shutdown` completes, with the system clock.
 pub async fn serve(
@@ -60,6 +62,7 @@ pub async fn serve_with_clock(
             None
         }
     };
+    let webhook_client = webhooks::client().context("could not build the webhook HTTP client")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("could not create data dir {}", config.data_dir.display()))?;
     let db = config.database_path();
@@ -85,6 +88,13 @@ pub async fn serve_with_clock(
         return Err(e);
     }
     let (stop_compaction, stop_rx) = watch::channel(false);
+    let delivery = tokio::spawn(webhooks::run(
+        store.clone(),
+        clock.clone(),
+        webhook_client,
+        config.webhook_interval.0,
+        stop_rx.clone(),
+    ));
     let compaction = tokio::spawn(retention::run(
         store.clone(),
         clock,
@@ -101,6 +111,9 @@ pub async fn serve_with_clock(
     let _ = stop_compaction.send(true);
     if let Err(e) = compaction.await {
         tracing::warn!(error = %e, "the compaction task ended abnormally");
+    }
+    if let Err(e) = delivery.await {
+        tracing::warn!(error = %e, "the webhook delivery task ended abnormally");
     }
     store.close().await;
     if let Err(e) = std::fs::remove_file(&addr_file) {

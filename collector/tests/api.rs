@@ -9,6 +9,7 @@ mod hostile;
 mod relations;
 mod software_search;
 mod support;
+mod webhooks;
 
 use std::collections::BTreeSet;
 

@@ -20,6 +20,7 @@ pub mod relationships;
 pub mod sbom;
 pub mod secrets;
 pub mod software;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -156,6 +157,24 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/relationships/{id}",
             patch(relationships::update).delete(relationships::delete),
+        )
+        .route(
+            "/api/v1/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/api/v1/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+            post(webhooks::retry),
         )
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Admin),

@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 // Absolute paths, so that the module compiles wherever it is declared.
 use crate::api::{
     ApiError, ci_admin, cis, enroll, history, import, ingest, metrics, ops, query_params,
-    relationships, sbom, secrets, software,
+    relationships, sbom, secrets, software, webhooks,
 };
 
 /// The security scheme of the admin API: `Authorization: Bearer <admin token>`.
@@ -62,6 +62,13 @@ pub const AGENT_TOKEN: &str = "agent_token";
         relationships::get,
         relationships::update,
         relationships::delete,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::deliveries,
+        webhooks::retry,
         software::list,
         software::catalog,
         sbom::get,
@@ -79,6 +86,8 @@ pub const AGENT_TOKEN: &str = "agent_token";
         (name = "relationships", description = "Relationships between CIs: \"source type \
             target\", e.g. an application depends_on a database."),
         (name = "software", description = "The software catalog across the fleet."),
+        (name = "webhooks", description = "Incident events posted to receivers, signed, from \
+            a durable outbox; their deliveries and failures."),
         (name = "agent", description = "What agents call."),
         (name = "operations", description = "Probes, metrics, enrollment secrets and this document."),
     )
