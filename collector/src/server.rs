@@ -62,7 +62,6 @@ pub async fn serve_with_clock(
             None
         }
     };
-    let webhook_client = webhooks::client().context("could not build the webhook HTTP client")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("could not create data dir {}", config.data_dir.display()))?;
     let db = config.database_path();
@@ -88,13 +87,26 @@ pub async fn serve_with_clock(
         return Err(e);
     }
     let (stop_compaction, stop_rx) = watch::channel(false);
-    let delivery = tokio::spawn(webhooks::run(
-        store.clone(),
-        clock.clone(),
-        webhook_client,
-        config.webhook_interval.0,
-        stop_rx.clone(),
-    ));
+    // Without a client (no CA certificates on this system) the collector still serves;
+    // webhook events wait in the outbox until a restart can build one.
+    let delivery = match webhooks::client() {
+        Ok(client) => Some(tokio::spawn(webhooks::run(
+            store.clone(),
+            clock.clone(),
+            client,
+            config.webhook_interval.0,
+            stop_rx.clone(),
+        ))),
+        Err(e) => {
+            let e = anyhow::Error::new(e);
+            tracing::error!(
+                error = format!("{e:#}"),
+                "could not build the webhook HTTP client (are the system's CA certificates \
+                 installed?); no webhook is sent until a restart builds it"
+            );
+            None
+        }
+    };
     let compaction = tokio::spawn(retention::run(
         store.clone(),
         clock,
@@ -112,7 +124,9 @@ pub async fn serve_with_clock(
     if let Err(e) = compaction.await {
         tracing::warn!(error = %e, "the compaction task ended abnormally");
     }
-    if let Err(e) = delivery.await {
+    if let Some(task) = delivery
+        && let Err(e) = task.await
+    {
         tracing::warn!(error = %e, "the webhook delivery task ended abnormally");
     }
     store.close().await;

@@ -436,26 +436,30 @@ fn retry(
     Ok(Ok(delivery))
 }
 
+/// Due rows: read from the partial index `webhook_delivery_due` (pending rows only, so the
+/// delivered rows that pile up are never read), materialized first so the planner cannot
+/// prefer a walk of every row in `webhook_delivery_hook` order for the window; then each
+/// webhook's rows numbered oldest first, and payloads read only for the rows chosen.
+const DUE_SQL: &str = "WITH due AS MATERIALIZED (
+       SELECT id, webhook_id FROM webhook_delivery
+       WHERE state = 'pending' AND next_attempt_at <= ?1)
+     SELECT d.id, d.webhook_id, d.event, d.payload, d.attempts, w.url, w.secret
+     FROM (SELECT id, webhook_id,
+                  row_number() OVER (PARTITION BY webhook_id ORDER BY id) AS nth
+           FROM due) q
+     JOIN webhook w ON w.id = q.webhook_id
+     JOIN webhook_delivery d ON d.id = q.id
+     WHERE w.enabled AND q.nth <= ?2
+     ORDER BY q.id
+     LIMIT ?3";
+
 fn due(
     conn: &Connection,
     now: i64,
     limit: u32,
     per_webhook: u32,
 ) -> Result<Vec<DueDelivery>, StoreError> {
-    // The inner query walks the partial index `webhook_delivery_due` (pending rows only) and
-    // numbers each webhook's due rows oldest first; payloads are read only for the chosen ones.
-    let mut stmt = conn.prepare_cached(
-        "SELECT d.id, d.webhook_id, d.event, d.payload, d.attempts, w.url, w.secret
-         FROM (SELECT id, webhook_id,
-                      row_number() OVER (PARTITION BY webhook_id ORDER BY id) AS nth
-               FROM webhook_delivery
-               WHERE state = 'pending' AND next_attempt_at <= ?1) q
-         JOIN webhook w ON w.id = q.webhook_id
-         JOIN webhook_delivery d ON d.id = q.id
-         WHERE w.enabled AND q.nth <= ?2
-         ORDER BY q.id
-         LIMIT ?3",
-    )?;
+    let mut stmt = conn.prepare_cached(DUE_SQL)?;
     let rows = stmt
         .query_map(params![now, per_webhook, limit], |r| {
             Ok(DueDelivery {
@@ -640,6 +644,35 @@ mod tests {
         let due = store.due_webhook_deliveries(T0, 64, 3).await.unwrap();
         assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![7]);
         store.close().await;
+    }
+
+    #[test]
+    fn due_rows_are_read_from_the_pending_index_only() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut conn, std::path::Path::new(":memory:")).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {DUE_SQL}"))
+            .unwrap()
+            .query_map(params![0, 16, 64], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let reads: Vec<&String> = plan
+            .iter()
+            .filter(|step| step.contains("webhook_delivery"))
+            .collect();
+        assert!(
+            reads
+                .iter()
+                .any(|s| s.contains("USING INDEX webhook_delivery_due")),
+            "{plan:#?}"
+        );
+        assert!(
+            reads
+                .iter()
+                .all(|s| s.contains("webhook_delivery_due") || s.contains("PRIMARY KEY")),
+            "{plan:#?}"
+        );
     }
 
     #[tokio::test]
