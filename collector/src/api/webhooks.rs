@@ -3,7 +3,7 @@
 //! - `POST /api/v1/webhooks` `{ "url", "events"?, "secret"?, "enabled"?, "description"? }`:
 //!   `url` is an absolute `http` or `https` URL of at most 2048 bytes with no user name or
 //!   password (it is shown to every admin); `events` a non-empty list drawn from
-//!   [`EVENTS`] (default: all of them); `secret` at least 16 characters, or generated (32
+//!   `store::webhooks::EVENTS` (default: all of them); `secret` at least 16 characters, or generated (32
 //!   random bytes as 64 hex digits); `enabled` default true; `description` at most 1000
 //!   characters. 201 with the webhook, its `secret` (the only answer that shows it) and a
 //!   `Location` header.
@@ -298,7 +298,7 @@ pub fn check_url(text: &str) -> Result<String, ApiError> {
     Ok(url)
 }
 
-/// The events, in the order of [`EVENTS`], each once.
+/// The events, in the order of `store::webhooks::EVENTS`, each once.
 pub fn check_events(value: Value) -> Result<Vec<String>, ApiError> {
     let expected = || {
         invalid_field(format!(

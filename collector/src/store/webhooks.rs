@@ -11,7 +11,7 @@
 //!   read with, so a row retried or deleted meanwhile is left as the admin left it.
 //! - **A disabled webhook gets no new rows**, and its pending rows wait (they are not sent)
 //!   until it is enabled again. Deleting a webhook deletes its rows (`ON DELETE CASCADE`).
-//! - **The secret is read only to sign** ([`due`]); no listing reads it.
+//! - **The secret is read only to sign** (`due_webhook_deliveries`); no listing reads it.
 //!
 //! Deliveries are sent at the webhook's URL and signed with its secret as they are when the
 //! attempt is made: a changed URL or a rotated secret applies to rows still pending.
