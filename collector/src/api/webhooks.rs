@@ -3,9 +3,9 @@
 //! - `POST /api/v1/webhooks` `{ "url", "events"?, "secret"?, "enabled"?, "description"? }`:
 //!   `url` is an absolute `http` or `https` URL of at most 2048 bytes with no user name or
 //!   password (it is shown to every admin); `events` a non-empty list drawn from
-//!   `store::webhooks::EVENTS` (default: all of them); `secret` at least 16 characters, or generated (32
-//!   random bytes as 64 hex digits); `enabled` default true; `description` at most 1000
-//!   characters. 201 with the webhook, its `secret` (the only answer that shows it) and a
+//!   `store::webhooks::EVENTS` (default: all of them); `secret` 16 to 256 characters, or
+//!   generated (32 random bytes as 64 hex digits); `enabled` default true; `description` at
+//!   most 1000 characters. 201 with the webhook, its `secret` (the only answer that shows it) and a
 //!   `Location` header.
 //! - `GET /api/v1/webhooks` (paged by id), `GET /api/v1/webhooks/{id}`: the webhook with its
 //!   outbox summary (`pending`, `failed`, `last_error`, `last_failure_at`,
