@@ -90,6 +90,9 @@ pub struct Config {
     pub incident_check_interval: Span,
     /// Response and resolution targets per priority (`[sla.p1]` to `[sla.p5]`).
     pub sla: Sla,
+    /// How often the delivery task sends the webhook deliveries that are due: at most this
+    /// long between an incident event and its first attempt; from `1s` to `1h`.
+    pub webhook_interval: Span,
 }
 
 /// Service-level targets: acknowledging within `response` and resolving within `resolution`
@@ -166,6 +169,7 @@ impl Default for Config {
             reopen_window: Span(Duration::from_secs(3600)),
             incident_check_interval: Span(Duration::from_secs(15)),
             sla: Sla::default(),
+            webhook_interval: Span(crate::webhooks::DEFAULT_INTERVAL),
         }
     }
 }
@@ -278,6 +282,12 @@ impl Config {
             self.incident_check_interval,
             Span(Duration::from_secs(1)),
             Span(Duration::from_secs(600)),
+        )?;
+        check_span(
+            "webhook_interval",
+            self.webhook_interval,
+            Span(Duration::from_secs(1)),
+            Span(Duration::from_secs(3600)),
         )?;
         for (i, target) in self.sla.targets().iter().enumerate() {
             let p = i + 1;

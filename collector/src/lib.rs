@@ -10,6 +10,7 @@
 //! - [`incidents`]: the incident engine's pure logic: rules, scopes, alert states, priority.
 //! - [`heartbeat`]: the silence check timer (`unreachable` incidents, ended maintenance).
 //! - [`retention`]: the background compaction and pruning of health samples.
+//! - [`webhooks`]: the background delivery of incident events from the outbox, signed.
 //! - [`auth`]: credentials (enrollment secrets, agent and admin tokens) and roles.
 //! - [`clock`]: injected time.
 //! - [`ratelimit`]: keyed token buckets (per agent, per client address).
@@ -28,3 +29,4 @@ pub mod retention;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod webhooks;

@@ -13,8 +13,9 @@
 //! `ConnectInfo<SocketAddr>`, the client's address, for per-address rate limits.
 //!
 //! Shutdown order: stop accepting connections and let in-flight requests finish (their writes
-//! commit and their acks go out), stop the compaction and silence-check tasks, then let the writer run what is still
-//! queued, commit, checkpoint the WAL and close.
+//! commit and their acks go out), stop the compaction, silence-check and webhook delivery tasks
+//! (a delivery sent but not yet recorded is sent again after the restart), then let the writer
+//! run what is still queued, commit, checkpoint the WAL and close.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::{Store, StoreOptions};
 use crate::tls::{self, TlsListener};
-use crate::{heartbeat, retention};
+use crate::{heartbeat, retention, webhooks};
 
 /// Serves until `shutdown` completes, with the system clock.
 pub async fn serve(
@@ -85,6 +86,26 @@ pub async fn serve_with_clock(
         return Err(e);
     }
     let (stop_compaction, stop_rx) = watch::channel(false);
+    // Without a client (no CA certificates on this system) the collector still serves;
+    // webhook events wait in the outbox until a restart can build one.
+    let delivery = match webhooks::client() {
+        Ok(client) => Some(tokio::spawn(webhooks::run(
+            store.clone(),
+            clock.clone(),
+            client,
+            config.webhook_interval.0,
+            stop_rx.clone(),
+        ))),
+        Err(e) => {
+            let e = anyhow::Error::new(e);
+            tracing::error!(
+                error = format!("{e:#}"),
+                "could not build the webhook HTTP client (are the system's CA certificates \
+                 installed?); no webhook is sent until a restart builds it"
+            );
+            None
+        }
+    };
     let compaction = tokio::spawn(retention::run(
         store.clone(),
         clock.clone(),
@@ -110,6 +131,11 @@ pub async fn serve_with_clock(
     }
     if let Err(e) = silence.await {
         tracing::warn!(error = %e, "the silence check task ended abnormally");
+    }
+    if let Some(task) = delivery
+        && let Err(e) = task.await
+    {
+        tracing::warn!(error = %e, "the webhook delivery task ended abnormally");
     }
     store.close().await;
     if let Err(e) = std::fs::remove_file(&addr_file) {

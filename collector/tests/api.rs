@@ -11,6 +11,7 @@ mod relations;
 mod rules;
 mod software_search;
 mod support;
+mod webhooks;
 
 use std::collections::BTreeSet;
 

@@ -24,6 +24,7 @@ pub mod rules;
 pub mod sbom;
 pub mod secrets;
 pub mod software;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -172,6 +173,24 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/rules/{id}",
             patch(rules::update).delete(rules::delete),
+        )
+        .route(
+            "/api/v1/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/api/v1/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/deliveries/{delivery_id}/retry",
+            post(webhooks::retry),
         )
         .route_layer(from_fn_with_state(
             (state.clone(), Role::Admin),

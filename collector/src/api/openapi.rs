@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 // Absolute paths, so that the module compiles wherever it is declared.
 use crate::api::{
     ApiError, ci_admin, cis, enroll, history, import, incidents, ingest, kpis, maintenance,
-    metrics, ops, query_params, relationships, rules, sbom, secrets, software,
+    metrics, ops, query_params, relationships, rules, sbom, secrets, software, webhooks,
 };
 
 /// The security scheme of the admin API: `Authorization: Bearer <admin token>`.
@@ -62,6 +62,13 @@ pub const AGENT_TOKEN: &str = "agent_token";
         relationships::get,
         relationships::update,
         relationships::delete,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::deliveries,
+        webhooks::retry,
         software::list,
         software::catalog,
         rules::list,
@@ -106,6 +113,8 @@ pub const AGENT_TOKEN: &str = "agent_token";
         (name = "incidents", description = "Incidents the engine opened from health samples \
             and silences, the work on them (acknowledge, assign, notes, resolve, close, reopen, \
             priority: operator role) and their KPIs."),
+        (name = "webhooks", description = "Incident events posted to receivers, signed, from \
+            a durable outbox; their deliveries and failures."),
         (name = "agent", description = "What agents call."),
         (name = "operations", description = "Probes, metrics, enrollment secrets and this document."),
     )

@@ -832,3 +832,122 @@ pub struct KpiRule {
     pub rule_name: String,
     pub incidents: i64,
 }
+
+/// A webhook subscription as the admin API shows it: never its secret. The counts and the
+/// last error and delivery are read from its outbox rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub id: i64,
+    pub url: String,
+    /// Subscribed events, in the order of `store::webhooks::EVENTS`.
+    pub events: Vec<String>,
+    pub enabled: bool,
+    pub description: Option<String>,
+    /// `api:<token name>`.
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    /// Deliveries waiting for their first or next attempt.
+    pub pending: i64,
+    /// Deliveries that gave up after the last attempt.
+    pub failed: i64,
+    /// The error of the newest attempt that failed, among deliveries whose last attempt failed.
+    pub last_error: Option<String>,
+    pub last_failure_at: Option<OffsetDateTime>,
+    pub last_delivered_at: Option<OffsetDateTime>,
+}
+
+/// A webhook to create; the caller has checked every field (`api::webhooks`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewWebhook {
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret: String,
+    pub enabled: bool,
+    pub description: Option<String>,
+}
+
+/// Changes to a webhook; `None` leaves a field as it is. Checked by the caller.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookPatch {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+    /// `Some(None)` clears it.
+    pub description: Option<Option<String>>,
+    /// A new signing secret.
+    pub secret: Option<String>,
+}
+
+/// One outbox row: an event for one webhook, and how its delivery went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub webhook_id: i64,
+    pub event: String,
+    pub incident_id: Option<i64>,
+    pub created_at: OffsetDateTime,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    /// When the next attempt is due; only while `pending`.
+    pub next_attempt_at: Option<OffsetDateTime>,
+    pub last_attempt_at: Option<OffsetDateTime>,
+    /// The HTTP status of the last attempt; none when it got no answer.
+    pub last_status: Option<i64>,
+    /// Why the last attempt failed; none after a success.
+    pub last_error: Option<String>,
+    pub delivered_at: Option<OffsetDateTime>,
+}
+
+/// A page of one webhook's deliveries, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryFilter {
+    pub webhook_id: i64,
+    /// `pending`, `delivered` or `failed`; checked by the caller.
+    pub state: Option<String>,
+    /// Only deliveries with an id below this (the cursor).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// A delivery due now, with what sending it needs.
+#[derive(Clone, PartialEq)]
+pub struct DueDelivery {
+    pub id: i64,
+    pub webhook_id: i64,
+    pub event: String,
+    /// The exact body to sign and send.
+    pub payload: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    pub url: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for DueDelivery {
+    // The secret stays out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DueDelivery")
+            .field("id", &self.id)
+            .field("webhook_id", &self.webhook_id)
+            .field("event", &self.event)
+            .field("attempts", &self.attempts)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one attempt, as the delivery task decided it: the row's new state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAttempt {
+    pub id: i64,
+    /// The row's `attempts` when it was read; the write is skipped if it changed since.
+    pub attempts_before: i64,
+    pub at: OffsetDateTime,
+    /// `delivered`, `pending` (to retry at `next_attempt_at`) or `failed`.
+    pub state: &'static str,
+    pub next_attempt_at: OffsetDateTime,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
