@@ -8,7 +8,6 @@
 //! disabled first, so that the engine opens nothing of its own while the manual clock moves.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use census_collector::clock::{Clock, ManualClock};
@@ -260,24 +259,8 @@ fn last_event(detail: &Value) -> &Value {
 }
 
 /// Runs the collector's CLI on its data dir; the last line of its output.
-fn cli(c: &TestCollector, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_census-collector"))
-        .arg("--data-dir")
-        .arg(c.data_dir())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    stdout.lines().last().unwrap_or("").to_owned()
-}
-
 fn token(c: &TestCollector, role: &str, name: &str) -> String {
-    cli(c, &["token", "create", "--role", role, "--name", name])
+    c.token(role, name)
 }
 
 #[tokio::test]

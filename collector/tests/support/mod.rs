@@ -106,6 +106,24 @@ impl TestCollector {
         }
     }
 
+    /// A new admin token of `role` (`viewer`, `operator`, `admin`), made with the real
+    /// `census-collector token create` on this collector's data dir.
+    pub fn token(&self, role: &str, name: &str) -> String {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_census-collector"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["token", "create", "--role", role, "--name", name])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        stdout.lines().last().unwrap_or("").to_owned()
+    }
+
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.as_ref().unwrap().path().join("data")
     }

@@ -1049,3 +1049,86 @@ fn check_shape(doc: &Value, schema: &Value, value: &Value, at: &str) {
         _ => {}
     }
 }
+
+/// The whole path with no outbox row written by hand: health samples over HTTP make the engine
+/// open, resolve and reopen an incident, an operator acknowledges it through the API, and each
+/// event reaches the receiver signed, in order, with the incident as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_events_from_the_engine_and_the_api_reach_the_receiver() {
+    let s = Setup::start();
+    let receiver = Receiver::start().await;
+    let (hook, secret) = s.webhook(json!({ "url": receiver.url })).await;
+    // Only this rule: CPU above 90 at once, clear below 50 at once.
+    for id in 1..=5 {
+        let (status, _) =
+            s.c.patch_json(&format!("/api/v1/rules/{id}"), &json!({ "enabled": false }))
+                .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, rule) =
+        s.c.post_json(
+            "/api/v1/rules",
+            &json!({ "name": "cpu", "metric": "cpu_percent", "operator": ">", "threshold": 90,
+                     "for": "0s", "clear_threshold": 50, "clear_for": "0s",
+                     "severity": "critical" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{rule}");
+
+    let agent = "0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a11";
+    let inv = inventory(agent, "db-1", &[], &["/"], &[]);
+    s.c.ingest(&batch(agent, vec![inventory_report(1, inv)]))
+        .await;
+    let mut seq = 1;
+    let mut cpu = |value: f64| {
+        seq += 1;
+        s.advance(60);
+        batch(agent, vec![health_report(agent, seq, s.clock.now(), value)])
+    };
+    s.c.ingest(&cpu(97.0)).await;
+    assert_eq!(s.pass().await.delivered, 1);
+
+    let operator = s.c.token("operator", "oncall");
+    let (status, acked) =
+        s.c.send_as(
+            Some(&operator),
+            reqwest::Method::POST,
+            "/api/v1/incidents/INC-000001/acknowledge",
+            Some(&json!({ "note": "looking" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{acked}");
+    s.c.ingest(&cpu(20.0)).await;
+    s.c.ingest(&cpu(99.0)).await;
+    assert_eq!(s.pass().await.delivered, 3);
+
+    let seen = receiver.seen();
+    let events: Vec<(String, String, String)> = seen
+        .iter()
+        .map(|r| {
+            assert!(signature_verifies(r, &secret));
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(body["event"], r.header("x-census-event"));
+            assert_eq!(body["incident"]["number"], "INC-000001");
+            (
+                body["event"].as_str().unwrap().to_owned(),
+                body["incident"]["state"].as_str().unwrap().to_owned(),
+                body["incident"]["priority"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expect = |e: &str, s: &str| (e.to_owned(), s.to_owned(), "P2".to_owned());
+    assert_eq!(
+        events,
+        vec![
+            expect("incident.opened", "new"),
+            expect("incident.acknowledged", "acknowledged"),
+            expect("incident.resolved", "resolved"),
+            expect("incident.reopened", "new"),
+        ]
+    );
+    let reopened: Value = serde_json::from_slice(&seen[3].body).unwrap();
+    assert_eq!(reopened["incident"]["reopen_count"], 1);
+    assert_eq!(s.deliveries(hook, "?state=delivered").await.len(), 4);
+    s.stop().await;
+}
