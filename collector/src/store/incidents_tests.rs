@@ -464,3 +464,23 @@ async fn a_computer_leaving_a_rule_s_scope_resolves_its_incident() {
     assert_eq!(sim.incidents(), vec![open("resolved", 0)]);
     assert_eq!(sim.alert(), None);
 }
+
+#[tokio::test]
+async fn an_open_unreachable_incident_survives_a_restart_and_resolves_on_the_next_report() {
+    let mut sim = Sim::new("").await;
+    sim.sql("UPDATE rule SET enabled = 1 WHERE metric = 'unreachable'");
+    sim.sample(T0, |_| {}).await;
+    let report = sim.store.check_silence(T0 + minutes(10), T0).await.unwrap();
+    assert_eq!(report.opened, 1);
+    sim.restart().await;
+    // The restarted collector's checks, inside and past its own first window, add nothing.
+    let started = T0 + minutes(30);
+    for at in [started, started + minutes(10)] {
+        let report = sim.store.check_silence(at, started).await.unwrap();
+        assert_eq!(report, SilenceReport::default());
+    }
+    assert_eq!(sim.incidents(), vec![open("new", 0)]);
+    sim.sample(T0 + minutes(45), |_| {}).await;
+    assert_eq!(sim.incidents(), vec![open("resolved", 0)]);
+    assert_eq!(sim.kinds(1), vec!["opened", "resolved"]);
+}
