@@ -2,30 +2,11 @@
 //! their agent. Tokens are made with the real `census-collector` commands against the data dir
 //! of a serving collector, as an admin would.
 
-use std::process::Command;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::support::*;
-
-/// Runs `census-collector --data-dir DIR ARGS` and returns the last line of its stdout.
-fn cli(c: &TestCollector, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_census-collector"))
-        .arg("--data-dir")
-        .arg(c.data_dir())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    stdout.lines().last().unwrap_or("").to_owned()
-}
 
 /// The id of a credential text `prefix_id_secret`.
 fn id_of(credential: &str) -> &str {

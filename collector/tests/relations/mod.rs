@@ -2,7 +2,6 @@
 //! impact and dependency walks, and computers going stale. Every refusal is checked for its
 //! status, code and message, and against a full dump of the database taken before it.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use census_collector::clock::ManualClock;
@@ -99,23 +98,6 @@ async fn relate(c: &TestCollector, source: i64, kind: &str, target: i64) -> Valu
     let (status, rel) = c.post_json("/api/v1/relationships", &body).await;
     assert_eq!(status, StatusCode::CREATED, "{body}: {rel}");
     rel
-}
-
-/// Runs `census-collector --data-dir DIR ARGS` and returns the last line of its stdout.
-fn cli(c: &TestCollector, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_census-collector"))
-        .arg("--data-dir")
-        .arg(c.data_dir())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    stdout.lines().last().unwrap_or("").to_owned()
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 //! after), who may write, what disabling, changing and deleting a rule does to its open
 //! incidents, and windows turning active and inactive as simulated time moves.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use census_collector::clock::ManualClock;
@@ -54,23 +53,6 @@ fn time_of(value: &Value) -> OffsetDateTime {
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
-}
-
-/// Runs `census-collector --data-dir DIR ARGS` and returns the last line of its stdout.
-fn cli(c: &TestCollector, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_census-collector"))
-        .arg("--data-dir")
-        .arg(c.data_dir())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    stdout.lines().last().unwrap_or("").to_owned()
 }
 
 /// Sends a request (with `token`, or the admin's) that must be refused with `status` and

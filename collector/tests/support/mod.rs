@@ -109,19 +109,7 @@ impl TestCollector {
     /// A new admin token of `role` (`viewer`, `operator`, `admin`), made with the real
     /// `census-collector token create` on this collector's data dir.
     pub fn token(&self, role: &str, name: &str) -> String {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_census-collector"))
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(["token", "create", "--role", role, "--name", name])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "token create: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        stdout.lines().last().unwrap_or("").to_owned()
+        cli(self, &["token", "create", "--role", role, "--name", name])
     }
 
     pub fn data_dir(&self) -> std::path::PathBuf {
@@ -465,4 +453,21 @@ pub fn assert_error(
         .to_owned();
     assert!(!message.is_empty());
     message
+}
+
+/// Runs `census-collector --data-dir DIR ARGS` and returns the last line of its stdout.
+pub fn cli(c: &TestCollector, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_census-collector"))
+        .arg("--data-dir")
+        .arg(c.data_dir())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    stdout.lines().last().unwrap_or("").to_owned()
 }
