@@ -739,22 +739,22 @@ mod tests {
     #[test]
     fn urls_are_absolute_http_or_https_without_credentials() {
         assert_eq!(
-            check_url("https://hooks.example.com/census?x=1").unwrap(),
-            "https://hooks.example.com/census?x=1"
+            check_url("https://127.0.0.1:9/census?x=1").unwrap(),
+            "https://127.0.0.1:9/census?x=1"
         );
         // Stored as reqwest will request it.
         assert_eq!(
-            check_url("HTTP://Example.COM").unwrap(),
-            "http://example.com/"
+            check_url("HTTP://LocalHost:8080").unwrap(),
+            "http://localhost:8080/"
         );
         for (bad, says) in [
-            ("ftp://example.com/", "http or https"),
+            ("ftp://127.0.0.1:9/", "http or https"),
             ("/relative", "not an absolute URL"),
-            ("example.com/hook", "not an absolute URL"),
-            ("https://user:pw@example.com/", "user name or password"),
-            ("https://user@example.com/", "user name or password"),
+            ("127.0.0.1:9/hook", "not an absolute URL"),
+            ("https://user:pw@127.0.0.1:9/", "user name or password"),
+            ("https://user@127.0.0.1:9/", "user name or password"),
             ("http://", "not an absolute URL"),
-            ("mailto:a@example.com", "http or https"),
+            ("mailto:a@127.0.0.1:9", "http or https"),
         ] {
             let err = check_url(bad).unwrap_err();
             assert_eq!(err.code(), "invalid_field");
@@ -762,9 +762,9 @@ mod tests {
             let message = format!("{err:?}");
             assert!(message.contains(says), "{bad}: {message}");
         }
-        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
+        let long = format!("https://127.0.0.1:9/{}", "a".repeat(MAX_URL_BYTES));
         assert!(format!("{:?}", check_url(&long).unwrap_err()).contains("2048"));
-        let just = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES - 20));
+        let just = format!("https://127.0.0.1:9/{}", "a".repeat(MAX_URL_BYTES - 20));
         assert_eq!(check_url(&just).unwrap().len(), MAX_URL_BYTES);
     }
 

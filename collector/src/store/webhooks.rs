@@ -515,7 +515,7 @@ mod tests {
         let (store, _dir) = temp_store();
         let all = store
             .create_webhook(
-                new_webhook("http://a.example/", EVENTS, true),
+                new_webhook("http://127.0.0.1:9/a", EVENTS, true),
                 "api:t".into(),
                 T0,
             )
@@ -523,7 +523,7 @@ mod tests {
             .unwrap();
         let opened_only = store
             .create_webhook(
-                new_webhook("http://b.example/", &["incident.opened"], true),
+                new_webhook("http://127.0.0.1:9/b", &["incident.opened"], true),
                 "api:t".into(),
                 T0,
             )
@@ -531,7 +531,7 @@ mod tests {
             .unwrap();
         let disabled = store
             .create_webhook(
-                new_webhook("http://c.example/", EVENTS, false),
+                new_webhook("http://127.0.0.1:9/c", EVENTS, false),
                 "api:t".into(),
                 T0,
             )
@@ -595,7 +595,7 @@ mod tests {
         let (store, _dir) = temp_store();
         let a = store
             .create_webhook(
-                new_webhook("http://a.example/", EVENTS, true),
+                new_webhook("http://127.0.0.1:9/a", EVENTS, true),
                 "api:t".into(),
                 T0,
             )
@@ -606,7 +606,7 @@ mod tests {
         }
         let b = store
             .create_webhook(
-                new_webhook("http://b.example/", EVENTS, true),
+                new_webhook("http://127.0.0.1:9/b", EVENTS, true),
                 "api:t".into(),
                 T0,
             )
@@ -680,7 +680,7 @@ mod tests {
         let (store, _dir) = temp_store();
         let hook = store
             .create_webhook(
-                new_webhook("http://a.example/", EVENTS, true),
+                new_webhook("http://127.0.0.1:9/a", EVENTS, true),
                 "api:t".into(),
                 T0,
             )

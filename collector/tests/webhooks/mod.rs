@@ -667,54 +667,51 @@ async fn changes_apply_to_pending_rows_and_delete_removes_them() {
 async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
     let s = Setup::start();
     let (id, _) = s
-        .webhook(json!({ "url": "https://hooks.example.com/census", "secret": "0123456789abcdef" }))
+        .webhook(json!({ "url": "https://127.0.0.1:9/census", "secret": "0123456789abcdef" }))
         .await;
     s.event(id, "incident.opened", 1);
     let before = crate::hostile::dump(&s.db());
-    let long_url = format!("https://example.com/{}", "a".repeat(2048));
+    let long_url = format!("https://127.0.0.1:9/{}", "a".repeat(2048));
     let refused: Vec<(Value, &str)> = vec![
         (json!({}), "url is required"),
         (json!({ "url": 5 }), "url must be a string"),
         (
-            json!({ "url": "ftp://example.com/" }),
+            json!({ "url": "ftp://127.0.0.1:9/" }),
             "url must be http or https, not ftp",
         ),
-        (
-            json!({ "url": "hooks.example.com" }),
-            "is not an absolute URL",
-        ),
+        (json!({ "url": "127.0.0.1:9" }), "is not an absolute URL"),
         (json!({ "url": long_url }), "url must be at most 2048 bytes"),
         (
-            json!({ "url": "https://u:p@example.com/" }),
+            json!({ "url": "https://u:p@127.0.0.1:9/" }),
             "url must not carry a user name or password",
         ),
         (
-            json!({ "url": "https://example.com/", "events": [] }),
+            json!({ "url": "https://127.0.0.1:9/", "events": [] }),
             "events must be a non-empty list drawn from incident.opened, incident.acknowledged, \
              incident.resolved, incident.reopened",
         ),
         (
-            json!({ "url": "https://example.com/", "events": ["incident.closed"] }),
+            json!({ "url": "https://127.0.0.1:9/", "events": ["incident.closed"] }),
             "events: unknown event \"incident.closed\"",
         ),
         (
-            json!({ "url": "https://example.com/", "events": null }),
+            json!({ "url": "https://127.0.0.1:9/", "events": null }),
             "events cannot be null",
         ),
         (
-            json!({ "url": "https://example.com/", "secret": "short" }),
+            json!({ "url": "https://127.0.0.1:9/", "secret": "short" }),
             "secret must be 16 to 256 characters, not 5",
         ),
         (
-            json!({ "url": "https://example.com/", "enabled": "yes" }),
+            json!({ "url": "https://127.0.0.1:9/", "enabled": "yes" }),
             "enabled must be true or false",
         ),
         (
-            json!({ "url": "https://example.com/", "description": "d".repeat(1001) }),
+            json!({ "url": "https://127.0.0.1:9/", "description": "d".repeat(1001) }),
             "description must be at most 1000 characters",
         ),
         (
-            json!({ "url": "https://example.com/", "colour": "red" }),
+            json!({ "url": "https://127.0.0.1:9/", "colour": "red" }),
             "unknown field \"colour\"; this route takes url, events, secret, enabled, description",
         ),
     ];
@@ -734,7 +731,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
     let path = format!("/api/v1/webhooks/{id}");
     for (body, says) in [
         (
-            json!({ "url": "gopher://example.com/" }),
+            json!({ "url": "gopher://127.0.0.1:9/" }),
             "url must be http or https",
         ),
         (json!({ "url": null }), "url cannot be null"),
@@ -820,7 +817,7 @@ async fn lists_page_by_cursor_and_only_admins_see_webhooks() {
     let mut hooks = Vec::new();
     for n in 0..3 {
         let (id, _) = s
-            .webhook(json!({ "url": format!("https://hooks.example.com/{n}") }))
+            .webhook(json!({ "url": format!("https://127.0.0.1:9/{n}") }))
             .await;
         hooks.push(id);
     }
