@@ -118,7 +118,7 @@ async fn enrollment_trades_a_valid_secret_for_a_token_bound_to_the_agent() {
     let db = c.data_dir().join("census.db");
     let wrong = format!("ces_{}_{}", id_of(&secret), "0".repeat(64));
     cli(&c, &["enroll-secret", "revoke", id_of(&secret)]);
-    let before = crate::hostile::dump(&db);
+    let before = crate::support::dump(&db);
     for bad in [wrong.as_str(), "hunter2", "", secret.as_str()] {
         let (status, body) = enroll(&c, bad, OTHER_AGENT).await;
         assert_error(
@@ -129,7 +129,7 @@ async fn enrollment_trades_a_valid_secret_for_a_token_bound_to_the_agent() {
         );
     }
     assert_eq!(
-        crate::hostile::dump(&db),
+        crate::support::dump(&db),
         before,
         "a refused enrollment wrote"
     );
@@ -185,7 +185,7 @@ async fn an_agent_token_writes_only_its_own_agents_reports() {
     };
 
     let db = c.data_dir().join("census.db");
-    let before = crate::hostile::dump(&db);
+    let before = crate::support::dump(&db);
     // A batch for another agent.
     let (status, body) = post(Some(token.clone()), health_batch(OTHER_AGENT, 1)).await;
     let message = assert_error(status, &body, StatusCode::FORBIDDEN, "agent_forbidden");
@@ -206,7 +206,7 @@ async fn an_agent_token_writes_only_its_own_agents_reports() {
     .await;
     assert_error(status, &body, StatusCode::FORBIDDEN, "agent_forbidden");
     assert_eq!(cis(&c).await, 0, "a refused batch stored something");
-    assert_eq!(crate::hostile::dump(&db), before, "a refused batch wrote");
+    assert_eq!(crate::support::dump(&db), before, "a refused batch wrote");
 
     // Missing, malformed, admin and revoked tokens.
     for bad in [
@@ -316,7 +316,7 @@ async fn enrollment_is_rate_limited_per_client_address() {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let db = c.data_dir().join("census.db");
-    let before = crate::hostile::dump(&db);
+    let before = crate::support::dump(&db);
     let response = c
         .client
         .post(c.url("/agent/v1/enroll"))
@@ -341,7 +341,7 @@ async fn enrollment_is_rate_limited_per_client_address() {
     );
     assert!(message.contains("enroll_rate_per_minute"), "{message}");
     assert_eq!(
-        crate::hostile::dump(&db),
+        crate::support::dump(&db),
         before,
         "a limited enrollment wrote"
     );

@@ -12,62 +12,6 @@ use time::OffsetDateTime;
 
 use crate::support::*;
 
-/// Every row of every table, the schema and the schema version, as sorted text.
-pub fn dump(db: &std::path::Path) -> String {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    let mut out = String::new();
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    out.push_str(&format!("user_version {version}\n"));
-    let mut tables = Vec::new();
-    {
-        let mut stmt = conn
-            .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
-            .unwrap();
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                ))
-            })
-            .unwrap();
-        for row in rows {
-            let (kind, name, sql) = row.unwrap();
-            out.push_str(&format!("{kind} {name}: {}\n", sql.unwrap_or_default()));
-            if kind == "table" {
-                tables.push(name);
-            }
-        }
-    }
-    for table in tables {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
-        let columns = stmt.column_count();
-        let mut rows: Vec<String> = stmt
-            .query_map([], |r| {
-                let mut line = String::new();
-                for i in 0..columns {
-                    line.push_str(&format!("{:?}|", r.get_ref(i)?));
-                }
-                Ok(line)
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        rows.sort();
-        out.push_str(&format!("-- {table}: {} rows\n", rows.len()));
-        for row in rows {
-            out.push_str(&row);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 /// A collector with one computer (so a filter that wrongly matched everything would show) and
 /// its agent's token made, whose compaction never runs during the test.
 async fn seeded() -> TestCollector {

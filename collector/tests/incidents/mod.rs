@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-use crate::hostile::dump;
 use crate::support::*;
 
 const MINUTE: i64 = 60_000;

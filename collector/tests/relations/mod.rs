@@ -10,7 +10,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::hostile::dump;
 use crate::support::*;
 
 /// A collector with one computer an agent reported (`web-1`, a filesystem `/` and an
@@ -62,27 +61,6 @@ fn history(c: &TestCollector, ci: i64) -> Vec<Value> {
     .unwrap()
     .collect::<Result<_, _>>()
     .unwrap()
-}
-
-/// Sends a request that must be refused with `status` and `code` and change nothing; answers
-/// the message.
-async fn refused(
-    c: &TestCollector,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-    status: StatusCode,
-    code: &str,
-) -> String {
-    let before = dump(&database(c));
-    let (got, answer) = c.send(method.clone(), path, body).await;
-    let message = assert_error(got, &answer, status, code);
-    assert_eq!(
-        dump(&database(c)),
-        before,
-        "{method} {path} {body:?} changed the database"
-    );
-    message
 }
 
 /// POSTs a CI that must be created; answers its id.

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::hostile::dump;
 use crate::support::*;
 
 /// A collector whose background tasks run only at start, so that the database changes only
@@ -53,40 +52,6 @@ fn time_of(value: &Value) -> OffsetDateTime {
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
-}
-
-/// Sends a request (with `token`, or the admin's) that must be refused with `status` and
-/// `code` and change nothing; answers the message.
-async fn refused_as(
-    c: &TestCollector,
-    token: Option<&str>,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-    status: StatusCode,
-    code: &str,
-) -> String {
-    let before = dump(&database(c));
-    let token = token.unwrap_or(c.admin_token.as_str());
-    let (got, answer) = c.send_as(Some(token), method.clone(), path, body).await;
-    let message = assert_error(got, &answer, status, code);
-    assert_eq!(
-        dump(&database(c)),
-        before,
-        "{method} {path} {body:?} changed the database"
-    );
-    message
-}
-
-async fn refused(
-    c: &TestCollector,
-    method: Method,
-    path: &str,
-    body: Option<&Value>,
-    status: StatusCode,
-    code: &str,
-) -> String {
-    refused_as(c, None, method, path, body, status, code).await
 }
 
 /// POSTs a rule that must be made; answers it.

@@ -17,7 +17,7 @@ use census_common::codec::{self, Format};
 use census_common::{
     Batch, Filesystem, HealthSample, Inventory, NetworkInterface, Report, ReportBody, Software,
 };
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
 use time::OffsetDateTime;
@@ -470,4 +470,95 @@ pub fn cli(c: &TestCollector, args: &[&str]) -> String {
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
     stdout.lines().last().unwrap_or("").to_owned()
+}
+
+/// Every row of every table, the schema and the schema version, as sorted text.
+pub fn dump(db: &std::path::Path) -> String {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut out = String::new();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    out.push_str(&format!("user_version {version}\n"));
+    let mut tables = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })
+            .unwrap();
+        for row in rows {
+            let (kind, name, sql) = row.unwrap();
+            out.push_str(&format!("{kind} {name}: {}\n", sql.unwrap_or_default()));
+            if kind == "table" {
+                tables.push(name);
+            }
+        }
+    }
+    for table in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let columns = stmt.column_count();
+        let mut rows: Vec<String> = stmt
+            .query_map([], |r| {
+                let mut line = String::new();
+                for i in 0..columns {
+                    line.push_str(&format!("{:?}|", r.get_ref(i)?));
+                }
+                Ok(line)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows.sort();
+        out.push_str(&format!("-- {table}: {} rows\n", rows.len()));
+        for row in rows {
+            out.push_str(&row);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Sends a request (with `token`, or the admin's) that must be refused with `status` and
+/// `code` and change nothing; answers the message.
+pub async fn refused_as(
+    c: &TestCollector,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    status: StatusCode,
+    code: &str,
+) -> String {
+    let before = dump(&c.data_dir().join("census.db"));
+    let token = token.unwrap_or(c.admin_token.as_str());
+    let (got, answer) = c.send_as(Some(token), method.clone(), path, body).await;
+    let message = assert_error(got, &answer, status, code);
+    assert_eq!(
+        dump(&c.data_dir().join("census.db")),
+        before,
+        "{method} {path} {body:?} changed the database"
+    );
+    message
+}
+
+/// [`refused_as`] with the admin token.
+pub async fn refused(
+    c: &TestCollector,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    status: StatusCode,
+    code: &str,
+) -> String {
+    refused_as(c, None, method, path, body, status, code).await
 }

@@ -670,7 +670,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         .webhook(json!({ "url": "https://127.0.0.1:9/census", "secret": "0123456789abcdef" }))
         .await;
     s.event(id, "incident.opened", 1);
-    let before = crate::hostile::dump(&s.db());
+    let before = dump(&s.db());
     let long_url = format!("https://127.0.0.1:9/{}", "a".repeat(2048));
     let refused: Vec<(Value, &str)> = vec![
         (json!({}), "url is required"),
@@ -807,7 +807,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
     );
     let (status, body) = s.c.get(&format!("{deliveries}?cursor=k1.zz")).await;
     assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_cursor");
-    assert_eq!(crate::hostile::dump(&s.db()), before);
+    assert_eq!(dump(&s.db()), before);
     s.stop().await;
 }
 
