@@ -481,12 +481,6 @@ async fn failures_answer_the_error_body() {
             StatusCode::BAD_REQUEST,
             "unsupported_protocol",
         ),
-        // Over the limit as sent.
-        (
-            post(vec![0u8; 100 * 1024], "application/msgpack", None).await,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-        ),
         // Under the limit as sent, 1 MiB once inflated.
         (
             post(gzip(&vec![b' '; 1 << 20]), "application/json", Some("gzip")).await,
@@ -499,6 +493,14 @@ async fn failures_answer_the_error_body() {
         let body: Value = response.json().await.unwrap();
         assert_error(got, &body, status, code);
     }
+    // Over the limit as declared: answered from the head alone.
+    let (got, body) = c.post_declared(100 * 1024).await;
+    assert_error(
+        got,
+        &body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
     // Nothing of the failed posts was stored.
     assert_eq!(
         c.get_ok("/api/v1/cis").await["items"]

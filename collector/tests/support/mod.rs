@@ -212,6 +212,34 @@ impl TestCollector {
         request.send().await.unwrap()
     }
 
+    /// Sends only the head of a report POST that declares a `content_length`-byte body, then
+    /// reads the answer: a body refused by its declared length is answered without a byte of it
+    /// being sent. (Sending the body as well races the server's early answer and close: the
+    /// client may see a broken pipe instead of the 413.) Returns the status and the JSON body.
+    pub async fn post_declared(&self, content_length: usize) -> (StatusCode, Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let token = self.agent_token(AGENT).await;
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let head = format!(
+            "POST /agent/v1/reports HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/msgpack\r\nContent-Length: {content_length}\r\n\
+             Connection: close\r\n\r\n",
+            self.addr
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(&answer)));
+        let head = String::from_utf8_lossy(&answer[..split]);
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let body = serde_json::from_slice(&answer[split + 4..])
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&answer)));
+        (StatusCode::from_u16(status).unwrap(), body)
+    }
+
     /// Posts a batch and returns the decoded ack, asserting 200.
     pub async fn ingest(&self, batch: &Batch) -> Value {
         let response = self.post_batch(batch).await;
