@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod stats;
+
 /// Path of a workspace binary (`census-agent`, `census-collector`). README's test command,
 /// `cargo test --workspace`, builds both before any test runs. A binary that is missing (after
 /// `cargo test -p census-tests` on a clean target dir) is built here; one left by an older build
