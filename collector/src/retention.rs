@@ -1,5 +1,6 @@
 //! The background task that compacts the health time series and prunes it to the configured
-//! retention, and marks computers that stopped reporting `stale`. Each pass runs as bounded
+//! retention, marks computers that stopped reporting `stale`, and keeps the query planner's
+//! statistics current (`Store::optimize`). Each pass runs as bounded
 //! writer jobs (see `store::health` and `store::admin`), so ingest keeps flowing between
 //! chunks. The time comes from the injected clock.
 //!
@@ -76,6 +77,9 @@ pub async fn run(
                 }
                 if let Err(e) = sweep_stale(&store, clock.as_ref(), stale_after).await {
                     tracing::warn!(error = %e, "the stale sweep failed; retrying at the next tick");
+                }
+                if let Err(e) = store.optimize().await {
+                    tracing::warn!(error = %e, "refreshing the planner's statistics failed");
                 }
             }
             changed = stop.changed() => {

@@ -664,6 +664,78 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn the_catalog_is_shared_and_learns_a_vendor_once() {
+        let (store, _dir) = temp_store();
+        let with_vendor = |agent: &str, vendor: Option<&str>| {
+            let mut inv = inventory(agent, &["bash", "curl"], &[]);
+            inv.software[1].vendor = vendor.map(str::to_owned);
+            batch(
+                agent,
+                vec![Report {
+                    seq: 1,
+                    body: ReportBody::Inventory(inv),
+                }],
+            )
+        };
+        let vendor = |store: &Store| -> Option<String> {
+            Connection::open(store.path())
+                .unwrap()
+                .query_row("SELECT vendor FROM software WHERE name = 'curl'", [], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+        };
+        let agents = [
+            AGENT,
+            "5a4c1e0e-2f43-4d8e-9b7e-1d2c3b4a5f60",
+            "9f1d3c2b-6a5e-4f70-8e9d-0c1b2a3f4e5d",
+        ];
+        store.ingest(with_vendor(agents[0], None)).await.unwrap();
+        assert_eq!(vendor(&store), None);
+        store
+            .ingest(with_vendor(agents[1], Some("Debian curl team")))
+            .await
+            .unwrap();
+        assert_eq!(vendor(&store).as_deref(), Some("Debian curl team"));
+        // A later, different vendor does not overwrite the first one learned.
+        store
+            .ingest(with_vendor(agents[2], Some("someone else")))
+            .await
+            .unwrap();
+        assert_eq!(vendor(&store).as_deref(), Some("Debian curl team"));
+        assert_eq!(count(&store, "SELECT count(*) FROM software"), 2);
+        assert_eq!(count(&store, "SELECT count(*) FROM installation"), 6);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_planner_has_statistics_once_the_data_has_grown() {
+        let (store, _dir) = temp_store();
+        for (i, agent) in (0..12).map(|i| (i, uuid::Uuid::new_v4().to_string())) {
+            let mut inv = inventory(&agent, &["bash", "curl"], &["/"]);
+            inv.host.hostname = Some(format!("web-{i}"));
+            store
+                .ingest(batch(
+                    &agent,
+                    vec![Report {
+                        seq: 1,
+                        body: ReportBody::Inventory(inv),
+                    }],
+                ))
+                .await
+                .unwrap();
+        }
+        store.optimize().await.unwrap();
+        assert!(
+            count(
+                &store,
+                "SELECT count(*) FROM sqlite_stat1 WHERE tbl IN ('ci', 'installation')"
+            ) > 0
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn facets_the_agent_could_not_learn_keep_what_was_stored() {
         let (store, _dir) = temp_store();
         store

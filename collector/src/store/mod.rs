@@ -87,6 +87,19 @@ use writer::Writer;
 /// `sqlite3` shell) before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The writer's page cache, in KiB (SQLite's default is 2 MiB). A first inventory touches one
+/// leaf of the software index per package, about 800 scattered pages; with the default cache
+/// each of them is read back through the OS on every inventory. See BENCHMARKS.md.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// Each read connection's page cache, in KiB.
+pub(crate) const READER_CACHE_KIB: i64 = 16 * 1024;
+
+/// Refreshes the query planner's statistics (`sqlite_stat1`) for the tables whose size changed
+/// tenfold since they were last gathered, bounded by SQLite's own analysis limit. Without
+/// statistics the planner guesses: at 100,000 computers it read every computer of a class to
+/// answer a name-prefix filter. Cheap when nothing changed.
+const OPTIMIZE: &str = "PRAGMA optimize = 0x10002;";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -178,6 +191,10 @@ impl Store {
         )
         .map_err(open_err)?;
         migrations::migrate(&mut conn, path)?;
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; {OPTIMIZE}"
+        ))
+        .map_err(open_err)?;
         conn.set_prepared_statement_cache_capacity(64);
         let reads = ReadPool::open(path, options.read_connections.max(1), BUSY_TIMEOUT)?;
         let writer = Writer::start(conn, options.max_batch)?;
@@ -188,6 +205,14 @@ impl Store {
             placeholders: std::sync::Arc::new(options.placeholders.clone()),
             engine: std::sync::Arc::new(options.engine.clone()),
         })
+    }
+
+    /// Refreshes the planner's statistics where the data has grown or shrunk (see
+    /// [`OPTIMIZE`]); the compaction task calls it every pass.
+    pub async fn optimize(&self) -> Result<(), StoreError> {
+        self.writer
+            .run(|conn| Ok(conn.execute_batch(OPTIMIZE)?))
+            .await
     }
 
     pub fn path(&self) -> &Path {

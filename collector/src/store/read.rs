@@ -32,8 +32,11 @@ impl ReadPool {
             conn.busy_timeout(busy).map_err(open_err)?;
             // query_only makes any write through this connection an error, so a bug in a query
             // function cannot bypass the writer thread.
-            conn.execute_batch("PRAGMA query_only = ON;")
-                .map_err(open_err)?;
+            conn.execute_batch(&format!(
+                "PRAGMA query_only = ON; PRAGMA cache_size = -{};",
+                super::READER_CACHE_KIB
+            ))
+            .map_err(open_err)?;
             register_functions(&conn).map_err(open_err)?;
             conn.set_prepared_statement_cache_capacity(32);
             conns.push(conn);

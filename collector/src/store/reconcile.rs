@@ -461,22 +461,41 @@ fn apply_software(
         rows.iter().map(|(key, id, _)| (key.clone(), *id)).collect();
     let plan = diff_software(&installed, &inv.software);
 
-    let mut catalog = conn.prepare_cached(
+    // Most packages a computer reports are in the catalog already (the fleet shares them): a
+    // read finds them, and the catalog is written only for a new entry or a vendor learned for
+    // the first time. An upsert would rewrite the row each time.
+    let mut lookup = conn.prepare_cached(
+        "SELECT id, vendor IS NULL FROM software
+         WHERE name = ?1 AND version = ?2 AND arch = ?3 AND source = ?4",
+    )?;
+    let mut add_entry = conn.prepare_cached(
         "INSERT INTO software (name, version, arch, vendor, source) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (name, version, arch, source)
-         DO UPDATE SET vendor = coalesce(software.vendor, excluded.vendor)
          RETURNING id",
     )?;
+    let mut learn_vendor = conn.prepare_cached("UPDATE software SET vendor = ?2 WHERE id = ?1")?;
     let mut install = conn.prepare_cached(
         "INSERT INTO installation (ci_id, software_id, first_seen) VALUES (?1, ?2, ?3)
          ON CONFLICT DO NOTHING",
     )?;
     for sw in &plan.add {
         let key = SoftwareKey::of(sw);
-        let software_id: i64 = catalog.query_row(
-            params![key.name, key.version, key.arch, sw.vendor, key.source],
-            |r| r.get(0),
-        )?;
+        let found: Option<(i64, bool)> = lookup
+            .query_row(params![key.name, key.version, key.arch, key.source], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let software_id = match found {
+            Some((id, no_vendor)) => {
+                if no_vendor && sw.vendor.is_some() {
+                    learn_vendor.execute(params![id, sw.vendor])?;
+                }
+                id
+            }
+            None => add_entry.query_row(
+                params![key.name, key.version, key.arch, sw.vendor, key.source],
+                |r| r.get(0),
+            )?,
+        };
         install.execute(params![ci_id, software_id, now])?;
     }
     let mut uninstall =
