@@ -36,7 +36,14 @@ fn all_items(collector: &TestCollector, path: &str) -> Vec<Value> {
 /// Runs `census-fleet-sim` in health mode against `url`; its JSON report.
 fn fleet_sim(url: &str, secret: &str, state: &Path, duration: &str) -> Value {
     let out = Command::new(binary("census-fleet-sim"))
-        .args(["--url", url, "--agents", &AGENTS.to_string(), "--interval", "1s"])
+        .args([
+            "--url",
+            url,
+            "--agents",
+            &AGENTS.to_string(),
+            "--interval",
+            "1s",
+        ])
         .args(["--duration", duration, "--seed", &SEED.to_string()])
         .args(["--breaching", &BREACHING.to_string(), "--json", "--state"])
         .arg(state)
@@ -78,7 +85,10 @@ fn the_collector_stores_exactly_what_the_simulated_fleet_counted_as_acked() {
         "POST",
         "/api/v1/rules",
         &[
-            ("Authorization", &format!("Bearer {}", collector.admin_token)),
+            (
+                "Authorization",
+                &format!("Bearer {}", collector.admin_token),
+            ),
             ("Content-Type", "application/json"),
         ],
         rule.to_string().as_bytes(),
@@ -112,11 +122,19 @@ fn the_collector_stores_exactly_what_the_simulated_fleet_counted_as_acked() {
             let id = computer["id"].as_i64().unwrap();
             let index: u32 = computer["name"].as_str().unwrap()[4..].parse().unwrap();
             let software = all_items(&collector, &format!("/api/v1/cis/{id}/software"));
-            assert_eq!(software.len(), fixture.package_count(SEED, index), "{computer}");
+            assert_eq!(
+                software.len(),
+                fixture.package_count(SEED, index),
+                "{computer}"
+            );
             let samples = collector.get(&format!("/api/v1/cis/{id}/health?limit=10080"));
             health += samples["items"].as_array().unwrap().len() as u64;
         }
-        assert_eq!(health - health_before, count(report, "health_acked"), "{report}");
+        assert_eq!(
+            health - health_before,
+            count(report, "health_acked"),
+            "{report}"
+        );
         health
     };
     let health = check(&first, 0);
@@ -167,7 +185,11 @@ fn the_bare_sink_acks_every_report_the_schedule_holds() {
     // Agent i makes first contact at i/20 s and sends health 1 s and 2 s later: 40 samples
     // due, each acked or, if its agent was still busy at the end, counted unsent.
     let unsent = report["unsent"].as_u64().unwrap();
-    assert_eq!(count(&report, "health_acked") + unsent, 2 * u64::from(AGENTS), "{report}");
+    assert_eq!(
+        count(&report, "health_acked") + unsent,
+        2 * u64::from(AGENTS),
+        "{report}"
+    );
     assert_eq!(
         count(&report, "reports_acked"),
         count(&report, "health_acked") + count(&report, "inventories_acked")

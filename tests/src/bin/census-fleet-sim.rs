@@ -4,8 +4,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use census_tests::fleet::{self, Options};
+use clap::Parser;
 
 fn main() -> ExitCode {
     let options = Options::parse();
@@ -28,7 +28,10 @@ fn main() -> ExitCode {
     match runtime.block_on(fleet::sim::run(options)) {
         Ok(report) => {
             if json {
-                println!("{}", serde_json::to_string(&report).expect("a report encodes"));
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("a report encodes")
+                );
             } else {
                 println!("{report}");
             }

@@ -27,7 +27,10 @@ pub fn sample(
     let mut vary = |low: f64, high: f64| {
         let centre = low + (high - low) * busy;
         let spread = (high - low) * 0.15;
-        round2(rng.between(centre - spread, centre + spread).clamp(low, high))
+        round2(
+            rng.between(centre - spread, centre + spread)
+                .clamp(low, high),
+        )
     };
     let cpu = vary(2.0, 60.0);
     let cores = f64::from(profile.logical_cores);
@@ -93,7 +96,12 @@ mod tests {
                 assert_eq!(memory > 97.0, profile.breaching, "{memory}");
                 assert!(s.cpu_percent.unwrap() <= 60.0);
                 assert!(s.load.unwrap()[0] / f64::from(profile.logical_cores) <= 1.5);
-                assert!(s.filesystems.iter().skip(1).all(|f| f.used_percent.unwrap() <= 80.0));
+                assert!(
+                    s.filesystems
+                        .iter()
+                        .skip(1)
+                        .all(|f| f.used_percent.unwrap() <= 80.0)
+                );
             }
         }
     }

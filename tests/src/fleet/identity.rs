@@ -6,8 +6,6 @@
 //! Nothing per agent is kept in memory for this: every value is recomputed from the seed when
 //! needed, which costs a few hashes.
 
-use uuid::Uuid;
-
 /// Streams of randomness per agent, so that adding a draw to one facet never shifts another.
 #[derive(Debug, Clone, Copy)]
 pub enum Stream {
@@ -172,14 +170,16 @@ pub fn stagger(index: u32) -> f64 {
     (f64::from(index) * 0.618_033_988_749_894_9).fract()
 }
 
-/// Parses a UUID for tests: an agent id is a lowercase hyphenated v4.
-pub fn is_v4(id: &str) -> bool {
-    Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 4 && u.hyphenated().to_string() == id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
+
+    /// Whether `id` is a lowercase hyphenated UUID v4, as the collector wants agent ids.
+    fn is_v4(id: &str) -> bool {
+        Uuid::parse_str(id)
+            .is_ok_and(|u| u.get_version_num() == 4 && u.hyphenated().to_string() == id)
+    }
 
     #[test]
     fn identities_are_stable_per_seed_and_distinct_across_agents_and_seeds() {

@@ -73,7 +73,8 @@ impl Fixture {
     fn selection(&self, seed: u64, index: u32) -> (Vec<usize>, &'static str) {
         let mut rng = Rng::new(seed, index, Stream::Packages as u64, 0);
         let total = self.packages.len();
-        let keep = MIN_PACKAGES.min(total) + rng.below((total - MIN_PACKAGES.min(total)) as u64 + 1) as usize;
+        let keep = MIN_PACKAGES.min(total)
+            + rng.below((total - MIN_PACKAGES.min(total)) as u64 + 1) as usize;
         // Drop `total - keep` packages picked by a partial Fisher-Yates shuffle, sparing the
         // openssl family so that every machine answers the openssl query.
         let mut order: Vec<usize> = (0..total).collect();
@@ -242,7 +243,14 @@ pub fn build(
         .map(|(k, mount)| Filesystem {
             mount: (*mount).to_owned(),
             device: Some(format!("/dev/sda{}", k + 1)),
-            fs_type: Some(if *mount == "/boot/efi" { "vfat" } else { "ext4" }.to_owned()),
+            fs_type: Some(
+                if *mount == "/boot/efi" {
+                    "vfat"
+                } else {
+                    "ext4"
+                }
+                .to_owned(),
+            ),
             total_bytes: Some(rng.pick(&FS_SIZES_GIB) << 30),
             removable: false,
         })
@@ -256,7 +264,12 @@ pub fn build(
                 name: format!("eno{}", nic + 1),
                 mac: Some(identity::mac(seed, index, nic)),
                 addresses: vec![
-                    format!("198.{}.{}.{}/15", 18 + (host >> 16), (host >> 8) & 0xFF, host & 0xFF),
+                    format!(
+                        "198.{}.{}.{}/15",
+                        18 + (host >> 16),
+                        (host >> 8) & 0xFF,
+                        host & 0xFF
+                    ),
                     format!("2001:2::{:x}:{:x}/64", index, nic + 1),
                 ],
                 r#virtual: false,
@@ -281,7 +294,8 @@ mod tests {
         let v2 = fixture.software(3, 9, 2, 0.1);
         assert!((MIN_PACKAGES..=822).contains(&v0.len()));
         assert_eq!(v0.len(), v1.len());
-        let changed = |a: &[Software], b: &[Software]| a.iter().zip(b).filter(|(x, y)| x != y).count();
+        let changed =
+            |a: &[Software], b: &[Software]| a.iter().zip(b).filter(|(x, y)| x != y).count();
         let expected = (0.1 * v0.len() as f64).round() as usize;
         assert_eq!(changed(&v0, &v1), expected);
         assert_eq!(changed(&v1, &v2), expected);
@@ -297,7 +311,10 @@ mod tests {
         assert!((100..200).contains(&oldest), "{oldest}");
         let inv = build(&fixture, 1, 4, 0, 0.1, 0.0, OffsetDateTime::UNIX_EPOCH);
         let openssl = inv.software.iter().find(|s| s.name == "openssl").unwrap();
-        assert_eq!(openssl.version.as_deref(), Some(fixture.openssl_version(1, 4)));
+        assert_eq!(
+            openssl.version.as_deref(),
+            Some(fixture.openssl_version(1, 4))
+        );
         assert_eq!(inv.host.hostname.as_deref(), Some("sim-000004"));
         assert_eq!(inv.software.len(), fixture.package_count(1, 4));
     }

@@ -151,7 +151,11 @@ impl fmt::Display for RunReport {
             }
         }
         match &self.lag_ms {
-            Some(l) => writeln!(f, "schedule lag: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", l.p50, l.p99, l.max)?,
+            Some(l) => writeln!(
+                f,
+                "schedule lag: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                l.p50, l.p99, l.max
+            )?,
             None => writeln!(f, "schedule lag: nothing sent in the window")?,
         }
         if self.unsent > 0 {

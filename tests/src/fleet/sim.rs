@@ -203,10 +203,15 @@ pub async fn run(options: Options) -> anyhow::Result<RunReport> {
     };
     scheduler.plan();
     let stopped_at = scheduler.drive(&mut done_rx).await;
+    // A seed run is measured until its last answer; a timed run until its schedule ended.
+    let window_end = match scheduler.options.mode {
+        Mode::Seed => Instant::now(),
+        _ => stopped_at,
+    };
     if let Some(path) = &scheduler.options.state {
         scheduler.state().save(path)?;
     }
-    Ok(scheduler.report(stopped_at))
+    Ok(scheduler.report(window_end))
 }
 
 fn restore(agents: &mut [Agent], state: &StateFile, seed: u64) {
@@ -257,8 +262,10 @@ impl Scheduler {
         loop {
             let now = Instant::now();
             if stopped_at.is_none() {
+                // With every permit taken, wait for an answer in the select below rather than
+                // here, so that progress lines and Ctrl-C still get through.
                 while let Some(Reverse((due, index, event))) = self.queue.peek().copied() {
-                    if due > now {
+                    if due > now || self.permits.available_permits() == 0 {
                         break;
                     }
                     self.queue.pop();
@@ -283,7 +290,8 @@ impl Scheduler {
                 .map_or(self.end, |Reverse((due, ..))| (*due).min(self.end));
             tokio::select! {
                 Some(done) = done_rx.recv() => self.finished(done).await,
-                _ = tokio::time::sleep_until(next.into()), if stopped_at.is_none() => {}
+                _ = tokio::time::sleep_until(next.into()),
+                    if stopped_at.is_none() && self.permits.available_permits() > 0 => {}
                 _ = progress.tick() => self.progress(),
                 _ = &mut ctrl_c, if stopped_at.is_none() => {
                     eprintln!("interrupted: waiting for the requests in flight");
@@ -460,9 +468,10 @@ impl Scheduler {
                 .map(|(index, a)| SavedAgent {
                     index: index as u32,
                     agent_id: identity::agent_id(self.options.seed, index as u32),
-                    token: a.auth.as_ref().and_then(|v| {
-                        Some(v.to_str().ok()?.strip_prefix("Bearer ")?.to_owned())
-                    }),
+                    token: a
+                        .auth
+                        .as_ref()
+                        .and_then(|v| Some(v.to_str().ok()?.strip_prefix("Bearer ")?.to_owned())),
                     seq: a.seq,
                     inventory_version: a.inventory_version,
                     inventory_known: a.inventory_known,
@@ -471,10 +480,18 @@ impl Scheduler {
         }
     }
 
-    fn report(mut self, stopped_at: Instant) -> RunReport {
-        self.unsent += self.agents.iter().map(|a| a.deferred.len() as u64).sum::<u64>();
+    fn report(mut self, window_end: Instant) -> RunReport {
+        self.unsent += self
+            .agents
+            .iter()
+            .map(|a| a.deferred.len() as u64)
+            .sum::<u64>();
         let (from, to) = self.window;
-        let window_s = stopped_at.min(to).saturating_duration_since(from).as_secs_f64().max(1e-3);
+        let window_s = window_end
+            .min(to)
+            .saturating_duration_since(from)
+            .as_secs_f64()
+            .max(1e-3);
         let o = &self.options;
         let mut kinds = BTreeMap::new();
         let mut errors = BTreeMap::new();
@@ -488,10 +505,7 @@ impl Scheduler {
                 errors.insert(kind.as_str(), whole.errors().clone());
             }
         }
-        let reports_ok: usize = self.measured.kinds[1..]
-            .iter()
-            .map(Tally::succeeded)
-            .sum();
+        let reports_ok: usize = self.measured.kinds[1..].iter().map(Tally::succeeded).sum();
         let body_bytes: u64 = self.measured.kinds.iter().map(Tally::bytes_sent).sum();
         let per_agent_hour = 3600.0 / window_s / f64::from(o.agents);
         let total = |kind: Kind| self.total.kinds[kind as usize].succeeded();

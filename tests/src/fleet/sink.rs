@@ -78,7 +78,11 @@ async fn reports(headers: HeaderMap, body: Bytes) -> Response {
     let batch = match codec::decode_batch_within(bytes, Format::MessagePack, &limits) {
         Ok(batch) => batch,
         Err(e) => {
-            return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, e.to_string());
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidBody,
+                e.to_string(),
+            );
         }
     };
     if let Err(e) = limits::check_batch(&batch, &limits, time::OffsetDateTime::now_utc()) {
@@ -97,7 +101,12 @@ async fn reports(headers: HeaderMap, body: Bytes) -> Response {
 async fn enroll(State(counts): State<Arc<Counts>>, Json(request): Json<EnrollRequest>) -> Response {
     let n = counts.tokens.fetch_add(1, Ordering::Relaxed);
     // Shaped like the collector's agent tokens: `cag_<12 hex>_<64 hex>`.
-    let id: String = request.agent_id.chars().filter(char::is_ascii_hexdigit).take(12).collect();
+    let id: String = request
+        .agent_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
     Json(EnrollResponse {
         token: format!("cag_{id:0>12}_{n:064x}"),
     })

@@ -9,13 +9,13 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use census_common::codec::{self, Format};
 use census_common::{
     Ack, Batch, ENROLL_PATH, EnrollRequest, EnrollResponse, ErrorBody, MSGPACK_CONTENT_TYPE,
 };
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use axum::body::Bytes;
 use reqwest::header::{self, HeaderValue};
 
 pub const REPORTS_PATH: &str = "/agent/v1/reports";
@@ -125,10 +125,7 @@ impl Wire {
     }
 
     /// Sends `request`; the exchange and, for a 2xx answer, its body.
-    async fn exchange(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> (Exchange, Option<Bytes>) {
+    async fn exchange(&self, request: reqwest::RequestBuilder) -> (Exchange, Option<Bytes>) {
         let started = Instant::now();
         let (body_bytes, head_bytes, request) = match request.build() {
             Ok(request) => {
