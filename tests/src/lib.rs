@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod query;
 pub mod stats;
 
 /// Path of a workspace binary (`census-agent`, `census-collector`). README's test command,
