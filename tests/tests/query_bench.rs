@@ -143,10 +143,7 @@ fn every_kind_runs_and_counts_what_was_seeded() {
     let memory = &report["memory"];
     assert_eq!(memory["pid"].to_string(), pid);
     for when in ["start", "after_seed", "end"] {
-        assert!(
-            memory[when]["vm_rss_kib"].as_u64().unwrap() > 0,
-            "{memory}"
-        );
+        assert!(memory[when]["vm_rss_kib"].as_u64().unwrap() > 0, "{memory}");
     }
     assert!(seed["collector_cpu_s"].as_f64().unwrap() > 0.0, "{seed}");
 }

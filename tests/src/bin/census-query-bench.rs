@@ -6,8 +6,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use census_tests::query::{Options, run};
+use clap::Parser;
 
 fn main() -> ExitCode {
     let options = Options::parse();

@@ -57,7 +57,12 @@ pub struct Options {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Query kinds to run, comma-separated, in this order.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "list,detail,openssl")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "list,detail,openssl"
+    )]
     pub kinds: Vec<Kind>,
     /// The openssl query selects computers whose openssl is older than this (dpkg order).
     #[arg(long, default_value = "3.0.14")]
@@ -87,8 +92,9 @@ pub struct Options {
     /// Seed of the generated fleet: the same value gives the same computers.
     #[arg(long, default_value_t = 1)]
     pub seed_rng: u64,
-    /// Imports in flight while seeding.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Imports in flight while seeding. The collector commits the imports waiting for its
+    /// writer together, so more in flight share page writes: 16 gave twice the rate of 4.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub seed_concurrency: u16,
     /// Seed, report the seeding, database and memory figures, and run no query.
     #[arg(long, requires = "seed")]
@@ -349,7 +355,8 @@ fn get_json<T: for<'de> Deserialize<'de>>(conn: &mut Conn, path: &str) -> Result
             String::from_utf8_lossy(&response.body)
         );
     }
-    serde_json::from_slice(&response.body).with_context(|| format!("GET {path}: not the JSON expected"))
+    serde_json::from_slice(&response.body)
+        .with_context(|| format!("GET {path}: not the JSON expected"))
 }
 
 /// Every computer, 1000 a page.

@@ -148,7 +148,12 @@ impl Machine {
         inventory.network_interfaces = vec![NetworkInterface {
             name: "eth0".into(),
             mac: Some(mac),
-            addresses: vec![format!("10.{}.{}.{}/16", index >> 16, (index >> 8) & 255, index & 255)],
+            addresses: vec![format!(
+                "10.{}.{}.{}/16",
+                index >> 16,
+                (index >> 8) & 255,
+                index & 255
+            )],
             r#virtual: false,
         }];
         inventory.software = packages
@@ -235,12 +240,8 @@ pub fn seed(
                         if index >= end {
                             return tally;
                         }
-                        let machine = Machine::generate(
-                            rng,
-                            index,
-                            &packages,
-                            OffsetDateTime::now_utc(),
-                        );
+                        let machine =
+                            Machine::generate(rng, index, &packages, OffsetDateTime::now_utc());
                         let body = serde_json::to_vec(&machine.inventory)
                             .expect("an inventory encodes as JSON");
                         let sent = Instant::now();
@@ -333,7 +334,10 @@ mod tests {
         for (version, weight) in OPENSSL_VERSIONS {
             let n = counts[version];
             let expected = 20 * weight;
-            assert!(n.abs_diff(expected) < 80, "{version}: {n}, expected about {expected}");
+            assert!(
+                n.abs_diff(expected) < 80,
+                "{version}: {n}, expected about {expected}"
+            );
         }
     }
 }
