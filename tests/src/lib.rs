@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod fleet;
+pub mod query;
 pub mod stats;
 
 /// Path of a workspace binary (`census-agent`, `census-collector`). README's test command,
