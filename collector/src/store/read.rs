@@ -38,7 +38,7 @@ impl ReadPool {
             ))
             .map_err(open_err)?;
             register_functions(&conn).map_err(open_err)?;
-            conn.set_prepared_statement_cache_capacity(32);
+            conn.set_prepared_statement_cache_capacity(64);
             conns.push(conn);
         }
         Ok(ReadPool {
