@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::io::{Read, Write};
 
 use census_common::codec::{self, Format};
-use census_common::{Batch, Limits, PROTOCOL_VERSION, Report, ReportBody};
+use census_common::{Batch, Inventory, Limits, PROTOCOL_VERSION, Report, ReportBody, shape};
 use criterion::{Criterion, criterion_group, criterion_main};
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -88,6 +88,23 @@ fn codec(c: &mut Criterion) {
         b.iter(|| {
             codec::decode_batch_within(black_box(&raw), Format::MessagePack, &limits)
                 .expect("the batch decodes")
+        })
+    });
+    // The shape check alone, which the collector runs before decoding untrusted bytes.
+    group.bench_function("shape_check_only", |b| {
+        b.iter(|| shape::check_msgpack(black_box(&raw), &limits).expect("the shape is fine"))
+    });
+    // The inventory alone, without the batch envelope, whose flattened and internally tagged
+    // report body makes serde buffer the whole inventory before decoding it: the difference
+    // to decode_msgpack is what that buffering costs.
+    let ReportBody::Inventory(inventory) = &batch.reports[0].body else {
+        unreachable!("checked above");
+    };
+    let inventory_alone = codec::encode(inventory, Format::MessagePack);
+    group.bench_function("decode_inventory_without_envelope", |b| {
+        b.iter(|| {
+            codec::decode::<Inventory>(black_box(&inventory_alone), Format::MessagePack)
+                .expect("the inventory decodes")
         })
     });
     group.bench_function("decode_gzip_msgpack", |b| {
