@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use census_agent::collect::software::{dpkg, rpm};
 use census_agent::collect::{Collector, Root};
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 
 const AGENT_ID: &str = "6f1d2c3b-0a4e-4b7d-9c1e-2f3a4b5c6d7e";
 
@@ -33,7 +35,10 @@ fn dpkg_status(c: &mut Criterion) {
     for (name, text) in &files {
         let packages = dpkg::parse_status(text).len();
         assert!(packages > 0, "{name}: no installed package parsed");
-        println!("dpkg status {name}: {} bytes, {packages} packages", text.len());
+        println!(
+            "dpkg status {name}: {} bytes, {packages} packages",
+            text.len()
+        );
         group.throughput(Throughput::Elements(packages as u64));
         group.bench_with_input(BenchmarkId::from_parameter(name), text, |b, text| {
             b.iter(|| dpkg::parse_status(black_box(text)))

@@ -39,7 +39,12 @@ pub fn debian12_packages(manifest_dir: &str, n: usize) -> Vec<Software> {
         })
         .take(n)
         .collect();
-    assert_eq!(packages.len(), n, "{} has fewer than {n} packages", path.display());
+    assert_eq!(
+        packages.len(),
+        n,
+        "{} has fewer than {n} packages",
+        path.display()
+    );
     packages
 }
 
@@ -91,16 +96,20 @@ pub fn inventory(machine: usize, software: Vec<Software>, at: OffsetDateTime) ->
         total_bytes: Some(4_102_836_224),
         swap_total_bytes: Some(1_022_357_504),
     };
-    inv.filesystems = [("/", "/dev/vda1", "ext4", 41_110_568_960u64), ("/boot/efi", "/dev/vda15", "vfat", 129_718_272), ("/var/lib/docker", "/dev/vdb1", "xfs", 107_321_753_600)]
-        .into_iter()
-        .map(|(mount, device, fs_type, total)| Filesystem {
-            mount: mount.into(),
-            device: Some(device.into()),
-            fs_type: Some(fs_type.into()),
-            total_bytes: Some(total),
-            removable: false,
-        })
-        .collect();
+    inv.filesystems = [
+        ("/", "/dev/vda1", "ext4", 41_110_568_960u64),
+        ("/boot/efi", "/dev/vda15", "vfat", 129_718_272),
+        ("/var/lib/docker", "/dev/vdb1", "xfs", 107_321_753_600),
+    ]
+    .into_iter()
+    .map(|(mount, device, fs_type, total)| Filesystem {
+        mount: mount.into(),
+        device: Some(device.into()),
+        fs_type: Some(fs_type.into()),
+        total_bytes: Some(total),
+        removable: false,
+    })
+    .collect();
     let (hi, lo) = ((machine >> 8) & 0xff, machine & 0xff);
     inv.network_interfaces = vec![
         NetworkInterface {
@@ -111,10 +120,16 @@ pub fn inventory(machine: usize, software: Vec<Software>, at: OffsetDateTime) ->
         },
         NetworkInterface {
             name: "ens3".into(),
-            mac: Some(format!("00:16:3e:{:02x}:{hi:02x}:{lo:02x}", (machine >> 16) & 0xff)),
+            mac: Some(format!(
+                "00:16:3e:{:02x}:{hi:02x}:{lo:02x}",
+                (machine >> 16) & 0xff
+            )),
             addresses: vec![
                 format!("10.{}.{hi}.{lo}/16", 20 + (machine >> 16) % 200),
-                format!("fe80::216:3eff:fe{:02x}:{hi:02x}{lo:02x}/64", (machine >> 16) & 0xff),
+                format!(
+                    "fe80::216:3eff:fe{:02x}:{hi:02x}{lo:02x}/64",
+                    (machine >> 16) & 0xff
+                ),
             ],
             r#virtual: false,
         },
