@@ -35,9 +35,10 @@ use super::health::MAX_CLOCK_AHEAD_MS;
 use super::history::{ChangeKind, Recorder, Source};
 use super::incidents;
 use super::model::{IngestBatch, IngestOutcome};
-use super::reconcile::{self, Applied};
+use super::reconcile::{self, Applied, KnownCatalog};
 use super::{Store, StoreError, to_ms};
 use crate::cmdb::Placeholders;
+use crate::cmdb::diff::SoftwareKey;
 use crate::incidents::EngineOptions;
 
 /// Most health samples kept per agent while it has no computer CI: a day at one a minute.
@@ -45,13 +46,37 @@ pub const PENDING_PER_AGENT: u32 = 1440;
 
 impl Store {
     /// Stores a batch and answers once it is durable.
-    pub async fn ingest(&self, batch: IngestBatch) -> Result<IngestOutcome, StoreError> {
+    pub async fn ingest(&self, mut batch: IngestBatch) -> Result<IngestOutcome, StoreError> {
+        // The writer is the one serial part of ingest, so the catalog ids of an inventory's
+        // packages are looked up first, on a read connection; the writer looks up only what
+        // was not committed yet.
+        let packages = catalog_keys(&mut batch);
+        let known = if packages.is_empty() {
+            KnownCatalog::new()
+        } else {
+            self.reads
+                .run(move |conn| reconcile::known_catalog(conn, &packages))
+                .await?
+        };
         let placeholders = self.placeholders.clone();
         let engine = self.engine.clone();
         self.writer
-            .run(move |conn| apply_batch(conn, &placeholders, &engine, batch))
+            .run(move |conn| apply_batch(conn, &placeholders, &engine, &known, batch))
             .await
     }
+}
+
+/// Normalizes the batch's inventories (as the writer would) and lists their packages' catalog
+/// keys, each with whether the report names a vendor.
+fn catalog_keys(batch: &mut IngestBatch) -> Vec<(SoftwareKey, bool)> {
+    let mut packages = Vec::new();
+    for report in &mut batch.reports {
+        if let ReportBody::Inventory(inv) = &mut report.body {
+            inv.normalize();
+            packages.extend(reconcile::package_keys(inv));
+        }
+    }
+    packages
 }
 
 /// The agent row as the batch changes it; written back once at the end.
@@ -68,6 +93,7 @@ pub(crate) fn apply_batch(
     conn: &Connection,
     placeholders: &Placeholders,
     engine: &EngineOptions,
+    known: &KnownCatalog,
     batch: IngestBatch,
 ) -> Result<IngestOutcome, StoreError> {
     let now = to_ms(batch.received_at);
@@ -116,7 +142,7 @@ pub(crate) fn apply_batch(
 
     let had_ci = state.ci_id.is_some();
     for inv in inventories {
-        apply_inventory(conn, placeholders, &mut state, &agent_id, inv, now)?;
+        apply_inventory(conn, placeholders, known, &mut state, &agent_id, inv, now)?;
     }
     // A stale or retired computer that reports again is active again.
     if !samples.is_empty()
@@ -201,6 +227,7 @@ pub(crate) fn apply_batch(
 fn apply_inventory(
     conn: &Connection,
     placeholders: &Placeholders,
+    known: &KnownCatalog,
     state: &mut AgentState,
     agent_id: &str,
     mut inv: Inventory,
@@ -224,7 +251,7 @@ fn apply_inventory(
         return Ok(());
     }
 
-    let applied = reconcile::apply(conn, &rec, placeholders, &inv, found, now)?;
+    let applied = reconcile::apply(conn, &rec, placeholders, &inv, found, known, now)?;
     if state.ci_id != Some(applied.ci_id) {
         attach(conn, &rec, agent_id, &applied)?;
         state.ci_id = Some(applied.ci_id);

@@ -151,6 +151,7 @@ pub(crate) fn apply(
     placeholders: &Placeholders,
     inv: &Inventory,
     found: Option<cmdb::Identified>,
+    known: &KnownCatalog,
     now: i64,
 ) -> Result<Applied, StoreError> {
     let mut keys = IdentityKeys::of(inv, placeholders);
@@ -236,7 +237,7 @@ pub(crate) fn apply(
         };
     store_keys(conn, applied.ci_id, &keys)?;
     apply_parts(conn, rec, applied.ci_id, inv, now)?;
-    apply_software(conn, rec, applied.ci_id, inv, now, applied.created)?;
+    apply_software(conn, rec, applied.ci_id, inv, known, now, applied.created)?;
     Ok(applied)
 }
 
@@ -426,11 +427,55 @@ pub(crate) fn package_json(key: &SoftwareKey, vendor: Option<&str>) -> Value {
     })
 }
 
+/// Catalog ids of a batch's packages that were already committed, read on a read connection
+/// before the writer job (see [`known_catalog`]), so the single writer thread is spared one
+/// index lookup per package. The catalog is never pruned, so a committed id stays valid.
+pub(crate) type KnownCatalog = HashMap<SoftwareKey, i64>;
+
+/// The catalog keys of `inv`'s packages, each with whether the report names a vendor; none
+/// when the agent could not learn its software.
+pub(crate) fn package_keys(inv: &Inventory) -> Vec<(SoftwareKey, bool)> {
+    if inv.incomplete.iter().any(|f| f == "software") {
+        return Vec::new();
+    }
+    inv.software
+        .iter()
+        .map(|sw| (SoftwareKey::of(sw), sw.vendor.is_some()))
+        .collect()
+}
+
+/// Looks up `packages` in the committed catalog. A package whose stored vendor is unknown while
+/// the report names one is left out: the writer records the vendor.
+pub(crate) fn known_catalog(
+    conn: &Connection,
+    packages: &[(SoftwareKey, bool)],
+) -> Result<KnownCatalog, StoreError> {
+    let mut lookup = conn.prepare_cached(
+        "SELECT id, vendor IS NULL FROM software
+         WHERE name = ?1 AND version = ?2 AND arch = ?3 AND source = ?4",
+    )?;
+    let mut known = KnownCatalog::with_capacity(packages.len());
+    for (key, has_vendor) in packages {
+        let found: Option<(i64, bool)> = lookup
+            .query_row(params![key.name, key.version, key.arch, key.source], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((id, no_vendor)) = found
+            && !(no_vendor && *has_vendor)
+        {
+            known.insert(key.clone(), id);
+        }
+    }
+    Ok(known)
+}
+
 fn apply_software(
     conn: &Connection,
     rec: &Recorder<'_>,
     ci_id: i64,
     inv: &Inventory,
+    known: &KnownCatalog,
     now: i64,
     created: bool,
 ) -> Result<(), StoreError> {
@@ -479,6 +524,10 @@ fn apply_software(
     )?;
     for sw in &plan.add {
         let key = SoftwareKey::of(sw);
+        if let Some(&software_id) = known.get(&key) {
+            install.execute(params![ci_id, software_id, now])?;
+            continue;
+        }
         let found: Option<(i64, bool)> = lookup
             .query_row(params![key.name, key.version, key.arch, key.source], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -586,15 +635,20 @@ impl super::Store {
         source: super::Source,
         received_at: time::OffsetDateTime,
     ) -> Result<super::ImportOutcome, StoreError> {
+        let mut inv = inv;
+        inv.normalize();
+        let packages = package_keys(&inv);
+        let known = self
+            .reads
+            .run(move |conn| known_catalog(conn, &packages))
+            .await?;
         let placeholders = self.placeholders.clone();
         self.writer
             .run(move |conn| {
-                let mut inv = inv;
-                inv.normalize();
                 let now = super::to_ms(received_at);
                 let rec = Recorder::new(conn, now, &source);
                 let found = identify(conn, &placeholders, &inv)?;
-                let applied = apply(conn, &rec, &placeholders, &inv, found, now)?;
+                let applied = apply(conn, &rec, &placeholders, &inv, found, &known, now)?;
                 conn.prepare_cached("UPDATE agent SET inventory_digest = NULL WHERE ci_id = ?1")?
                     .execute([applied.ci_id])?;
                 Ok(super::ImportOutcome {

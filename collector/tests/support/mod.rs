@@ -513,7 +513,12 @@ pub fn dump(db: &std::path::Path) -> String {
     let mut tables = Vec::new();
     {
         let mut stmt = conn
-            .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+            // The planner's statistics (sqlite_stat1, refreshed by the compaction task at any
+            // moment) are not data.
+            .prepare(
+                "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_stat%'
+                 ORDER BY type, name",
+            )
             .unwrap();
         let rows = stmt
             .query_map([], |r| {
