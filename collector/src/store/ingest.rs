@@ -50,7 +50,8 @@ impl Store {
         // The writer is the one serial part of ingest, so the catalog ids of an inventory's
         // packages are looked up first, on a read connection; the writer looks up only what
         // was not committed yet.
-        let packages = catalog_keys(&mut batch);
+        batch.reports.sort_by_key(|r| r.seq);
+        let (packages, digests) = prepare_inventories(&mut batch);
         let known = if packages.is_empty() {
             KnownCatalog::new()
         } else {
@@ -61,22 +62,25 @@ impl Store {
         let placeholders = self.placeholders.clone();
         let engine = self.engine.clone();
         self.writer
-            .run(move |conn| apply_batch(conn, &placeholders, &engine, &known, batch))
+            .run(move |conn| apply_batch(conn, &placeholders, &engine, &known, digests, batch))
             .await
     }
 }
 
-/// Normalizes the batch's inventories (as the writer would) and lists their packages' catalog
-/// keys, each with whether the report names a vendor.
-fn catalog_keys(batch: &mut IngestBatch) -> Vec<(SoftwareKey, bool)> {
+/// The work on a batch's inventories that needs no database, done before the writer job:
+/// normalizes each inventory, lists its packages' catalog keys (each with whether the report
+/// names a vendor) and computes its content digest, one per inventory in report order.
+fn prepare_inventories(batch: &mut IngestBatch) -> (Vec<(SoftwareKey, bool)>, Vec<String>) {
     let mut packages = Vec::new();
+    let mut digests = Vec::new();
     for report in &mut batch.reports {
         if let ReportBody::Inventory(inv) = &mut report.body {
             inv.normalize();
             packages.extend(reconcile::package_keys(inv));
+            digests.push(inv.content_digest());
         }
     }
-    packages
+    (packages, digests)
 }
 
 /// The agent row as the batch changes it; written back once at the end.
@@ -94,12 +98,14 @@ pub(crate) fn apply_batch(
     placeholders: &Placeholders,
     engine: &EngineOptions,
     known: &KnownCatalog,
+    digests: Vec<String>,
     batch: IngestBatch,
 ) -> Result<IngestOutcome, StoreError> {
     let now = to_ms(batch.received_at);
     let agent_id = batch.agent_id;
-    let mut reports = batch.reports;
-    reports.sort_by_key(|r| r.seq);
+    // In seq order (Store::ingest sorted them); `digests` follows the inventories in it.
+    let reports = batch.reports;
+    let mut digests = digests.into_iter();
 
     // The row exists from the start of the transaction so identification rules can see it.
     conn.prepare_cached("INSERT OR IGNORE INTO agent (agent_id, last_seen) VALUES (?1, ?2)")?
@@ -125,6 +131,9 @@ pub(crate) fn apply_batch(
     let mut inventories = Vec::new();
     let mut samples = Vec::new();
     for report in reports {
+        // Taken for every inventory, stored or repeated, so the digests stay in step.
+        let digest = matches!(report.body, ReportBody::Inventory(_))
+            .then(|| digests.next().expect("one digest per inventory"));
         acked.push(report.seq);
         let seq = i64::try_from(report.seq)
             .map_err(|_| StoreError::Invalid(format!("seq {} is too large", report.seq)))?;
@@ -133,7 +142,9 @@ pub(crate) fn apply_batch(
         }
         state.last_seq = Some(seq);
         match report.body {
-            ReportBody::Inventory(inv) => inventories.push(inv),
+            ReportBody::Inventory(inv) => {
+                inventories.push((inv, digest.expect("taken for every inventory")));
+            }
             ReportBody::Health(sample) => samples.push(sample),
         }
     }
@@ -141,8 +152,16 @@ pub(crate) fn apply_batch(
     let stored = inventories.len() + samples.len();
 
     let had_ci = state.ci_id.is_some();
-    for inv in inventories {
-        apply_inventory(conn, placeholders, known, &mut state, &agent_id, inv, now)?;
+    for inventory in inventories {
+        apply_inventory(
+            conn,
+            placeholders,
+            known,
+            &mut state,
+            &agent_id,
+            inventory,
+            now,
+        )?;
     }
     // A stale or retired computer that reports again is active again.
     if !samples.is_empty()
@@ -230,11 +249,10 @@ fn apply_inventory(
     known: &KnownCatalog,
     state: &mut AgentState,
     agent_id: &str,
-    mut inv: Inventory,
+    // Normalized, with its content digest (`prepare_inventories`).
+    (inv, digest): (Inventory, String),
     now: i64,
 ) -> Result<(), StoreError> {
-    inv.normalize();
-    let digest = inv.content_digest();
     let rec = Recorder::new(conn, now, &Source::Agent(agent_id.to_owned()));
     let found = reconcile::identify(conn, placeholders, &inv)?;
 

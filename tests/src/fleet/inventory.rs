@@ -255,23 +255,20 @@ pub fn build(
             removable: false,
         })
         .collect();
-    // Addresses from the benchmarking ranges (RFC 2544 198.18.0.0/15, RFC 5180 2001:2::/48):
-    // documentation data that routes nowhere.
+    // Addresses in 127.0.0.0/8: inventory data only, never connected to, but tests and
+    // benchmarks keep to addresses of this machine. Distinct per machine and interface.
     inv.network_interfaces = (0..profile.interfaces)
         .map(|nic| {
-            let host = (index.wrapping_mul(3).wrapping_add(nic)) % 131_070 + 1;
+            let host = (index.wrapping_mul(3).wrapping_add(nic)) % 16_777_214 + 1;
             NetworkInterface {
                 name: format!("eno{}", nic + 1),
                 mac: Some(identity::mac(seed, index, nic)),
-                addresses: vec![
-                    format!(
-                        "198.{}.{}.{}/15",
-                        18 + (host >> 16),
-                        (host >> 8) & 0xFF,
-                        host & 0xFF
-                    ),
-                    format!("2001:2::{:x}:{:x}/64", index, nic + 1),
-                ],
+                addresses: vec![format!(
+                    "127.{}.{}.{}/8",
+                    (host >> 16) & 0xFF,
+                    (host >> 8) & 0xFF,
+                    host & 0xFF
+                )],
                 r#virtual: false,
             }
         })
