@@ -179,12 +179,104 @@ fn escape_like(text: &str) -> String {
     escaped
 }
 
+/// Catalog rows matching a filter past which `installs` sorts in SQL instead of merging.
+const MERGE_MAX_CATALOG_ROWS: usize = 64;
+
+/// One page of installations in (CI id, catalog id) order.
+///
+/// Usually the filter matches a few catalog rows (one package at a few versions). Each one's
+/// installations come in CI order from the `installation_software` index, from the cursor on,
+/// so the page is a merge of at most `limit + 1` rows from each: a page costs the same at the
+/// end of a walk as at its start. Sorting every match in SQL instead cost the whole match set
+/// on every page (15,000 computers and 15 pages for "openssl older than X" at 100,000
+/// computers; BENCHMARKS.md). A filter matching more catalog rows than
+/// [`MERGE_MAX_CATALOG_ROWS`] (a name pattern) is sorted in SQL.
 fn installs(
     conn: &Connection,
     query: &SoftwareQuery,
 ) -> Result<Page<SoftwareInstall, (i64, i64)>, StoreError> {
     let mut conditions = Conditions::default();
     conditions.filter(&query.filter);
+    let mut values = conditions.values.clone();
+    values.push(Value::Integer(MERGE_MAX_CATALOG_ROWS as i64 + 1));
+    let catalog_rows: Vec<i64> = conn
+        .prepare_cached(&format!(
+            "SELECT s.id FROM software s {} ORDER BY s.id LIMIT ?",
+            conditions.where_clause()
+        ))?
+        .query_map(params_from_iter(values), |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if catalog_rows.len() > MERGE_MAX_CATALOG_ROWS {
+        return installs_sorted(conn, query, conditions);
+    }
+
+    let take = query.limit as usize + 1;
+    let live = if query.include_retired {
+        ""
+    } else {
+        "AND c.status <> 'retired'"
+    };
+    let mut from_catalog_row = conn.prepare_cached(&format!(
+        "SELECT i.ci_id FROM installation i JOIN ci c ON c.id = i.ci_id
+         WHERE i.software_id = ?1 AND i.ci_id >= ?2 {live}
+         ORDER BY i.ci_id LIMIT ?3"
+    ))?;
+    let mut keys: Vec<(i64, i64)> = Vec::new();
+    for software_id in catalog_rows {
+        // Past the cursor (ci, sw): a later CI, or the same CI with a later catalog row.
+        let first_ci = match query.after {
+            None => i64::MIN,
+            Some((ci, sw)) if software_id > sw => ci,
+            Some((ci, _)) => ci.saturating_add(1),
+        };
+        let rows = from_catalog_row
+            .query_map(params![software_id, first_ci, take as i64], |r| r.get(0))?;
+        for ci_id in rows {
+            keys.push((ci_id?, software_id));
+        }
+    }
+    keys.sort_unstable();
+    keys.truncate(take);
+
+    let mut row = conn.prepare_cached(
+        "SELECT c.name, c.hostname, c.status, s.name, s.version, s.arch, s.vendor, s.source
+         FROM ci c, software s WHERE c.id = ?1 AND s.id = ?2",
+    )?;
+    let items = keys
+        .into_iter()
+        .map(|(ci_id, software_id)| {
+            row.query_row(params![ci_id, software_id], |r| {
+                Ok(SoftwareInstall {
+                    ci_id,
+                    ci_name: r.get(0)?,
+                    hostname: r.get(1)?,
+                    ci_status: r.get(2)?,
+                    software_id,
+                    software: installed(r, 3)?,
+                })
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(into_page(items, query.limit))
+}
+
+/// The first `limit` of `items` (fetched one over), and the cursor when there are more.
+fn into_page(mut items: Vec<SoftwareInstall>, limit: u32) -> Page<SoftwareInstall, (i64, i64)> {
+    let next = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|i| (i.ci_id, i.software_id))
+    } else {
+        None
+    };
+    Page { items, next }
+}
+
+/// [`installs`] for a filter matching many catalog rows: every match sorted in SQL.
+fn installs_sorted(
+    conn: &Connection,
+    query: &SoftwareQuery,
+    mut conditions: Conditions,
+) -> Result<Page<SoftwareInstall, (i64, i64)>, StoreError> {
     if !query.include_retired {
         conditions.add("c.status <> 'retired'", []);
     }
@@ -194,28 +286,20 @@ fn installs(
             [Value::Integer(ci), Value::Integer(sw)],
         );
     }
-    // The page's keys first, then its columns: SQLite computes every result column of every
-    // matching row before it sorts, and `hostname` is a JSON extraction from the CI's
-    // attributes. With 15,000 computers matching, fetching the columns for the 1,000 of a page
-    // only made the page about ten times cheaper (BENCHMARKS.md).
     let sql = format!(
-        "SELECT k.ci_id, c.name, c.hostname, c.status, s.id,
+        "SELECT i.ci_id, c.name, c.hostname, c.status, s.id,
                 s.name, s.version, s.arch, s.vendor, s.source
-         FROM (SELECT i.ci_id AS ci_id, s.id AS software_id
-               FROM software s
-               JOIN installation i ON i.software_id = s.id
-               JOIN ci c ON c.id = i.ci_id
-               {}
-               ORDER BY i.ci_id, s.id
-               LIMIT ?) k
-         JOIN ci c ON c.id = k.ci_id
-         JOIN software s ON s.id = k.software_id
-         ORDER BY k.ci_id, k.software_id",
+         FROM software s
+         JOIN installation i ON i.software_id = s.id
+         JOIN ci c ON c.id = i.ci_id
+         {}
+         ORDER BY i.ci_id, s.id
+         LIMIT ?",
         conditions.where_clause()
     );
     let mut values = conditions.values;
     values.push(Value::Integer(i64::from(query.limit) + 1));
-    let mut items = conn
+    let items = conn
         .prepare_cached(&sql)?
         .query_map(params_from_iter(values), |r| {
             Ok(SoftwareInstall {
@@ -228,13 +312,7 @@ fn installs(
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let next = if items.len() > query.limit as usize {
-        items.truncate(query.limit as usize);
-        items.last().map(|i| (i.ci_id, i.software_id))
-    } else {
-        None
-    };
-    Ok(Page { items, next })
+    Ok(into_page(items, query.limit))
 }
 
 /// Whether catalog row `s.id` is installed on a CI that is not retired.
@@ -416,6 +494,103 @@ mod tests {
     }
 
     /// Installs `packages` ((name, version, source)) on the computer of `agent`.
+    #[tokio::test]
+    async fn merged_pages_walk_exactly_as_one_sorted_query() {
+        let (store, _dir) = temp_store();
+        let versions = [
+            "3.0.9-1",
+            "3.0.11-1~deb12u2",
+            "3.0.14-1~deb12u2",
+            "3.0.19-1~deb12u2",
+        ];
+        let agents: Vec<String> = (0..12)
+            .map(|i| format!("{i:04x}0000-2f43-4d8e-9b7e-1d2c3b4a5f60"))
+            .collect();
+        for (i, agent) in agents.iter().enumerate() {
+            let v = versions[i % versions.len()];
+            let w = versions[(i / 2) % versions.len()];
+            install(
+                &store,
+                agent,
+                1,
+                &[
+                    ("openssl", v, "dpkg"),
+                    ("libssl3", w, "dpkg"),
+                    ("zlib", "1", "dpkg"),
+                ],
+            )
+            .await;
+        }
+        // A retired computer is left out unless asked for.
+        rusqlite::Connection::open(store.path())
+            .unwrap()
+            .execute(
+                "UPDATE ci SET status = 'retired' WHERE name = 'host-0003'",
+                [],
+            )
+            .unwrap();
+        let walk = |filter: SoftwareFilter, include_retired: bool, sorted: bool| {
+            let store = &store;
+            async move {
+                let mut seen = Vec::new();
+                let mut after = None;
+                loop {
+                    let query = SoftwareQuery {
+                        filter: filter.clone(),
+                        include_retired,
+                        after,
+                        limit: 3,
+                    };
+                    let page = store
+                        .reads
+                        .run(move |conn| {
+                            if sorted {
+                                let mut conditions = Conditions::default();
+                                conditions.filter(&query.filter);
+                                installs_sorted(conn, &query, conditions)
+                            } else {
+                                installs(conn, &query)
+                            }
+                        })
+                        .await
+                        .unwrap();
+                    assert!(page.items.len() <= 3);
+                    seen.extend(
+                        page.items
+                            .iter()
+                            .map(|i| (i.ci_id, i.software_id, i.ci_name.clone())),
+                    );
+                    match page.next {
+                        Some(next) => after = Some(next),
+                        None => break seen,
+                    }
+                }
+            }
+        };
+        let older_ssl = SoftwareFilter {
+            name_contains: Some("ssl".into()),
+            version_lt: Some("3.0.14".into()),
+            ..SoftwareFilter::default()
+        };
+        for include_retired in [false, true] {
+            let merged = walk(older_ssl.clone(), include_retired, false).await;
+            let sorted = walk(older_ssl.clone(), include_retired, true).await;
+            assert_eq!(merged, sorted);
+            assert!(
+                merged
+                    .windows(2)
+                    .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1))
+            );
+            assert_eq!(
+                merged.iter().any(|(_, _, name)| name == "host-0003"),
+                include_retired
+            );
+            // Computers 0, 1 have both packages old; some have one, some none.
+            assert!(merged.len() >= 10, "{merged:?}");
+        }
+        store.close().await;
+    }
+
     async fn install(store: &Store, agent: &str, seq: u64, packages: &[(&str, &str, &str)]) {
         use crate::store::ingest::tests::{batch, inventory};
         let mut inv = inventory(agent, &[], &["/"]);
