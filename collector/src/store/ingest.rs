@@ -48,16 +48,14 @@ impl Store {
     /// Stores a batch and answers once it is durable.
     pub async fn ingest(&self, mut batch: IngestBatch) -> Result<IngestOutcome, StoreError> {
         // The writer is the one serial part of ingest, so the catalog ids of an inventory's
-        // packages are looked up first, on a read connection; the writer looks up only what
-        // was not committed yet.
+        // packages are found first (in the catalog cache, else on a read connection); the
+        // writer looks up only what was not committed yet.
         batch.reports.sort_by_key(|r| r.seq);
         let (packages, digests) = prepare_inventories(&mut batch);
         let known = if packages.is_empty() {
             KnownCatalog::new()
         } else {
-            self.reads
-                .run(move |conn| reconcile::known_catalog(conn, &packages))
-                .await?
+            self.known_catalog(packages).await?
         };
         let placeholders = self.placeholders.clone();
         let engine = self.engine.clone();

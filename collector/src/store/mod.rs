@@ -186,6 +186,7 @@ pub struct Store {
     reads: ReadPool,
     placeholders: std::sync::Arc<crate::cmdb::Placeholders>,
     engine: std::sync::Arc<crate::incidents::EngineOptions>,
+    catalog: reconcile::CatalogCache,
 }
 
 impl Store {
@@ -220,6 +221,7 @@ impl Store {
             reads,
             placeholders: std::sync::Arc::new(options.placeholders.clone()),
             engine: std::sync::Arc::new(options.engine.clone()),
+            catalog: reconcile::CatalogCache::default(),
         })
     }
 

@@ -427,9 +427,9 @@ pub(crate) fn package_json(key: &SoftwareKey, vendor: Option<&str>) -> Value {
     })
 }
 
-/// Catalog ids of a batch's packages that were already committed, read on a read connection
-/// before the writer job (see [`known_catalog`]), so the single writer thread is spared one
-/// index lookup per package. The catalog is never pruned, so a committed id stays valid.
+/// Catalog ids of a batch's packages that were already committed, found before the writer job
+/// (`Store::known_catalog`), so the single writer thread is spared one index lookup per
+/// package. The catalog is never pruned, so a committed id stays valid.
 pub(crate) type KnownCatalog = HashMap<SoftwareKey, i64>;
 
 /// The catalog keys of `inv`'s packages, each with whether the report names a vendor; none
@@ -444,30 +444,84 @@ pub(crate) fn package_keys(inv: &Inventory) -> Vec<(SoftwareKey, bool)> {
         .collect()
 }
 
-/// Looks up `packages` in the committed catalog. A package whose stored vendor is unknown while
-/// the report names one is left out: the writer records the vendor.
-pub(crate) fn known_catalog(
+/// Looks up catalog rows by key on a read connection: each found key with its id and whether
+/// its vendor is known.
+fn lookup_catalog(
     conn: &Connection,
-    packages: &[(SoftwareKey, bool)],
-) -> Result<KnownCatalog, StoreError> {
+    keys: &[SoftwareKey],
+) -> Result<Vec<(SoftwareKey, i64, bool)>, StoreError> {
     let mut lookup = conn.prepare_cached(
-        "SELECT id, vendor IS NULL FROM software
+        "SELECT id, vendor IS NOT NULL FROM software
          WHERE name = ?1 AND version = ?2 AND arch = ?3 AND source = ?4",
     )?;
-    let mut known = KnownCatalog::with_capacity(packages.len());
-    for (key, has_vendor) in packages {
-        let found: Option<(i64, bool)> = lookup
+    let mut found = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Some((id, vendor_known)) = lookup
             .query_row(params![key.name, key.version, key.arch, key.source], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
-            .optional()?;
-        if let Some((id, no_vendor)) = found
-            && !(no_vendor && *has_vendor)
+            .optional()?
         {
-            known.insert(key.clone(), id);
+            found.push((key.clone(), id, vendor_known));
         }
     }
-    Ok(known)
+    Ok(found)
+}
+
+/// The most catalog entries [`CatalogCache`] keeps (about 100 bytes each).
+const CATALOG_CACHE_MAX: usize = 1_000_000;
+
+/// Catalog ids seen committed, shared by every ingest so that a known package costs a hash
+/// lookup instead of an index lookup. An entry stays true: the catalog is never pruned and a
+/// committed row's id never changes. Only whether its vendor is known can change (from no to
+/// yes, by the writer), and an entry that says no is looked up again when a report names one.
+#[derive(Default)]
+pub(crate) struct CatalogCache {
+    entries: std::sync::Mutex<HashMap<SoftwareKey, (i64, bool)>>,
+}
+
+impl super::Store {
+    /// The committed catalog ids of `packages` (keys with whether the report names a vendor),
+    /// from the cache or a read connection. A package whose stored vendor is unknown while the
+    /// report names one is left out: the writer records the vendor.
+    pub(crate) async fn known_catalog(
+        &self,
+        packages: Vec<(SoftwareKey, bool)>,
+    ) -> Result<KnownCatalog, StoreError> {
+        let mut known = KnownCatalog::with_capacity(packages.len());
+        let mut missing: HashMap<SoftwareKey, bool> = HashMap::new();
+        {
+            let entries = self.catalog.entries.lock().expect("catalog cache lock");
+            for (key, has_vendor) in packages {
+                match entries.get(&key) {
+                    Some(&(id, vendor_known)) if vendor_known || !has_vendor => {
+                        known.insert(key, id);
+                    }
+                    _ => {
+                        missing.insert(key, has_vendor);
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(known);
+        }
+        let keys: Vec<SoftwareKey> = missing.keys().cloned().collect();
+        let found = self
+            .reads
+            .run(move |conn| lookup_catalog(conn, &keys))
+            .await?;
+        let mut entries = self.catalog.entries.lock().expect("catalog cache lock");
+        for (key, id, vendor_known) in found {
+            if entries.len() < CATALOG_CACHE_MAX || entries.contains_key(&key) {
+                entries.insert(key.clone(), (id, vendor_known));
+            }
+            if vendor_known || !missing[&key] {
+                known.insert(key, id);
+            }
+        }
+        Ok(known)
+    }
 }
 
 fn apply_software(
@@ -637,11 +691,7 @@ impl super::Store {
     ) -> Result<super::ImportOutcome, StoreError> {
         let mut inv = inv;
         inv.normalize();
-        let packages = package_keys(&inv);
-        let known = self
-            .reads
-            .run(move |conn| known_catalog(conn, &packages))
-            .await?;
+        let known = self.known_catalog(package_keys(&inv)).await?;
         let placeholders = self.placeholders.clone();
         self.writer
             .run(move |conn| {
