@@ -52,21 +52,18 @@ const HARDWARE: &[(&str, &str)] = &[
     ("QEMU", "Standard PC (Q35 + ICH9, 2009)"),
 ];
 
-/// The fixture's packages, name/version/arch/vendor, as dpkg reports them.
+/// The fixture's packages, name/version/arch/vendor, as dpkg reports them (read by the fleet
+/// simulator's [`Fixture`](crate::fleet::inventory::Fixture)).
 pub fn debian12_packages() -> Vec<Software> {
-    include_str!("../../fixtures/packages-debian12.tsv")
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let mut fields = line.split('\t');
-            let mut next = || fields.next().map(str::to_owned);
-            Software {
-                name: next().expect("the fixture has a name on every line"),
-                version: next(),
-                arch: next(),
-                vendor: next(),
-                source: "dpkg".to_owned(),
-            }
+    crate::fleet::inventory::Fixture::load()
+        .packages
+        .into_iter()
+        .map(|p| Software {
+            name: p.name,
+            version: Some(p.version),
+            arch: Some(p.arch),
+            vendor: Some(p.vendor),
+            source: "dpkg".to_owned(),
         })
         .collect()
 }
