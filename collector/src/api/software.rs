@@ -39,41 +39,42 @@ use crate::store::{
 /// Longest filter value taken, in bytes; package names and versions are far shorter.
 const MAX_FILTER_LEN: usize = 256;
 
-/// One computer that has the package, at one version.
+/// One computer that has the package, at one version. It borrows from the store's rows, so a
+/// page of a thousand is written without copying a string.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = SoftwareInstall)]
-pub struct InstallView {
+pub struct InstallView<'a> {
     pub ci_id: i64,
-    pub ci_name: String,
+    pub ci_name: &'a str,
     /// The computer's `hostname` attribute; null if its agent did not report one.
     #[schema(required = true)]
-    pub hostname: Option<String>,
+    pub hostname: Option<&'a str>,
     /// The computer's status; `retired` only with `include_retired=true`.
     #[schema(value_type = super::cis::CiStatus)]
-    pub ci_status: String,
-    pub name: String,
+    pub ci_status: &'a str,
+    pub name: &'a str,
     #[schema(required = true)]
-    pub version: Option<String>,
+    pub version: Option<&'a str>,
     #[schema(required = true)]
-    pub arch: Option<String>,
+    pub arch: Option<&'a str>,
     #[schema(required = true)]
-    pub vendor: Option<String>,
+    pub vendor: Option<&'a str>,
     /// Where the agent found it: `dpkg`, `rpm`, `apk`, ...
-    pub source: String,
+    pub source: &'a str,
 }
 
-impl From<SoftwareInstall> for InstallView {
-    fn from(i: SoftwareInstall) -> InstallView {
+impl<'a> From<&'a SoftwareInstall> for InstallView<'a> {
+    fn from(i: &'a SoftwareInstall) -> InstallView<'a> {
         InstallView {
             ci_id: i.ci_id,
-            ci_name: i.ci_name,
-            hostname: i.hostname,
-            ci_status: i.ci_status,
-            name: i.software.name,
-            version: i.software.version,
-            arch: i.software.arch,
-            vendor: i.software.vendor,
-            source: i.software.source,
+            ci_name: &i.ci_name,
+            hostname: i.hostname.as_deref(),
+            ci_status: &i.ci_status,
+            name: &i.software.name,
+            version: i.software.version.as_deref(),
+            arch: i.software.arch.as_deref(),
+            vendor: i.software.vendor.as_deref(),
+            source: &i.software.source,
         }
     }
 }
@@ -228,7 +229,7 @@ const INSTALL_COLUMNS: &[&str] = &[
             as CSV with the columns `ci_id,ci_name,hostname,ci_status,name,version,arch,vendor,\
             source`; its next cursor in the `X-Next-Cursor` and `Link` headers.",
             content(
-                (ListView<InstallView> = "application/json"),
+                (ListView<InstallView<'static>> = "application/json"),
                 (String = "text/csv"),
             )),
         (status = 400, body = ErrorBody, description = "`invalid_filter`: neither `name` nor \
@@ -270,7 +271,7 @@ pub async fn list(
         })
         .await?;
     let next_cursor = page.next.map(|(ci, sw)| cursor::encode(&[ci, sw]));
-    let items: Vec<InstallView> = page.items.into_iter().map(Into::into).collect();
+    let items: Vec<InstallView> = page.items.iter().map(Into::into).collect();
     if csv::wants_csv(&headers) {
         let rows: Vec<Vec<Cell>> = items
             .into_iter()

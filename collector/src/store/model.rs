@@ -1,6 +1,8 @@
 //! Plain types going in and out of the store. They belong to no backend and are not wire
 //! types: the API turns them into its JSON views.
 
+use std::sync::Arc;
+
 use census_common::{HealthSample, Report};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -176,7 +178,8 @@ pub struct SoftwareInstall {
     /// The CI's status (`active`, `stale`, `retired`).
     pub ci_status: String,
     pub software_id: i64,
-    pub software: InstalledSoftware,
+    /// Shared by every installation of the catalog row on a page.
+    pub software: Arc<InstalledSoftware>,
 }
 
 /// The software catalog: one row per (name, version, arch, source).

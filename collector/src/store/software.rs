@@ -7,6 +7,9 @@
 //! comparisons run in SQL through `census_version_cmp` (registered on read connections by
 //! `read.rs`), each package compared by its own source's ordering.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
@@ -186,78 +189,177 @@ const MERGE_MAX_CATALOG_ROWS: usize = 64;
 ///
 /// Usually the filter matches a few catalog rows (one package at a few versions). Each one's
 /// installations come in CI order from the `installation_software` index, from the cursor on,
-/// so the page is a merge of at most `limit + 1` rows from each: a page costs the same at the
+/// so the page is a merge of at most `limit + 1` keys from each: a page costs the same at the
 /// end of a walk as at its start. Sorting every match in SQL instead cost the whole match set
 /// on every page (15,000 computers and 15 pages for "openssl older than X" at 100,000
 /// computers; BENCHMARKS.md). A filter matching more catalog rows than
 /// [`MERGE_MAX_CATALOG_ROWS`] (a name pattern) is sorted in SQL.
+///
+/// The keys are merged before any CI is read, and only the CIs of the page's keys are read
+/// (skipping retired ones, which may take another round of keys); the catalog rows are read
+/// once per page. The page is read in one transaction, so it is one snapshot and takes the
+/// database's read lock once rather than once per row.
 fn installs(
     conn: &Connection,
     query: &SoftwareQuery,
 ) -> Result<Page<SoftwareInstall, (i64, i64)>, StoreError> {
+    let tx = conn.unchecked_transaction()?;
     let mut conditions = Conditions::default();
     conditions.filter(&query.filter);
     let mut values = conditions.values.clone();
     values.push(Value::Integer(MERGE_MAX_CATALOG_ROWS as i64 + 1));
-    let catalog_rows: Vec<i64> = conn
+    let catalog_rows: Vec<(i64, Arc<InstalledSoftware>)> = tx
         .prepare_cached(&format!(
-            "SELECT s.id FROM software s {} ORDER BY s.id LIMIT ?",
+            "SELECT s.id, s.name, s.version, s.arch, s.vendor, s.source FROM software s {}
+             ORDER BY s.id LIMIT ?",
             conditions.where_clause()
         ))?
-        .query_map(params_from_iter(values), |r| r.get(0))?
+        .query_map(params_from_iter(values), |r| {
+            Ok((r.get(0)?, Arc::new(installed(r, 1)?)))
+        })?
         .collect::<Result<_, _>>()?;
     if catalog_rows.len() > MERGE_MAX_CATALOG_ROWS {
-        return installs_sorted(conn, query, conditions);
+        return installs_sorted(&tx, query, conditions);
     }
 
     let take = query.limit as usize + 1;
-    let live = if query.include_retired {
-        ""
-    } else {
-        "AND c.status <> 'retired'"
+    let mut items = Vec::with_capacity(take);
+    let mut position = query.after;
+    loop {
+        let keys = merged_keys(&tx, &catalog_rows, position, take)?;
+        let last_round = keys.len() < take;
+        let mut cis = ci_columns(&tx, &keys)?;
+        let mut keys = keys.into_iter().peekable();
+        while let Some((ci_id, software_id, software)) = keys.next() {
+            position = Some((ci_id, software_id));
+            // A CI with two matching catalog rows comes twice in a row.
+            let columns = if keys.peek().is_some_and(|next| next.0 == ci_id) {
+                cis.get(&ci_id).cloned()
+            } else {
+                cis.remove(&ci_id)
+            };
+            let Some(CiColumns {
+                name,
+                hostname,
+                status,
+            }) = columns
+            else {
+                return Err(StoreError::Corrupt(format!(
+                    "installation of catalog row {software_id} on ci {ci_id}, which has no row"
+                )));
+            };
+            if status == "retired" && !query.include_retired {
+                continue;
+            }
+            items.push(SoftwareInstall {
+                ci_id,
+                ci_name: name,
+                hostname,
+                ci_status: status,
+                software_id,
+                software: Arc::clone(software),
+            });
+            if items.len() == take {
+                return Ok(into_page(items, query.limit));
+            }
+        }
+        if last_round {
+            return Ok(into_page(items, query.limit));
+        }
+    }
+}
+
+/// An installation: CI id, catalog id, and the catalog row.
+type InstallKey<'a> = (i64, i64, &'a Arc<InstalledSoftware>);
+
+/// What a list of installations shows of a CI.
+#[derive(Clone)]
+struct CiColumns {
+    name: String,
+    hostname: Option<String>,
+    status: String,
+}
+
+/// The columns of the CIs of `keys`, by id, read in one statement: a statement run once per
+/// row with the id bound would be planned again for every row, since SQLite (with STAT4)
+/// plans again whenever a parameter that an index is searched by changes value. Top-level CIs
+/// come from the `ci_top_level_listing` index alone, which SQLite would not choose by itself
+/// over the row id; any other CI from its row.
+fn ci_columns(
+    conn: &Connection,
+    keys: &[InstallKey<'_>],
+) -> Result<HashMap<i64, CiColumns>, StoreError> {
+    let mut ids = String::with_capacity(keys.len() * 8 + 2);
+    ids.push('[');
+    for (i, (ci_id, _, _)) in keys.iter().enumerate() {
+        if i > 0 {
+            ids.push(',');
+        }
+        ids.push_str(&ci_id.to_string());
+    }
+    ids.push(']');
+    let columns = |r: &Row<'_>| {
+        Ok(CiColumns {
+            name: r.get(1)?,
+            hostname: r.get(2)?,
+            status: r.get(3)?,
+        })
     };
-    let mut from_catalog_row = conn.prepare_cached(&format!(
-        "SELECT i.ci_id FROM installation i JOIN ci c ON c.id = i.ci_id
-         WHERE i.software_id = ?1 AND i.ci_id >= ?2 {live}
-         ORDER BY i.ci_id LIMIT ?3"
-    ))?;
-    let mut keys: Vec<(i64, i64)> = Vec::new();
-    for software_id in catalog_rows {
+    let mut found = HashMap::with_capacity(keys.len());
+    let mut top_level = conn.prepare_cached(TOP_LEVEL_CI_COLUMNS)?;
+    let mut rows = top_level.query([ids])?;
+    while let Some(row) = rows.next()? {
+        found.insert(row.get(0)?, columns(row)?);
+    }
+    let mut other =
+        conn.prepare_cached("SELECT id, name, hostname, status FROM ci WHERE id = ?1")?;
+    for (ci_id, _, _) in keys {
+        if !found.contains_key(ci_id)
+            && let Some(part) = other.query_row([ci_id], columns).optional()?
+        {
+            found.insert(*ci_id, part);
+        }
+    }
+    Ok(found)
+}
+
+/// The name, hostname and status of the top-level CIs among the ids of a JSON array, from
+/// the index alone.
+const TOP_LEVEL_CI_COLUMNS: &str =
+    "SELECT c.id, c.name, json_extract(c.attributes, '$.hostname'), c.status
+     FROM json_each(?1) j JOIN ci c INDEXED BY ci_top_level_listing
+       ON c.id = j.value AND c.parent_id IS NULL";
+
+/// The first `take` installations of `catalog_rows` after `after` ((CI id, catalog id)), in
+/// that order, whatever the CI's status: at most `take` from each catalog row's stretch of the
+/// `installation_software` index, merged.
+fn merged_keys<'a>(
+    conn: &Connection,
+    catalog_rows: &'a [(i64, Arc<InstalledSoftware>)],
+    after: Option<(i64, i64)>,
+    take: usize,
+) -> Result<Vec<InstallKey<'a>>, StoreError> {
+    let mut from_catalog_row = conn.prepare_cached(
+        "SELECT ci_id FROM installation WHERE software_id = ?1 AND ci_id >= ?2
+         ORDER BY ci_id LIMIT ?3",
+    )?;
+    let mut keys = Vec::new();
+    for (software_id, software) in catalog_rows {
         // Past the cursor (ci, sw): a later CI, or the same CI with a later catalog row.
-        let first_ci = match query.after {
+        let first_ci = match after {
             None => i64::MIN,
-            Some((ci, sw)) if software_id > sw => ci,
+            Some((ci, sw)) if *software_id > sw => ci,
             Some((ci, _)) => ci.saturating_add(1),
         };
         let rows = from_catalog_row
             .query_map(params![software_id, first_ci, take as i64], |r| r.get(0))?;
         for ci_id in rows {
-            keys.push((ci_id?, software_id));
+            keys.push((ci_id?, *software_id, software));
         }
     }
-    keys.sort_unstable();
+    keys.sort_unstable_by_key(|&(ci_id, software_id, _)| (ci_id, software_id));
     keys.truncate(take);
-
-    let mut row = conn.prepare_cached(
-        "SELECT c.name, c.hostname, c.status, s.name, s.version, s.arch, s.vendor, s.source
-         FROM ci c, software s WHERE c.id = ?1 AND s.id = ?2",
-    )?;
-    let items = keys
-        .into_iter()
-        .map(|(ci_id, software_id)| {
-            row.query_row(params![ci_id, software_id], |r| {
-                Ok(SoftwareInstall {
-                    ci_id,
-                    ci_name: r.get(0)?,
-                    hostname: r.get(1)?,
-                    ci_status: r.get(2)?,
-                    software_id,
-                    software: installed(r, 3)?,
-                })
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(into_page(items, query.limit))
+    Ok(keys)
 }
 
 /// The first `limit` of `items` (fetched one over), and the cursor when there are more.
@@ -308,7 +410,7 @@ fn installs_sorted(
                 hostname: r.get(2)?,
                 ci_status: r.get(3)?,
                 software_id: r.get(4)?,
-                software: installed(r, 5)?,
+                software: Arc::new(installed(r, 5)?),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -493,6 +595,75 @@ mod tests {
         store.close().await;
     }
 
+    /// The listing index holds top-level CIs only; an installation on any other CI (the
+    /// collector writes none, but the schema allows one) is still listed, from its row.
+    #[tokio::test]
+    async fn an_installation_on_a_part_is_listed_from_its_row() {
+        let (store, _dir) = temp_store();
+        store
+            .ingest(inventory_batch(AGENT, 1, &["zsh"]))
+            .await
+            .unwrap();
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        let (part, part_name): (i64, String) = conn
+            .query_row(
+                "SELECT id, name FROM ci WHERE parent_id IS NOT NULL ORDER BY id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        conn.execute(
+            "INSERT INTO installation (ci_id, software_id, first_seen)
+             SELECT ?1, id, 0 FROM software WHERE name = 'zsh'",
+            [part],
+        )
+        .unwrap();
+        let page = store
+            .software_installs(SoftwareQuery {
+                filter: SoftwareFilter {
+                    name: Some("zsh".into()),
+                    ..SoftwareFilter::default()
+                },
+                include_retired: false,
+                after: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        let listed: Vec<_> = page
+            .items
+            .iter()
+            .map(|i| (i.ci_id, i.ci_name.as_str(), i.hostname.as_deref()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                (1, "web-1", Some("web-1")),
+                (part, part_name.as_str(), None)
+            ]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_top_level_ci_is_read_from_the_listing_index_alone() {
+        let (store, _dir) = temp_store();
+        let conn = rusqlite::Connection::open(store.path()).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {TOP_LEVEL_CI_COLUMNS}"))
+            .unwrap()
+            .query_map(["[1]"], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING COVERING INDEX ci_top_level_listing (id=?)")),
+            "{plan:?}"
+        );
+        store.close().await;
+    }
+
     /// Installs `packages` ((name, version, source)) on the computer of `agent`.
     #[tokio::test]
     async fn merged_pages_walk_exactly_as_one_sorted_query() {
@@ -521,11 +692,13 @@ mod tests {
             )
             .await;
         }
-        // A retired computer is left out unless asked for.
+        // Retired computers are left out unless asked for: four in a row, more than a page
+        // of keys, so a page needs a further round of keys to fill.
         rusqlite::Connection::open(store.path())
             .unwrap()
             .execute(
-                "UPDATE ci SET status = 'retired' WHERE name = 'host-0003'",
+                "UPDATE ci SET status = 'retired'
+                 WHERE name IN ('host-0003', 'host-0004', 'host-0005', 'host-0006')",
                 [],
             )
             .unwrap();
