@@ -5,7 +5,7 @@
 //! incidents keep pointing somewhere), an installation row is deleted. A retired part that
 //! reappears is reactivated rather than created again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use census_common::Software;
 use serde_json::Value;
@@ -96,34 +96,6 @@ impl SoftwareKey {
     }
 }
 
-#[derive(Debug, Default, PartialEq)]
-pub struct SoftwarePlan {
-    /// Packages to install: find or create the catalog row, add the installation row.
-    pub add: Vec<Software>,
-    /// Catalog ids whose installation row goes.
-    pub remove: Vec<i64>,
-}
-
-/// `installed` maps each installed package to its catalog id. An upgrade is a removal of the
-/// old version plus an addition of the new one.
-pub fn diff_software(installed: &BTreeMap<SoftwareKey, i64>, desired: &[Software]) -> SoftwarePlan {
-    let mut wanted: BTreeMap<SoftwareKey, &Software> = BTreeMap::new();
-    for sw in desired {
-        wanted.entry(SoftwareKey::of(sw)).or_insert(sw);
-    }
-    let add = wanted
-        .iter()
-        .filter(|(key, _)| !installed.contains_key(*key))
-        .map(|(_, sw)| (*sw).clone())
-        .collect();
-    let remove = installed
-        .iter()
-        .filter(|(key, _)| !wanted.contains_key(*key))
-        .map(|(_, id)| *id)
-        .collect();
-    SoftwarePlan { add, remove }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,48 +160,5 @@ mod tests {
         );
         // The already retired part is not retired again.
         assert_eq!(plan.retire, vec![4]);
-    }
-
-    fn sw(name: &str, version: Option<&str>) -> Software {
-        Software {
-            name: name.into(),
-            version: version.map(Into::into),
-            arch: Some("amd64".into()),
-            vendor: None,
-            source: "dpkg".into(),
-        }
-    }
-
-    #[test]
-    fn software_added_removed_and_upgraded() {
-        let installed: BTreeMap<SoftwareKey, i64> = [
-            (SoftwareKey::of(&sw("bash", Some("5.1"))), 1),
-            (SoftwareKey::of(&sw("curl", Some("7.88"))), 2),
-            (SoftwareKey::of(&sw("vim", None)), 3),
-        ]
-        .into();
-        let plan = diff_software(
-            &installed,
-            &[
-                sw("bash", Some("5.1")),
-                sw("curl", Some("8.5")),
-                sw("jq", Some("1.7")),
-                sw("jq", Some("1.7")),
-            ],
-        );
-        assert_eq!(
-            plan.add,
-            vec![sw("curl", Some("8.5")), sw("jq", Some("1.7"))]
-        );
-        assert_eq!(plan.remove, vec![2, 3]);
-        let nothing = diff_software(
-            &installed,
-            &[
-                sw("bash", Some("5.1")),
-                sw("curl", Some("7.88")),
-                sw("vim", None),
-            ],
-        );
-        assert_eq!(nothing, SoftwarePlan::default());
     }
 }

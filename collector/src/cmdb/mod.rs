@@ -8,7 +8,7 @@ pub mod identify;
 pub mod model;
 pub mod version;
 
-pub use diff::{ExistingPart, PartsPlan, SoftwareKey, SoftwarePlan, diff_parts, diff_software};
+pub use diff::{ExistingPart, PartsPlan, SoftwareKey, diff_parts};
 pub use identify::{
     Candidates, IDENTIFIED_NEW, Identified, IdentifyRule, IdentityKeys, Placeholders, RULES,
     identify,

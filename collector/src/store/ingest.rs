@@ -27,6 +27,8 @@
 //! attributes of those facets (and the name, for `host`), their parts and the installed
 //! software are left as they were, and only the facets it did learn are applied.
 
+use std::sync::Arc;
+
 use census_common::{HealthSample, Inventory, ReportBody};
 use rusqlite::{Connection, OptionalExtension, params};
 use time::UtcOffset;
@@ -59,8 +61,22 @@ impl Store {
         };
         let placeholders = self.placeholders.clone();
         let engine = self.engine.clone();
+        // The writer job borrows the batch and the catalog ids; this task keeps a reference
+        // to each, so their thousands of strings are freed here, not on the writer thread.
+        let batch = Arc::new(batch);
+        let known = Arc::new(known);
+        let (job_batch, job_known) = (Arc::clone(&batch), Arc::clone(&known));
         self.writer
-            .run(move |conn| apply_batch(conn, &placeholders, &engine, &known, digests, batch))
+            .run(move |conn| {
+                apply_batch(
+                    conn,
+                    &placeholders,
+                    &engine,
+                    &job_known,
+                    digests,
+                    &job_batch,
+                )
+            })
             .await
     }
 }
@@ -97,12 +113,12 @@ pub(crate) fn apply_batch(
     engine: &EngineOptions,
     known: &KnownCatalog,
     digests: Vec<String>,
-    batch: IngestBatch,
+    batch: &IngestBatch,
 ) -> Result<IngestOutcome, StoreError> {
     let now = to_ms(batch.received_at);
-    let agent_id = batch.agent_id;
+    let agent_id = &batch.agent_id;
     // In seq order (Store::ingest sorted them); `digests` follows the inventories in it.
-    let reports = batch.reports;
+    let reports = &batch.reports;
     let mut digests = digests.into_iter();
 
     // The row exists from the start of the transaction so identification rules can see it.
@@ -139,11 +155,11 @@ pub(crate) fn apply_batch(
             continue;
         }
         state.last_seq = Some(seq);
-        match report.body {
+        match &report.body {
             ReportBody::Inventory(inv) => {
                 inventories.push((inv, digest.expect("taken for every inventory")));
             }
-            ReportBody::Health(sample) => samples.push(sample),
+            ReportBody::Health(sample) => samples.push(sample.clone()),
         }
     }
     acked.dedup();
@@ -156,7 +172,7 @@ pub(crate) fn apply_batch(
             placeholders,
             known,
             &mut state,
-            &agent_id,
+            agent_id,
             inventory,
             now,
         )?;
@@ -171,7 +187,7 @@ pub(crate) fn apply_batch(
     // The smallest ts this batch adds to health_raw.
     let mut raw_min: Option<i64> = None;
     if !had_ci && let Some(ci_id) = state.ci_id {
-        raw_min = adopt_pending_health(conn, &agent_id, ci_id)?;
+        raw_min = adopt_pending_health(conn, agent_id, ci_id)?;
     }
     let mut pending = false;
     let mut most_ahead_ms = 0;
@@ -184,7 +200,7 @@ pub(crate) fn apply_batch(
         if let Some(secs) = sample.interval_secs {
             state.health_interval_ms = Some(i64::from(secs) * 1000);
         }
-        let filed = apply_health(conn, &mut state, &agent_id, &mut sample, now)?;
+        let filed = apply_health(conn, &mut state, agent_id, &mut sample, now)?;
         if !filed.pending
             && let Some(judge) = &judge
         {
@@ -197,7 +213,7 @@ pub(crate) fn apply_batch(
         }
     }
     if pending {
-        trim_pending_health(conn, &agent_id)?;
+        trim_pending_health(conn, agent_id)?;
     }
     if let Some(ts) = raw_min {
         lower_raw_floor(conn, ts)?;
@@ -248,11 +264,11 @@ fn apply_inventory(
     state: &mut AgentState,
     agent_id: &str,
     // Normalized, with its content digest (`prepare_inventories`).
-    (inv, digest): (Inventory, String),
+    (inv, digest): (&Inventory, String),
     now: i64,
 ) -> Result<(), StoreError> {
     let rec = Recorder::new(conn, now, &Source::Agent(agent_id.to_owned()));
-    let found = reconcile::identify(conn, placeholders, &inv)?;
+    let found = reconcile::identify(conn, placeholders, inv)?;
 
     if let Some(found) = found
         && state.ci_id == Some(found.ci_id)
@@ -267,7 +283,7 @@ fn apply_inventory(
         return Ok(());
     }
 
-    let applied = reconcile::apply(conn, &rec, placeholders, &inv, found, known, now)?;
+    let applied = reconcile::apply(conn, &rec, placeholders, inv, found, known, now)?;
     if state.ci_id != Some(applied.ci_id) {
         attach(conn, &rec, agent_id, &applied)?;
         state.ci_id = Some(applied.ci_id);
@@ -703,6 +719,84 @@ pub(crate) mod tests {
         assert_eq!(count(&store, "SELECT count(*) FROM relationship"), 2);
         // The catalog keeps curl although nobody runs it.
         assert_eq!(count(&store, "SELECT count(*) FROM software"), 3);
+        store.close().await;
+    }
+
+    /// The diff is by catalog id: an upgrade, a package listed twice, an unversioned package
+    /// removed, and one not committed when the batch was prepared (a new catalog row).
+    #[tokio::test]
+    async fn software_is_diffed_by_catalog_id() {
+        let (store, _dir) = temp_store();
+        let packages = |list: &[(&str, Option<&str>)]| -> Vec<Software> {
+            list.iter()
+                .map(|(name, version)| Software {
+                    name: (*name).into(),
+                    version: version.map(Into::into),
+                    arch: Some("amd64".into()),
+                    vendor: None,
+                    source: "dpkg".into(),
+                })
+                .collect()
+        };
+        let send = |seq: u64, software: Vec<Software>| {
+            let mut inv = inventory(AGENT, &[], &[]);
+            inv.software = software;
+            batch(
+                AGENT,
+                vec![Report {
+                    seq,
+                    body: ReportBody::Inventory(inv),
+                }],
+            )
+        };
+        let first = packages(&[("bash", Some("5.1")), ("curl", Some("7.88")), ("vim", None)]);
+        store.ingest(send(1, first)).await.unwrap();
+        let second = packages(&[
+            ("bash", Some("5.1")),
+            ("curl", Some("8.5")),
+            ("jq", Some("1.7")),
+            ("jq", Some("1.7")),
+        ]);
+        store.ingest(send(2, second)).await.unwrap();
+
+        let conn = Connection::open(store.path()).unwrap();
+        let installed: Vec<(String, String)> = conn
+            .prepare(
+                "SELECT s.name, s.version FROM installation i JOIN software s
+                 ON s.id = i.software_id ORDER BY 1",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            installed,
+            pairs(&[("bash", "5.1"), ("curl", "8.5"), ("jq", "1.7")])
+        );
+        let changes: Vec<(String, String)> = conn
+            .prepare(
+                "SELECT kind, coalesce(json_extract(new, '$.name'), json_extract(old, '$.name'))
+                 FROM history WHERE kind LIKE 'software%' ORDER BY 2",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            changes,
+            pairs(&[
+                ("software_upgraded", "curl"),
+                ("software_added", "jq"),
+                ("software_removed", "vim")
+            ])
+        );
         store.close().await;
     }
 

@@ -14,7 +14,7 @@
 //!   parts, software, identity keys). An identity key the inventory does not know (a serial the
 //!   agent could not read this time) keeps its stored value: unknown is not a change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use census_common::{Inventory, Software};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -24,7 +24,7 @@ use super::StoreError;
 use super::history::{ChangeKind, Recorder};
 use crate::cmdb::{
     self, CLASS_COMPUTER, Candidates, ExistingPart, IDENTIFIED_NEW, IdentifyRule, IdentityKeys,
-    Placeholders, REL_CONTAINS, SoftwareKey, diff_parts, diff_software,
+    Placeholders, REL_CONTAINS, SoftwareKey, diff_parts,
 };
 
 /// `identified_by` of a part CI: found by its computer and its part key.
@@ -430,7 +430,52 @@ pub(crate) fn package_json(key: &SoftwareKey, vendor: Option<&str>) -> Value {
 /// Catalog ids of a batch's packages that were already committed, found before the writer job
 /// (`Store::known_catalog`), so the single writer thread is spared one index lookup per
 /// package. The catalog is never pruned, so a committed id stays valid.
-pub(crate) type KnownCatalog = HashMap<SoftwareKey, i64>;
+///
+/// Entries are filed by a hash of the key, so the writer looks a reported package up without
+/// building its key (four strings); a second key with the same hash is not filed and is looked
+/// up by the writer instead, so a collision costs a lookup, never a wrong id.
+#[derive(Default)]
+pub(crate) struct KnownCatalog {
+    ids: HashMap<u64, (SoftwareKey, i64)>,
+}
+
+impl KnownCatalog {
+    pub(crate) fn new() -> KnownCatalog {
+        KnownCatalog::default()
+    }
+
+    fn with_capacity(capacity: usize) -> KnownCatalog {
+        KnownCatalog {
+            ids: HashMap::with_capacity(capacity),
+        }
+    }
+
+    fn insert(&mut self, key: SoftwareKey, id: i64) {
+        let hash = key_hash(&key.name, &key.version, &key.arch, &key.source);
+        self.ids.entry(hash).or_insert((key, id));
+    }
+
+    /// The committed catalog id of `sw`'s key, if known.
+    fn get(&self, sw: &Software) -> Option<i64> {
+        let version = sw.version.as_deref().unwrap_or_default();
+        let arch = sw.arch.as_deref().unwrap_or_default();
+        let (key, id) = self
+            .ids
+            .get(&key_hash(&sw.name, version, arch, &sw.source))?;
+        (key.name == sw.name
+            && key.version == version
+            && key.arch == arch
+            && key.source == sw.source)
+            .then_some(*id)
+    }
+}
+
+fn key_hash(name: &str, version: &str, arch: &str, source: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (name, version, arch, source).hash(&mut hasher);
+    hasher.finish()
+}
 
 /// The catalog keys of `inv`'s packages, each with whether the report names a vendor; none
 /// when the agent could not learn its software.
@@ -537,32 +582,15 @@ fn apply_software(
         // An empty list the agent could not learn, not everything uninstalled.
         return Ok(());
     }
-    let rows: Vec<(SoftwareKey, i64, Option<String>)> = conn
-        .prepare_cached(
-            "SELECT s.name, s.version, s.arch, s.source, s.id, s.vendor
-             FROM installation i JOIN software s ON s.id = i.software_id
-             WHERE i.ci_id = ?1",
-        )?
-        .query_map([ci_id], |r| {
-            Ok((
-                SoftwareKey {
-                    name: r.get(0)?,
-                    version: r.get(1)?,
-                    arch: r.get(2)?,
-                    source: r.get(3)?,
-                },
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<String>>(5)?,
-            ))
-        })?
+    // The diff is by catalog id: what is installed is read as ids from the installation
+    // primary key, and a reported package's id comes from `known` (found before the writer
+    // job), so a known computer's 800 packages are neither read back as text nor compared as
+    // text. Only a package that was not committed when the batch was prepared (a new catalog
+    // row, or a vendor to record) is looked up here.
+    let installed: HashSet<i64> = conn
+        .prepare_cached("SELECT software_id FROM installation WHERE ci_id = ?1")?
+        .query_map([ci_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let installed: BTreeMap<SoftwareKey, i64> =
-        rows.iter().map(|(key, id, _)| (key.clone(), *id)).collect();
-    let plan = diff_software(&installed, &inv.software);
-
-    // Most packages a computer reports are in the catalog already (the fleet shares them): a
-    // read finds them, and the catalog is written only for a new entry or a vendor learned for
-    // the first time. An upsert would rewrite the row each time.
     let mut lookup = conn.prepare_cached(
         "SELECT id, vendor IS NULL FROM software
          WHERE name = ?1 AND version = ?2 AND arch = ?3 AND source = ?4",
@@ -576,45 +604,68 @@ fn apply_software(
         "INSERT INTO installation (ci_id, software_id, first_seen) VALUES (?1, ?2, ?3)
          ON CONFLICT DO NOTHING",
     )?;
-    for sw in &plan.add {
-        let key = SoftwareKey::of(sw);
-        if let Some(&software_id) = known.get(&key) {
-            install.execute(params![ci_id, software_id, now])?;
+    // Catalog ids reported; a package listed twice counts once (the first, as before).
+    let mut reported: HashSet<i64> = HashSet::with_capacity(inv.software.len());
+    let mut added: Vec<&Software> = Vec::new();
+    for sw in &inv.software {
+        let software_id = match known.get(sw) {
+            Some(id) => id,
+            None => {
+                let key = SoftwareKey::of(sw);
+                let found: Option<(i64, bool)> = lookup
+                    .query_row(params![key.name, key.version, key.arch, key.source], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?;
+                match found {
+                    Some((id, no_vendor)) => {
+                        if no_vendor && sw.vendor.is_some() && !reported.contains(&id) {
+                            learn_vendor.execute(params![id, sw.vendor])?;
+                        }
+                        id
+                    }
+                    None => add_entry.query_row(
+                        params![key.name, key.version, key.arch, sw.vendor, key.source],
+                        |r| r.get(0),
+                    )?,
+                }
+            }
+        };
+        if !reported.insert(software_id) || installed.contains(&software_id) {
             continue;
         }
-        let found: Option<(i64, bool)> = lookup
-            .query_row(params![key.name, key.version, key.arch, key.source], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        let software_id = match found {
-            Some((id, no_vendor)) => {
-                if no_vendor && sw.vendor.is_some() {
-                    learn_vendor.execute(params![id, sw.vendor])?;
-                }
-                id
-            }
-            None => add_entry.query_row(
-                params![key.name, key.version, key.arch, sw.vendor, key.source],
-                |r| r.get(0),
-            )?,
-        };
         install.execute(params![ci_id, software_id, now])?;
+        added.push(sw);
     }
+    let mut gone: Vec<i64> = installed.difference(&reported).copied().collect();
+    gone.sort_unstable();
     let mut uninstall =
         conn.prepare_cached("DELETE FROM installation WHERE ci_id = ?1 AND software_id = ?2")?;
-    for software_id in &plan.remove {
+    for software_id in &gone {
         uninstall.execute(params![ci_id, software_id])?;
     }
     if created {
         return Ok(());
     }
-    let removed: Vec<(SoftwareKey, Option<String>)> = rows
-        .into_iter()
-        .filter(|(_, id, _)| plan.remove.contains(id))
-        .map(|(key, _, vendor)| (key, vendor))
-        .collect();
-    record_software(rec, ci_id, &removed, &plan.add)
+    let mut catalog_row = conn
+        .prepare_cached("SELECT name, version, arch, source, vendor FROM software WHERE id = ?1")?;
+    let removed = gone
+        .iter()
+        .map(|id| {
+            catalog_row.query_row([id], |r| {
+                Ok((
+                    SoftwareKey {
+                        name: r.get(0)?,
+                        version: r.get(1)?,
+                        arch: r.get(2)?,
+                        source: r.get(3)?,
+                    },
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    record_software(rec, ci_id, &removed, &added)
 }
 
 /// History rows for a software diff: a package whose (name, arch, source) lost exactly one
@@ -624,7 +675,7 @@ fn record_software(
     rec: &Recorder<'_>,
     ci_id: i64,
     removed: &[(SoftwareKey, Option<String>)],
-    added: &[Software],
+    added: &[&Software],
 ) -> Result<(), StoreError> {
     type Slot<'a> = (
         Vec<&'a (SoftwareKey, Option<String>)>,
