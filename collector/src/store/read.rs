@@ -38,6 +38,8 @@ impl ReadPool {
             ))
             .map_err(open_err)?;
             register_functions(&conn).map_err(open_err)?;
+            // `rarray(?)`: a bound list of values as a table (software.rs).
+            rusqlite::vtab::array::load_module(&conn).map_err(open_err)?;
             conn.set_prepared_statement_cache_capacity(64);
             conns.push(conn);
         }
