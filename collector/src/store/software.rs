@@ -573,20 +573,22 @@ mod tests {
         let names: Vec<_> = from_curl.items.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, vec!["zsh"]);
 
-        let none = store
-            .software_installs(SoftwareQuery {
-                filter: SoftwareFilter {
-                    name: Some("bas".into()),
-                    ..SoftwareFilter::default()
-                },
-                include_retired: false,
-                after: None,
-                limit: 10,
-            })
-            .await
-            .unwrap();
+        let none = store.software_installs(named("bas")).await.unwrap();
         assert!(none.items.is_empty());
         store.close().await;
+    }
+
+    /// The first ten installations of the package called `name`.
+    fn named(name: &str) -> SoftwareQuery {
+        SoftwareQuery {
+            filter: SoftwareFilter {
+                name: Some(name.into()),
+                ..SoftwareFilter::default()
+            },
+            include_retired: false,
+            after: None,
+            limit: 10,
+        }
     }
 
     /// The listing index holds top-level CIs only; an installation on any other CI (the
@@ -612,18 +614,7 @@ mod tests {
             [part],
         )
         .unwrap();
-        let page = store
-            .software_installs(SoftwareQuery {
-                filter: SoftwareFilter {
-                    name: Some("zsh".into()),
-                    ..SoftwareFilter::default()
-                },
-                include_retired: false,
-                after: None,
-                limit: 10,
-            })
-            .await
-            .unwrap();
+        let page = store.software_installs(named("zsh")).await.unwrap();
         let listed: Vec<_> = page
             .items
             .iter()
