@@ -845,6 +845,45 @@ pub(crate) mod tests {
         store.close().await;
     }
 
+    /// A vendor is recorded when a report first names it, also for a package the computer
+    /// already has (the diff keeps the installation; the catalog row learns the vendor).
+    #[tokio::test]
+    async fn an_installed_package_teaches_the_catalog_its_vendor() {
+        let (store, _dir) = temp_store();
+        let send = |seq: u64, vendor: Option<&str>| {
+            let mut inv = inventory(AGENT, &["bash", "curl"], &[]);
+            inv.software[1].vendor = vendor.map(str::to_owned);
+            batch(
+                AGENT,
+                vec![Report {
+                    seq,
+                    body: ReportBody::Inventory(inv),
+                }],
+            )
+        };
+        store.ingest(send(1, None)).await.unwrap();
+        store
+            .ingest(send(2, Some("Debian curl team")))
+            .await
+            .unwrap();
+        let vendor: Option<String> = Connection::open(store.path())
+            .unwrap()
+            .query_row("SELECT vendor FROM software WHERE name = 'curl'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(vendor.as_deref(), Some("Debian curl team"));
+        assert_eq!(count(&store, "SELECT count(*) FROM installation"), 2);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM history WHERE kind LIKE 'software%'"
+            ),
+            0
+        );
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn the_planner_has_statistics_once_the_data_has_grown() {
         let (store, _dir) = temp_store();
