@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{HealthSample, Inventory};
 
+mod decode;
+
 /// `{ "protocol": 1, "agent_id": "...", "reports": [ { "seq": 7, "kind": "health", ... } ] }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -23,7 +25,11 @@ fn default_protocol() -> u32 {
 
 /// One report. `seq` is the agent's own sequence number: it rises by one per report and is
 /// never reused, so the collector can acknowledge it and drop a repeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// On the wire a report is one map: `seq`, `kind` and the body's own fields side by side.
+/// Deserialization is written by hand (see [`decode`]) so the body is decoded straight from
+/// the wire instead of through serde's buffer for flattened fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Report {
     #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
