@@ -27,8 +27,6 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use super::{Report, ReportBody};
 use crate::{HealthSample, Inventory};
 
-const KINDS: &[&str] = &["inventory", "health"];
-
 impl<'de> Deserialize<'de> for Report {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Report, D::Error> {
         deserializer.deserialize_map(ReportVisitor)
