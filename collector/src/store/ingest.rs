@@ -37,7 +37,7 @@ use super::health::MAX_CLOCK_AHEAD_MS;
 use super::history::{ChangeKind, Recorder, Source};
 use super::incidents;
 use super::model::{IngestBatch, IngestOutcome};
-use super::reconcile::{self, Applied, KnownCatalog};
+use super::reconcile::{self, Applied};
 use super::{Store, StoreError, to_ms};
 use crate::cmdb::Placeholders;
 use crate::cmdb::diff::SoftwareKey;
@@ -53,48 +53,61 @@ impl Store {
         // packages are found first (in the catalog cache, else on a read connection); the
         // writer looks up only what was not committed yet.
         batch.reports.sort_by_key(|r| r.seq);
-        let (packages, digests) = prepare_inventories(&mut batch);
-        let known = if packages.is_empty() {
-            KnownCatalog::new()
+        let (packages, prepared) = prepare_inventories(&mut batch);
+        let mut ids = if packages.is_empty() {
+            Vec::new()
         } else {
-            self.known_catalog(packages).await?
-        };
+            self.known_catalog(&packages).await?
+        }
+        .into_iter();
+        drop(packages);
+        let prepared: Vec<Prepared> = prepared
+            .into_iter()
+            .map(|(digest, count)| Prepared {
+                digest,
+                known: ids.by_ref().take(count).collect(),
+            })
+            .collect();
         let placeholders = self.placeholders.clone();
         let engine = self.engine.clone();
         // The writer job borrows the batch and the catalog ids; this task keeps a reference
         // to each, so their thousands of strings are freed here, not on the writer thread.
         let batch = Arc::new(batch);
-        let known = Arc::new(known);
-        let (job_batch, job_known) = (Arc::clone(&batch), Arc::clone(&known));
+        let prepared = Arc::new(prepared);
+        let (job_batch, job_prepared) = (Arc::clone(&batch), Arc::clone(&prepared));
         self.writer
-            .run(move |conn| {
-                apply_batch(
-                    conn,
-                    &placeholders,
-                    &engine,
-                    &job_known,
-                    digests,
-                    &job_batch,
-                )
-            })
+            .run(move |conn| apply_batch(conn, &placeholders, &engine, &job_prepared, &job_batch))
             .await
     }
 }
 
+/// What the writer job needs of an inventory beyond the report, worked out before it.
+pub(crate) struct Prepared {
+    /// The content digest of the normalized inventory.
+    digest: String,
+    /// The committed catalog ids of its packages, by position (`reconcile::KnownIds`).
+    known: Vec<Option<i64>>,
+}
+
+/// Catalog keys, each with whether the report names a vendor.
+type PackageKeys = Vec<(SoftwareKey, bool)>;
+
 /// The work on a batch's inventories that needs no database, done before the writer job:
 /// normalizes each inventory, lists its packages' catalog keys (each with whether the report
-/// names a vendor) and computes its content digest, one per inventory in report order.
-fn prepare_inventories(batch: &mut IngestBatch) -> (Vec<(SoftwareKey, bool)>, Vec<String>) {
+/// names a vendor) and computes its content digest. Answers the keys of every inventory in
+/// report order, and for each inventory its digest and how many keys it has.
+fn prepare_inventories(batch: &mut IngestBatch) -> (PackageKeys, Vec<(String, usize)>) {
     let mut packages = Vec::new();
-    let mut digests = Vec::new();
+    let mut prepared = Vec::new();
     for report in &mut batch.reports {
         if let ReportBody::Inventory(inv) = &mut report.body {
             inv.normalize();
-            packages.extend(reconcile::package_keys(inv));
-            digests.push(inv.content_digest());
+            let keys = reconcile::package_keys(inv);
+            prepared.push((inv.content_digest(), keys.len()));
+            packages.extend(keys);
         }
     }
-    (packages, digests)
+    (packages, prepared)
 }
 
 /// The agent row as the batch changes it; written back once at the end.
@@ -111,15 +124,14 @@ pub(crate) fn apply_batch(
     conn: &Connection,
     placeholders: &Placeholders,
     engine: &EngineOptions,
-    known: &KnownCatalog,
-    digests: Vec<String>,
+    prepared: &[Prepared],
     batch: &IngestBatch,
 ) -> Result<IngestOutcome, StoreError> {
     let now = to_ms(batch.received_at);
     let agent_id = &batch.agent_id;
-    // In seq order (Store::ingest sorted them); `digests` follows the inventories in it.
+    // In seq order (Store::ingest sorted them); `prepared` follows the inventories in it.
     let reports = &batch.reports;
-    let mut digests = digests.into_iter();
+    let mut prepared = prepared.iter();
 
     // The row exists from the start of the transaction so identification rules can see it.
     conn.prepare_cached("INSERT OR IGNORE INTO agent (agent_id, last_seen) VALUES (?1, ?2)")?
@@ -145,9 +157,9 @@ pub(crate) fn apply_batch(
     let mut inventories = Vec::new();
     let mut samples = Vec::new();
     for report in reports {
-        // Taken for every inventory, stored or repeated, so the digests stay in step.
-        let digest = matches!(report.body, ReportBody::Inventory(_))
-            .then(|| digests.next().expect("one digest per inventory"));
+        // Taken for every inventory, stored or repeated, so `prepared` stays in step.
+        let ready = matches!(report.body, ReportBody::Inventory(_))
+            .then(|| prepared.next().expect("one Prepared per inventory"));
         acked.push(report.seq);
         let seq = i64::try_from(report.seq)
             .map_err(|_| StoreError::Invalid(format!("seq {} is too large", report.seq)))?;
@@ -157,7 +169,7 @@ pub(crate) fn apply_batch(
         state.last_seq = Some(seq);
         match &report.body {
             ReportBody::Inventory(inv) => {
-                inventories.push((inv, digest.expect("taken for every inventory")));
+                inventories.push((inv, ready.expect("taken for every inventory")));
             }
             ReportBody::Health(sample) => samples.push(sample.clone()),
         }
@@ -167,15 +179,7 @@ pub(crate) fn apply_batch(
 
     let had_ci = state.ci_id.is_some();
     for inventory in inventories {
-        apply_inventory(
-            conn,
-            placeholders,
-            known,
-            &mut state,
-            agent_id,
-            inventory,
-            now,
-        )?;
+        apply_inventory(conn, placeholders, &mut state, agent_id, inventory, now)?;
     }
     // A stale or retired computer that reports again is active again.
     if !samples.is_empty()
@@ -260,11 +264,10 @@ pub(crate) fn apply_batch(
 fn apply_inventory(
     conn: &Connection,
     placeholders: &Placeholders,
-    known: &KnownCatalog,
     state: &mut AgentState,
     agent_id: &str,
-    // Normalized, with its content digest (`prepare_inventories`).
-    (inv, digest): (&Inventory, String),
+    // Normalized, with its digest and catalog ids (`prepare_inventories`).
+    (inv, prepared): (&Inventory, &Prepared),
     now: i64,
 ) -> Result<(), StoreError> {
     let rec = Recorder::new(conn, now, &Source::Agent(agent_id.to_owned()));
@@ -272,7 +275,7 @@ fn apply_inventory(
 
     if let Some(found) = found
         && state.ci_id == Some(found.ci_id)
-        && state.digest.as_deref() == Some(digest.as_str())
+        && state.digest.as_deref() == Some(prepared.digest.as_str())
     {
         // Same content as the stored inventory: the machine was seen, nothing changed.
         conn.prepare_cached(
@@ -283,12 +286,12 @@ fn apply_inventory(
         return Ok(());
     }
 
-    let applied = reconcile::apply(conn, &rec, placeholders, inv, found, known, now)?;
+    let applied = reconcile::apply(conn, &rec, placeholders, inv, found, &prepared.known, now)?;
     if state.ci_id != Some(applied.ci_id) {
         attach(conn, &rec, agent_id, &applied)?;
         state.ci_id = Some(applied.ci_id);
     }
-    state.digest = Some(digest);
+    state.digest = Some(prepared.digest.clone());
     Ok(())
 }
 
@@ -847,6 +850,29 @@ pub(crate) mod tests {
 
     /// A vendor is recorded when a report first names it, also for a package the computer
     /// already has (the diff keeps the installation; the catalog row learns the vendor).
+    #[tokio::test]
+    async fn a_package_listed_twice_is_installed_once_and_teaches_its_vendor() {
+        let (store, _dir) = temp_store();
+        // The same catalog key twice: once without a vendor (it sorts first), once with one.
+        let mut inv = inventory(AGENT, &["bash", "curl", "curl"], &[]);
+        inv.software[2].vendor = Some("Debian curl team".into());
+        let report = Report {
+            seq: 1,
+            body: ReportBody::Inventory(inv),
+        };
+        store.ingest(batch(AGENT, vec![report])).await.unwrap();
+        let vendor: Option<String> = Connection::open(store.path())
+            .unwrap()
+            .query_row("SELECT vendor FROM software WHERE name = 'curl'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(vendor.as_deref(), Some("Debian curl team"));
+        assert_eq!(count(&store, "SELECT count(*) FROM software"), 2);
+        assert_eq!(count(&store, "SELECT count(*) FROM installation"), 2);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn an_installed_package_teaches_the_catalog_its_vendor() {
         let (store, _dir) = temp_store();

@@ -14,7 +14,8 @@
 //!   parts, software, identity keys). An identity key the inventory does not know (a serial the
 //!   agent could not read this time) keeps its stored value: unknown is not a change.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
 
 use census_common::{Inventory, Software};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -151,7 +152,7 @@ pub(crate) fn apply(
     placeholders: &Placeholders,
     inv: &Inventory,
     found: Option<cmdb::Identified>,
-    known: &KnownCatalog,
+    known: &KnownIds,
     now: i64,
 ) -> Result<Applied, StoreError> {
     let mut keys = IdentityKeys::of(inv, placeholders);
@@ -427,55 +428,12 @@ pub(crate) fn package_json(key: &SoftwareKey, vendor: Option<&str>) -> Value {
     })
 }
 
-/// Catalog ids of a batch's packages that were already committed, found before the writer job
-/// (`Store::known_catalog`), so the single writer thread is spared one index lookup per
-/// package. The catalog is never pruned, so a committed id stays valid.
-///
-/// Entries are filed by a hash of the key, so the writer looks a reported package up without
-/// building its key (four strings); a second key with the same hash is not filed and is looked
-/// up by the writer instead, so a collision costs a lookup, never a wrong id.
-#[derive(Default)]
-pub(crate) struct KnownCatalog {
-    ids: HashMap<u64, (SoftwareKey, i64)>,
-}
-
-impl KnownCatalog {
-    pub(crate) fn new() -> KnownCatalog {
-        KnownCatalog::default()
-    }
-
-    fn with_capacity(capacity: usize) -> KnownCatalog {
-        KnownCatalog {
-            ids: HashMap::with_capacity(capacity),
-        }
-    }
-
-    fn insert(&mut self, key: SoftwareKey, id: i64) {
-        let hash = key_hash(&key.name, &key.version, &key.arch, &key.source);
-        self.ids.entry(hash).or_insert((key, id));
-    }
-
-    /// The committed catalog id of `sw`'s key, if known.
-    fn get(&self, sw: &Software) -> Option<i64> {
-        let version = sw.version.as_deref().unwrap_or_default();
-        let arch = sw.arch.as_deref().unwrap_or_default();
-        let (key, id) = self
-            .ids
-            .get(&key_hash(&sw.name, version, arch, &sw.source))?;
-        (key.name == sw.name
-            && key.version == version
-            && key.arch == arch
-            && key.source == sw.source)
-            .then_some(*id)
-    }
-}
-
-fn key_hash(name: &str, version: &str, arch: &str, source: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (name, version, arch, source).hash(&mut hasher);
-    hasher.finish()
-}
+/// The catalog ids of one inventory's packages that were already committed, found before the
+/// writer job (`Store::known_catalog`), so the single writer thread is spared one index lookup
+/// per package. Positional: entry `i` is the id of the inventory's `i`-th package, `None` when
+/// the writer has to look it up (a new catalog row, or a vendor to record). The catalog is
+/// never pruned, so a committed id stays valid.
+pub(crate) type KnownIds = [Option<i64>];
 
 /// The catalog keys of `inv`'s packages, each with whether the report names a vendor; none
 /// when the agent could not learn its software.
@@ -527,45 +485,45 @@ pub(crate) struct CatalogCache {
 
 impl super::Store {
     /// The committed catalog ids of `packages` (keys with whether the report names a vendor),
-    /// from the cache or a read connection. A package whose stored vendor is unknown while the
-    /// report names one is left out: the writer records the vendor.
+    /// from the cache or a read connection, in the order of `packages`. A package whose stored
+    /// vendor is unknown while the report names one is left `None`: the writer records the
+    /// vendor.
     pub(crate) async fn known_catalog(
         &self,
-        packages: Vec<(SoftwareKey, bool)>,
-    ) -> Result<KnownCatalog, StoreError> {
-        let mut known = KnownCatalog::with_capacity(packages.len());
-        let mut missing: HashMap<SoftwareKey, bool> = HashMap::new();
+        packages: &[(SoftwareKey, bool)],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut ids = vec![None; packages.len()];
+        // Each key not in the cache, with the positions that name it.
+        let mut missing: HashMap<&SoftwareKey, Vec<usize>> = HashMap::new();
         {
             let entries = self.catalog.entries.lock().expect("catalog cache lock");
-            for (key, has_vendor) in packages {
-                match entries.get(&key) {
-                    Some(&(id, vendor_known)) if vendor_known || !has_vendor => {
-                        known.insert(key, id);
-                    }
-                    _ => {
-                        missing.insert(key, has_vendor);
-                    }
+            for (at, (key, has_vendor)) in packages.iter().enumerate() {
+                match entries.get(key) {
+                    Some(&(id, vendor_known)) if vendor_known || !has_vendor => ids[at] = Some(id),
+                    _ => missing.entry(key).or_default().push(at),
                 }
             }
         }
         if missing.is_empty() {
-            return Ok(known);
+            return Ok(ids);
         }
-        let keys: Vec<SoftwareKey> = missing.keys().cloned().collect();
+        let keys: Vec<SoftwareKey> = missing.keys().map(|&k| k.clone()).collect();
         let found = self
             .reads
             .run(move |conn| lookup_catalog(conn, &keys))
             .await?;
         let mut entries = self.catalog.entries.lock().expect("catalog cache lock");
         for (key, id, vendor_known) in found {
-            if entries.len() < CATALOG_CACHE_MAX || entries.contains_key(&key) {
-                entries.insert(key.clone(), (id, vendor_known));
+            for &at in &missing[&key] {
+                if vendor_known || !packages[at].1 {
+                    ids[at] = Some(id);
+                }
             }
-            if vendor_known || !missing[&key] {
-                known.insert(key, id);
+            if entries.len() < CATALOG_CACHE_MAX || entries.contains_key(&key) {
+                entries.insert(key, (id, vendor_known));
             }
         }
-        Ok(known)
+        Ok(ids)
     }
 }
 
@@ -574,7 +532,7 @@ fn apply_software(
     rec: &Recorder<'_>,
     ci_id: i64,
     inv: &Inventory,
-    known: &KnownCatalog,
+    known: &KnownIds,
     now: i64,
     created: bool,
 ) -> Result<(), StoreError> {
@@ -582,13 +540,16 @@ fn apply_software(
         // An empty list the agent could not learn, not everything uninstalled.
         return Ok(());
     }
-    // The diff is by catalog id: what is installed is read as ids from the installation
-    // primary key, and a reported package's id comes from `known` (found before the writer
-    // job), so a known computer's 800 packages are neither read back as text nor compared as
-    // text. Only a package that was not committed when the batch was prepared (a new catalog
-    // row, or a vendor to record) is looked up here.
-    let installed: HashSet<i64> = conn
-        .prepare_cached("SELECT software_id FROM installation WHERE ci_id = ?1")?
+    // The diff is by catalog id, as two sorted lists: what is installed is read as ids from
+    // the installation primary key (in id order), and a reported package's id comes from
+    // `known` (found before the writer job), so a known computer's 800 packages are neither
+    // read back as text, nor compared as text, nor hashed. Only a package that was not
+    // committed when the batch was prepared (a new catalog row, or a vendor to record) is
+    // looked up here.
+    let installed: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT software_id FROM installation WHERE ci_id = ?1 ORDER BY software_id",
+        )?
         .query_map([ci_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut lookup = conn.prepare_cached(
@@ -600,15 +561,10 @@ fn apply_software(
          RETURNING id",
     )?;
     let mut learn_vendor = conn.prepare_cached("UPDATE software SET vendor = ?2 WHERE id = ?1")?;
-    let mut install = conn.prepare_cached(
-        "INSERT INTO installation (ci_id, software_id, first_seen) VALUES (?1, ?2, ?3)
-         ON CONFLICT DO NOTHING",
-    )?;
-    // Catalog ids reported; a package listed twice counts once (the first, as before).
-    let mut reported: HashSet<i64> = HashSet::with_capacity(inv.software.len());
-    let mut added: Vec<&Software> = Vec::new();
-    for sw in &inv.software {
-        let software_id = match known.get(sw) {
+    // (catalog id, position in the report) of every reported package.
+    let mut reported: Vec<(i64, usize)> = Vec::with_capacity(inv.software.len());
+    for (at, sw) in inv.software.iter().enumerate() {
+        let software_id = match known.get(at).copied().flatten() {
             Some(id) => id,
             None => {
                 let key = SoftwareKey::of(sw);
@@ -618,8 +574,10 @@ fn apply_software(
                     })
                     .optional()?;
                 match found {
+                    // The first listing that names a vendor records it; a later listing of
+                    // the same key (another vendor) finds it recorded.
                     Some((id, no_vendor)) => {
-                        if no_vendor && sw.vendor.is_some() && !reported.contains(&id) {
+                        if no_vendor && sw.vendor.is_some() {
                             learn_vendor.execute(params![id, sw.vendor])?;
                         }
                         id
@@ -631,18 +589,45 @@ fn apply_software(
                 }
             }
         };
-        if !reported.insert(software_id) || installed.contains(&software_id) {
-            continue;
-        }
-        install.execute(params![ci_id, software_id, now])?;
-        added.push(sw);
+        reported.push((software_id, at));
     }
-    let mut gone: Vec<i64> = installed.difference(&reported).copied().collect();
-    gone.sort_unstable();
+    // A package listed twice counts once, as its first listing.
+    reported.sort_unstable();
+    reported.dedup_by_key(|&mut (id, _)| id);
+
+    let mut install = conn.prepare_cached(
+        "INSERT INTO installation (ci_id, software_id, first_seen) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
+    )?;
     let mut uninstall =
         conn.prepare_cached("DELETE FROM installation WHERE ci_id = ?1 AND software_id = ?2")?;
-    for software_id in &gone {
-        uninstall.execute(params![ci_id, software_id])?;
+    let mut added: Vec<&Software> = Vec::new();
+    let mut gone: Vec<i64> = Vec::new();
+    // Both lists in id order: one pass finds what was added and what is gone.
+    let (mut reported, mut installed) = (reported.iter().peekable(), installed.iter().peekable());
+    loop {
+        let order = match (reported.peek(), installed.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(&&(new, _)), Some(&&old)) => new.cmp(&old),
+        };
+        match order {
+            Ordering::Equal => {
+                reported.next();
+                installed.next();
+            }
+            Ordering::Less => {
+                let &(new, at) = reported.next().expect("peeked");
+                install.execute(params![ci_id, new, now])?;
+                added.push(&inv.software[at]);
+            }
+            Ordering::Greater => {
+                let &old = installed.next().expect("peeked");
+                uninstall.execute(params![ci_id, old])?;
+                gone.push(old);
+            }
+        }
     }
     if created {
         return Ok(());
@@ -742,7 +727,7 @@ impl super::Store {
     ) -> Result<super::ImportOutcome, StoreError> {
         let mut inv = inv;
         inv.normalize();
-        let known = self.known_catalog(package_keys(&inv)).await?;
+        let known = self.known_catalog(&package_keys(&inv)).await?;
         let placeholders = self.placeholders.clone();
         self.writer
             .run(move |conn| {
