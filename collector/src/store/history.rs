@@ -237,7 +237,24 @@ impl<'c> Recorder<'c> {
     }
 }
 
-const HISTORY_COLUMNS: &str = "id, ci_id, ts, kind, field, old, new, source";
+/// A history row's columns as the API shows them. A software row (`software_added`, ...)
+/// written since the collector stores catalog ids holds the package's catalog id in `old` and
+/// `new` (a JSON number, a tenth of the bytes): it reads back as the catalog row,
+/// `{name, version, arch, source, vendor}`, as rows written before hold it inline. Catalog rows
+/// are never deleted, so the id always resolves. The vendor is the catalog's, which the
+/// collector learns once and never changes.
+const HISTORY_COLUMNS: &str = "id, ci_id, ts, kind, field,
+    CASE WHEN kind GLOB 'software_*' AND json_type(old) = 'integer' THEN
+        (SELECT json_object('name', s.name, 'version', s.version, 'arch', s.arch,
+                            'source', s.source, 'vendor', s.vendor)
+         FROM software s WHERE s.id = old)
+    ELSE old END,
+    CASE WHEN kind GLOB 'software_*' AND json_type(new) = 'integer' THEN
+        (SELECT json_object('name', s.name, 'version', s.version, 'arch', s.arch,
+                            'source', s.source, 'vendor', s.vendor)
+         FROM software s WHERE s.id = new)
+    ELSE new END,
+    source";
 
 fn history_record(row: &Row<'_>) -> rusqlite::Result<HistoryRecord> {
     let json = |text: Option<String>| {
@@ -637,6 +654,82 @@ fn software_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ingest::tests::{AGENT, batch, inventory};
+    use crate::store::testing::temp_store;
+    use census_common::{Report, ReportBody};
+
+    #[tokio::test]
+    async fn a_software_row_stores_the_catalog_id_and_reads_back_the_package() {
+        let (store, _dir) = temp_store();
+        for (seq, bash) in [(1, "5.1"), (2, "5.2")] {
+            let mut inv = inventory(AGENT, &["bash", "curl"], &["/"]);
+            inv.software[0].version = Some(bash.into());
+            let body = ReportBody::Inventory(inv);
+            store
+                .ingest(batch(AGENT, vec![Report { seq, body }]))
+                .await
+                .unwrap();
+        }
+        let conn = Connection::open(store.path()).unwrap();
+        let (ci_id, old, new): (i64, String, String) = conn
+            .query_row(
+                "SELECT ci_id, old, new FROM history WHERE kind = 'software_upgraded'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        let id_of = |version: &str| -> String {
+            conn.query_row(
+                "SELECT id FROM software WHERE name = 'bash' AND version = ?1",
+                [version],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+            .to_string()
+        };
+        assert_eq!((old, new), (id_of("5.1"), id_of("5.2")));
+        // A row written inline, as collectors before catalog ids did, reads the same way.
+        conn.execute(
+            "INSERT INTO history (ci_id, ts, kind, field, old, new, source)
+             VALUES (?1, 1, 'software_removed', 'vim',
+                     '{\"name\":\"vim\",\"version\":\"9.0\",\"arch\":\"amd64\",\"source\":\"dpkg\",\"vendor\":null}',
+                     NULL, 'collector')",
+            [ci_id],
+        )
+        .unwrap();
+
+        let query = HistoryQuery {
+            kinds: vec![ChangeKind::SoftwareUpgraded, ChangeKind::SoftwareRemoved],
+            from: None,
+            to: None,
+            before: None,
+            limit: 10,
+        };
+        let rows = store.ci_history(ci_id, query).await.unwrap().unwrap().items;
+        let package = |name: &str, version: &str| {
+            serde_json::json!({
+                "name": name, "version": version, "arch": "amd64", "source": "dpkg",
+                "vendor": null,
+            })
+        };
+        let shown: Vec<(&str, &Value, &Value)> = rows
+            .iter()
+            .map(|r| (r.kind.as_str(), &r.old, &r.new))
+            .collect();
+        // Newest first.
+        assert_eq!(
+            shown,
+            [
+                ("software_removed", &package("vim", "9.0"), &Value::Null),
+                (
+                    "software_upgraded",
+                    &package("bash", "5.1"),
+                    &package("bash", "5.2")
+                ),
+            ]
+        );
+        store.close().await;
+    }
 
     #[test]
     fn every_kind_round_trips() {

@@ -783,10 +783,7 @@ pub(crate) mod tests {
             pairs(&[("bash", "5.1"), ("curl", "8.5"), ("jq", "1.7")])
         );
         let changes: Vec<(String, String)> = conn
-            .prepare(
-                "SELECT kind, coalesce(json_extract(new, '$.name'), json_extract(old, '$.name'))
-                 FROM history WHERE kind LIKE 'software%' ORDER BY 2",
-            )
+            .prepare("SELECT kind, field FROM history WHERE kind LIKE 'software%' ORDER BY 2")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()

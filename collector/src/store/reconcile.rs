@@ -417,17 +417,6 @@ fn apply_parts(
     Ok(())
 }
 
-/// A package as history stores it.
-pub(crate) fn package_json(key: &SoftwareKey, vendor: Option<&str>) -> Value {
-    json!({
-        "name": key.name,
-        "version": key.version,
-        "arch": key.arch,
-        "source": key.source,
-        "vendor": vendor,
-    })
-}
-
 /// The catalog ids of one inventory's packages that were already committed, found before the
 /// writer job (`Store::known_catalog`), so the single writer thread is spared one index lookup
 /// per package. Positional: entry `i` is the id of the inventory's `i`-th package, `None` when
@@ -601,7 +590,7 @@ fn apply_software(
     )?;
     let mut uninstall =
         conn.prepare_cached("DELETE FROM installation WHERE ci_id = ?1 AND software_id = ?2")?;
-    let mut added: Vec<&Software> = Vec::new();
+    let mut added: Vec<(i64, &Software)> = Vec::new();
     let mut gone: Vec<i64> = Vec::new();
     // Both lists in id order: one pass finds what was added and what is gone.
     let (mut reported, mut installed) = (reported.iter().peekable(), installed.iter().peekable());
@@ -620,7 +609,7 @@ fn apply_software(
             Ordering::Less => {
                 let &(new, at) = reported.next().expect("peeked");
                 install.execute(params![ci_id, new, now])?;
-                added.push(&inv.software[at]);
+                added.push((new, &inv.software[at]));
             }
             Ordering::Greater => {
                 let &old = installed.next().expect("peeked");
@@ -632,21 +621,19 @@ fn apply_software(
     if created {
         return Ok(());
     }
-    let mut catalog_row = conn
-        .prepare_cached("SELECT name, version, arch, source, vendor FROM software WHERE id = ?1")?;
+    let mut catalog_row =
+        conn.prepare_cached("SELECT name, version, arch, source FROM software WHERE id = ?1")?;
     let removed = gone
         .iter()
-        .map(|id| {
+        .map(|&id| {
             catalog_row.query_row([id], |r| {
-                Ok((
-                    SoftwareKey {
-                        name: r.get(0)?,
-                        version: r.get(1)?,
-                        arch: r.get(2)?,
-                        source: r.get(3)?,
-                    },
-                    r.get::<_, Option<String>>(4)?,
-                ))
+                let key = SoftwareKey {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                    arch: r.get(2)?,
+                    source: r.get(3)?,
+                };
+                Ok((id, key))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -655,60 +642,60 @@ fn apply_software(
 
 /// History rows for a software diff: a package whose (name, arch, source) lost exactly one
 /// version and gained exactly one is upgraded or downgraded (by its package manager's version
-/// order); anything else is added or removed.
+/// order); anything else is added or removed. `old` and `new` hold the package's catalog id
+/// (see `history.rs`: it reads back as the catalog row), so a row is about 100 bytes, not 300.
 fn record_software(
     rec: &Recorder<'_>,
     ci_id: i64,
-    removed: &[(SoftwareKey, Option<String>)],
-    added: &[&Software],
+    removed: &[(i64, SoftwareKey)],
+    added: &[(i64, &Software)],
 ) -> Result<(), StoreError> {
-    type Slot<'a> = (
-        Vec<&'a (SoftwareKey, Option<String>)>,
-        Vec<(SoftwareKey, &'a Software)>,
-    );
-    let mut by_package: BTreeMap<(String, String, String), Slot<'_>> = BTreeMap::new();
-    for old in removed {
-        let key = (old.0.name.clone(), old.0.arch.clone(), old.0.source.clone());
-        by_package.entry(key).or_default().0.push(old);
+    /// Versions of one package that went and came, each with its catalog id.
+    type Slot<'a> = (Vec<(i64, &'a str)>, Vec<(i64, &'a str)>);
+    let mut by_package: BTreeMap<(&str, &str, &str), Slot<'_>> = BTreeMap::new();
+    for (id, old) in removed {
+        let key = (old.name.as_str(), old.arch.as_str(), old.source.as_str());
+        by_package
+            .entry(key)
+            .or_default()
+            .0
+            .push((*id, &old.version));
     }
-    for sw in added {
-        let new = SoftwareKey::of(sw);
-        let key = (new.name.clone(), new.arch.clone(), new.source.clone());
-        by_package.entry(key).or_default().1.push((new, sw));
+    for (id, sw) in added {
+        let arch = sw.arch.as_deref().unwrap_or_default();
+        let key = (sw.name.as_str(), arch, sw.source.as_str());
+        let version = sw.version.as_deref().unwrap_or_default();
+        by_package.entry(key).or_default().1.push((*id, version));
     }
+    let catalog_id = |id: i64| Value::from(id);
     for ((name, _, source), (gone, came)) in by_package {
-        if let ([old], [(new, sw)]) = (gone.as_slice(), came.as_slice()) {
-            let kind = match cmdb::version::compare(&source, &new.version, &old.0.version) {
+        if let ([(old, old_version)], [(new, new_version)]) = (gone.as_slice(), came.as_slice()) {
+            let kind = match cmdb::version::compare(source, new_version, old_version) {
                 std::cmp::Ordering::Less => ChangeKind::SoftwareDowngraded,
                 _ => ChangeKind::SoftwareUpgraded,
             };
-            rec.record(
-                ci_id,
-                kind,
-                Some(&name),
-                Some(&package_json(&old.0, old.1.as_deref())),
-                Some(&package_json(new, sw.vendor.as_deref())),
-            )?;
+            let (old, new) = (catalog_id(*old), catalog_id(*new));
+            rec.record(ci_id, kind, Some(name), Some(&old), Some(&new))?;
             continue;
         }
-        for old in gone {
-            let package = package_json(&old.0, old.1.as_deref());
+        for (old, _) in gone {
+            let old = catalog_id(old);
             rec.record(
                 ci_id,
                 ChangeKind::SoftwareRemoved,
-                Some(&name),
-                Some(&package),
+                Some(name),
+                Some(&old),
                 None,
             )?;
         }
-        for (new, sw) in came {
-            let package = package_json(&new, sw.vendor.as_deref());
+        for (new, _) in came {
+            let new = catalog_id(new);
             rec.record(
                 ci_id,
                 ChangeKind::SoftwareAdded,
-                Some(&name),
+                Some(name),
                 None,
-                Some(&package),
+                Some(&new),
             )?;
         }
     }
