@@ -131,6 +131,22 @@ fn msgpack_and_json_round_trip() {
 }
 
 #[test]
+fn a_batch_with_its_keys_sorted_decodes_the_same() {
+    // serde_json's map sorts keys: every report's body fields come before its `kind`, as
+    // from a writer that sorts keys (jq -S, Python's sort_keys).
+    let sorted = serde_json::to_value(sample_batch()).unwrap();
+    assert!(sorted["reports"][0].as_object().unwrap().keys().next() < Some(&"kind".to_owned()));
+    for format in [Format::MessagePack, Format::Json] {
+        let bytes = codec::encode(&sorted, format);
+        assert_eq!(
+            decode_batch(&bytes, format).unwrap(),
+            sample_batch(),
+            "{format:?}"
+        );
+    }
+}
+
+#[test]
 fn json_keys_are_the_design_contract() {
     let v = serde_json::to_value(sample_inventory()).unwrap();
     for key in [

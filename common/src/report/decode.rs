@@ -10,19 +10,23 @@
 //! **Promises:**
 //! - Keys may come in any order, as before. Census agents write `seq` and `kind` first (the
 //!   order the types serialize in), and then the body is decoded straight from the wire.
-//! - A body field that comes before `kind` (another writer's order) is kept as a
-//!   `serde_json::Value` until `kind` tells which body it belongs to, then decoded from it.
-//!   Every value a report can hold (strings, integers, finite floats, booleans, lists, maps)
-//!   survives that unchanged.
+//! - A body field that comes before `kind` (another writer's order, e.g. JSON with sorted keys)
+//!   is kept as an [`Early`] value, exactly as decoded (NaN, bytes and repeated keys
+//!   included), until `kind` tells which body it belongs to, then decoded from it: the
+//!   checks after decoding (`limits::check_batch`) see what the sender sent.
 //! - Errors name the field, as derived code does: a missing `seq` or `kind`, a repeated one, an
-//!   unknown kind.
+//!   unknown kind. The report's own keys must be strings (Census encodes named fields).
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
-use serde::de::value::{BorrowedStrDeserializer, MapAccessDeserializer, StringDeserializer};
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::value::{
+    BorrowedStrDeserializer, MapAccessDeserializer, MapDeserializer, SeqDeserializer,
+    StringDeserializer,
+};
+use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
 
 use super::{Report, ReportBody};
 use crate::{HealthSample, Inventory};
@@ -33,11 +37,36 @@ impl<'de> Deserialize<'de> for Report {
     }
 }
 
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy)]
 enum Kind {
     Inventory,
     Health,
+}
+
+const KINDS: &[&str] = &["inventory", "health"];
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Kind, D::Error> {
+        deserializer.deserialize_identifier(KindVisitor)
+    }
+}
+
+struct KindVisitor;
+
+impl Visitor<'_> for KindVisitor {
+    type Value = Kind;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a report kind")
+    }
+
+    fn visit_str<E: de::Error>(self, kind: &str) -> Result<Kind, E> {
+        match kind {
+            "inventory" => Ok(Kind::Inventory),
+            "health" => Ok(Kind::Health),
+            _ => Err(E::unknown_variant(kind, KINDS)),
+        }
+    }
 }
 
 /// A key of a report's map: one of the report's own, or a body field's name.
@@ -97,7 +126,7 @@ impl<'de> Visitor<'de> for ReportVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Report, A::Error> {
         let mut seq = None;
         // Body fields seen before `kind`, kept until it says which body they belong to.
-        let mut early: Vec<(String, serde_json::Value)> = Vec::new();
+        let mut early: Vec<(String, Early)> = Vec::new();
         while let Some(key) = map.next_key::<Key<'de>>()? {
             match key {
                 Key::Seq => set_seq(&mut seq, map.next_value()?)?,
@@ -134,8 +163,8 @@ fn set_seq<E: de::Error>(seq: &mut Option<u64>, value: u64) -> Result<(), E> {
 /// The body's fields: those kept from before `kind`, then the rest of the report's map, with
 /// a `seq` among them taken out for the report.
 struct BodyFields<'s, A> {
-    early: std::vec::IntoIter<(String, serde_json::Value)>,
-    early_value: Option<serde_json::Value>,
+    early: std::vec::IntoIter<(String, Early)>,
+    early_value: Option<Early>,
     map: A,
     seq: &'s mut Option<u64>,
 }
@@ -170,9 +199,183 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for BodyFields<'_, A> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
         match self.early_value.take() {
-            Some(value) => seed.deserialize(value).map_err(de::Error::custom),
+            Some(value) => seed.deserialize(value.into_deserializer()),
             None => self.map.next_value_seed(seed),
         }
+    }
+}
+
+/// Most entries a list or map kept before `kind` reserves room for up front.
+const EARLY_HINT_MAX: usize = 1024;
+
+/// A value decoded before the report's `kind` said what it is: kept as the decoder gave it,
+/// and replayed to the body's own `Deserialize` once `kind` is known.
+enum Early {
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    /// nil, null, or a missing optional value.
+    Unit,
+    Some(Box<Early>),
+    Seq(Vec<Early>),
+    /// Pairs, not a map: a repeated key reaches the body's decoder, which refuses it.
+    Map(Vec<(Early, Early)>),
+}
+
+impl<'de> Deserialize<'de> for Early {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Early, D::Error> {
+        deserializer.deserialize_any(EarlyVisitor)
+    }
+}
+
+struct EarlyVisitor;
+
+impl<'de> Visitor<'de> for EarlyVisitor {
+    type Value = Early;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Early, E> {
+        Ok(Early::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Early, E> {
+        Ok(Early::I64(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Early, E> {
+        Ok(Early::U64(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Early, E> {
+        Ok(Early::F64(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Early, E> {
+        Ok(Early::Str(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Early, E> {
+        Ok(Early::Str(v))
+    }
+
+    fn visit_bytes<E>(self, v: &[u8]) -> Result<Early, E> {
+        Ok(Early::Bytes(v.to_owned()))
+    }
+
+    fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Early, E> {
+        Ok(Early::Bytes(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Early, E> {
+        Ok(Early::Unit)
+    }
+
+    fn visit_none<E>(self) -> Result<Early, E> {
+        Ok(Early::Unit)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Early, D::Error> {
+        Ok(Early::Some(Box::new(Early::deserialize(d)?)))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Early, A::Error> {
+        // The hint is the sender's, so it is capped; MessagePack's is exact and already
+        // bounded by the shape check, which keeps small lists small.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(EARLY_HINT_MAX));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Early::Seq(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Early, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(EARLY_HINT_MAX));
+        while let Some(entry) = map.next_entry()? {
+            entries.push(entry);
+        }
+        Ok(Early::Map(entries))
+    }
+}
+
+/// Replays an [`Early`] value; errors are the report decoder's own type `E`.
+struct EarlyDeserializer<E> {
+    value: Early,
+    error: PhantomData<E>,
+}
+
+impl<'de, E: de::Error> IntoDeserializer<'de, E> for Early {
+    type Deserializer = EarlyDeserializer<E>;
+
+    fn into_deserializer(self) -> EarlyDeserializer<E> {
+        EarlyDeserializer {
+            value: self,
+            error: PhantomData,
+        }
+    }
+}
+
+impl<'de, E: de::Error> Deserializer<'de> for EarlyDeserializer<E> {
+    type Error = E;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+        match self.value {
+            Early::Bool(v) => visitor.visit_bool(v),
+            Early::U64(v) => visitor.visit_u64(v),
+            Early::I64(v) => visitor.visit_i64(v),
+            Early::F64(v) => visitor.visit_f64(v),
+            Early::Str(v) => visitor.visit_string(v),
+            Early::Bytes(v) => visitor.visit_byte_buf(v),
+            Early::Unit => visitor.visit_unit(),
+            Early::Some(v) => visitor.visit_some(v.into_deserializer()),
+            Early::Seq(items) => {
+                let mut seq = SeqDeserializer::new(items.into_iter());
+                let value = visitor.visit_seq(&mut seq)?;
+                seq.end()?;
+                Ok(value)
+            }
+            Early::Map(entries) => {
+                let mut map = MapDeserializer::new(entries.into_iter());
+                let value = visitor.visit_map(&mut map)?;
+                map.end()?;
+                Ok(value)
+            }
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, E> {
+        match self.value {
+            Early::Unit => visitor.visit_none(),
+            Early::Some(v) => visitor.visit_some(v.into_deserializer()),
+            value => visitor.visit_some(value.into_deserializer()),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, E> {
+        match self.value {
+            // A unit variant by name, as the wire writes one.
+            Early::Str(variant) => visitor.visit_enum(StringDeserializer::<E>::new(variant)),
+            value => value
+                .into_deserializer()
+                .deserialize_any(visitor)
+                .map_err(|e: E| E::custom(format_args!("{name} (one of {variants:?}): {e}"))),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct newtype_struct seq tuple tuple_struct map struct identifier
+        ignored_any
     }
 }
 
@@ -184,7 +387,23 @@ mod tests {
     use super::*;
     use crate::codec::{self, Format};
 
-    type Field = (String, serde_json::Value);
+    /// A value of a test report: JSON, or a float JSON cannot hold (NaN).
+    #[derive(Clone)]
+    enum Val {
+        Json(serde_json::Value),
+        Float(f64),
+    }
+
+    impl Serialize for Val {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Val::Json(v) => v.serialize(s),
+                Val::Float(f) => s.serialize_f64(*f),
+            }
+        }
+    }
+
+    type Field = (String, Val);
 
     /// A report's map with its keys in the given order.
     struct Ordered(Vec<Field>);
@@ -200,7 +419,18 @@ mod tests {
     }
 
     fn field(name: &str, value: serde_json::Value) -> Field {
-        (name.to_owned(), value)
+        (name.to_owned(), Val::Json(value))
+    }
+
+    fn json_of(fields: Vec<Field>) -> serde_json::Value {
+        fields
+            .into_iter()
+            .map(|(k, v)| match v {
+                Val::Json(v) => (k, v),
+                Val::Float(f) => (k, f.into()),
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
 
     /// A health sample's fields, in the order they serialize in.
@@ -229,10 +459,9 @@ mod tests {
 
     #[test]
     fn a_report_decodes_whatever_the_order_of_its_keys() {
-        let sample: serde_json::Map<_, _> = health_fields().into_iter().collect();
         let expected = Report {
             seq: 7,
-            body: ReportBody::Health(serde_json::from_value(sample.into()).unwrap()),
+            body: ReportBody::Health(serde_json::from_value(json_of(health_fields())).unwrap()),
         };
         let seq = field("seq", serde_json::json!(7));
         let kind = field("kind", serde_json::json!("health"));
@@ -303,6 +532,42 @@ mod tests {
                 let error = decoded.expect_err(message);
                 assert!(error.contains(message), "{error:?} should say {message:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_value_before_kind_reaches_the_body_as_sent() {
+        let seq = field("seq", serde_json::json!(7));
+        let kind = field("kind", serde_json::json!("health"));
+        // NaN, which the limits refuse, must not turn into "unknown" on the way.
+        let nan = ("cpu_percent".to_owned(), Val::Float(f64::NAN));
+        let mut body = health_fields();
+        body.retain(|(k, _)| k != "cpu_percent");
+        let order = [vec![seq, nan], body, vec![kind]].concat();
+        let bytes = codec::encode(&Ordered(order), Format::MessagePack);
+        let report: Report = codec::decode(&bytes, Format::MessagePack).unwrap();
+        let ReportBody::Health(sample) = report.body else {
+            panic!("a health report")
+        };
+        assert!(sample.cpu_percent.is_some_and(f64::is_nan), "{sample:?}");
+        assert_eq!(sample.load, Some([0.5, 0.25, 0.125]));
+
+        // A key repeated inside a value before kind is refused, as it is after kind.
+        for kind_first in [false, true] {
+            let (before, after) = if kind_first {
+                (r#""kind":"health","#, "")
+            } else {
+                ("", r#","kind":"health""#)
+            };
+            let text = format!(
+                r#"{{"seq":1,{before}"agent_id":"a","collected_at":"2026-11-25T10:00:00Z",
+                    "filesystems":[{{"mount":"/","mount":"/srv"}}]{after}}}"#
+            );
+            let error = codec::decode::<Report>(text.as_bytes(), Format::Json).unwrap_err();
+            assert!(
+                error.to_string().contains("duplicate field `mount`"),
+                "kind first: {kind_first}: {error}"
+            );
         }
     }
 }
