@@ -59,7 +59,8 @@ pub enum ChangeKind {
     CriticalityChanged,
     /// The rule that identified the CI's latest inventory: old/new = the rule names.
     Reidentified,
-    /// A package installed: field = name, new = `{name, version, arch, source, vendor}`.
+    /// A package installed: field = name, new = `{name, version, arch, source, vendor}` (stored
+    /// as the catalog id since schema 7; see [`HISTORY_COLUMNS`]).
     SoftwareAdded,
     /// A package removed: field = name, old = the package.
     SoftwareRemoved,
@@ -238,11 +239,12 @@ impl<'c> Recorder<'c> {
 }
 
 /// A history row's columns as the API shows them. A software row (`software_added`, ...)
-/// written since the collector stores catalog ids holds the package's catalog id in `old` and
-/// `new` (a JSON number, a tenth of the bytes): it reads back as the catalog row,
-/// `{name, version, arch, source, vendor}`, as rows written before hold it inline. Catalog rows
-/// are never deleted, so the id always resolves. The vendor is the catalog's, which the
-/// collector learns once and never changes.
+/// written since schema 7 holds the package's catalog id in `old` and `new` (a JSON number; the
+/// row is about 100 bytes instead of 300): it reads back as the catalog row, `{name, version,
+/// arch, source, vendor}`, as rows written before hold it inline. Catalog rows are never
+/// deleted, so the id always resolves. The vendor shown is the catalog's: null until the
+/// collector learns one, then that one for good (it is never replaced), so a row read before
+/// and after the catalog learns its vendor differs in that field only.
 const HISTORY_COLUMNS: &str = "id, ci_id, ts, kind, field,
     CASE WHEN kind GLOB 'software_*' AND json_type(old) = 'integer' THEN
         (SELECT json_object('name', s.name, 'version', s.version, 'arch', s.arch,
@@ -554,8 +556,8 @@ fn relationship_made(
     Ok(from_ms(stored.or(first_seen).unwrap_or(0).min(to_ms(at))))
 }
 
-/// A package as history stores it: `{name, version, arch, source, vendor}`, `""` for an
-/// unknown version or arch.
+/// A package as a history row reads (`HISTORY_COLUMNS`): `{name, version, arch, source,
+/// vendor}`, `""` for an unknown version or arch.
 fn package_key(value: &Value) -> Option<(String, String, String, String)> {
     let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
     Some((

@@ -845,8 +845,8 @@ pub(crate) mod tests {
         store.close().await;
     }
 
-    /// A vendor is recorded when a report first names it, also for a package the computer
-    /// already has (the diff keeps the installation; the catalog row learns the vendor).
+    /// A package listed twice is one installation, and the listing that names a vendor
+    /// teaches it to the catalog even when an earlier listing named none.
     #[tokio::test]
     async fn a_package_listed_twice_is_installed_once_and_teaches_its_vendor() {
         let (store, _dir) = temp_store();
@@ -870,6 +870,8 @@ pub(crate) mod tests {
         store.close().await;
     }
 
+    /// A vendor is recorded when a report first names it, also for a package the computer
+    /// already has (the diff keeps the installation; the catalog row learns the vendor).
     #[tokio::test]
     async fn an_installed_package_teaches_the_catalog_its_vendor() {
         let (store, _dir) = temp_store();

@@ -364,6 +364,14 @@ VALUES
 CREATE INDEX ci_top_level_listing ON ci(id, status, name, json_extract(attributes, '$.hostname'), parent_id)
     WHERE parent_id IS NULL;
 "#,
+    // 7: no schema change, a format change. From this version on, a software history row
+    // (`software_added`, `_removed`, `_upgraded`, `_downgraded`) may hold the package's catalog
+    // id (a JSON number) in `old`/`new` instead of the package object; `store::history` reads
+    // both. The version bump makes a collector that only knows the object refuse the database
+    // instead of showing ids and undoing history wrongly.
+    r#"
+SELECT 1;
+"#,
 ];
 
 /// Brings the database up to the latest schema.
