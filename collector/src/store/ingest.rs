@@ -497,6 +497,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// The catalog's vendor of package `name` (one catalog row expected).
+    fn vendor_of(store: &Store, name: &str) -> Option<String> {
+        Connection::open(store.path())
+            .unwrap()
+            .query_row("SELECT vendor FROM software WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    }
+
     fn count(store: &Store, sql: &str) -> i64 {
         Connection::open(store.path())
             .unwrap()
@@ -814,14 +824,7 @@ pub(crate) mod tests {
                 }],
             )
         };
-        let vendor = |store: &Store| -> Option<String> {
-            Connection::open(store.path())
-                .unwrap()
-                .query_row("SELECT vendor FROM software WHERE name = 'curl'", [], |r| {
-                    r.get(0)
-                })
-                .unwrap()
-        };
+        let vendor = |store: &Store| vendor_of(store, "curl");
         let agents = [
             AGENT,
             "5a4c1e0e-2f43-4d8e-9b7e-1d2c3b4a5f60",
@@ -858,13 +861,10 @@ pub(crate) mod tests {
             body: ReportBody::Inventory(inv),
         };
         store.ingest(batch(AGENT, vec![report])).await.unwrap();
-        let vendor: Option<String> = Connection::open(store.path())
-            .unwrap()
-            .query_row("SELECT vendor FROM software WHERE name = 'curl'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(vendor.as_deref(), Some("Debian curl team"));
+        assert_eq!(
+            vendor_of(&store, "curl").as_deref(),
+            Some("Debian curl team")
+        );
         assert_eq!(count(&store, "SELECT count(*) FROM software"), 2);
         assert_eq!(count(&store, "SELECT count(*) FROM installation"), 2);
         store.close().await;
@@ -891,13 +891,10 @@ pub(crate) mod tests {
             .ingest(send(2, Some("Debian curl team")))
             .await
             .unwrap();
-        let vendor: Option<String> = Connection::open(store.path())
-            .unwrap()
-            .query_row("SELECT vendor FROM software WHERE name = 'curl'", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(vendor.as_deref(), Some("Debian curl team"));
+        assert_eq!(
+            vendor_of(&store, "curl").as_deref(),
+            Some("Debian curl team")
+        );
         assert_eq!(count(&store, "SELECT count(*) FROM installation"), 2);
         assert_eq!(
             count(
