@@ -107,55 +107,11 @@ const WAL_CHECKPOINT_PAGES: u32 = 10_000;
 /// Each read connection's page cache, in KiB.
 pub(crate) const READER_CACHE_KIB: i64 = 16 * 1024;
 
-/// Asks SQLite which tables' planner statistics are stale (their size changed tenfold since
-/// they were last gathered), without gathering any: `PRAGMA optimize`'s debug bit (0x01) with
-/// "analyze" (0x02) and "check every table" (0x10000) answers the `ANALYZE` statements it would
-/// run. See [`optimize`].
-const OPTIMIZE_PLAN: &str = "PRAGMA optimize = 0x10003";
-
-/// Tables analysed within [`ANALYSIS_LIMIT`] rows per index: large, growing, and read only by
-/// an exact key, so their plans need no STAT4 samples (a limited `ANALYZE` keeps
-/// `sqlite_stat1` and drops the table's `sqlite_stat4`). A full `ANALYZE` of `history` at 3.9
-/// million rows held the writer about a second in the middle of an inventory run; at ten times
-/// that it would be ten.
-const LIMITED_ANALYSIS: &[&str] = &[
-    "history",
-    "installation",
-    "health_raw",
-    "health_hourly",
-    "health_pending",
-    "incident_event",
-    "webhook_delivery",
-];
-
-/// Rows per index a limited `ANALYZE` reads (SQLite suggests 100 to 1000).
-const ANALYSIS_LIMIT: u32 = 1000;
-
-/// Refreshes the query planner's statistics where the data has grown or shrunk tenfold. Without
+/// Refreshes the query planner's statistics (`sqlite_stat1`) for the tables whose size changed
+/// tenfold since they were last gathered, bounded by SQLite's own analysis limit. Without
 /// statistics the planner guesses: at 100,000 computers it read every computer of a class to
-/// answer a name-prefix filter. The CI list's plans need STAT4 samples (BENCHMARKS.md: without
-/// them a name prefix matching every computer looks selective), so every table but the large
-/// key-read ones in [`LIMITED_ANALYSIS`] is analysed in full. Cheap when nothing changed.
-pub(crate) fn optimize(conn: &Connection) -> rusqlite::Result<()> {
-    let stale: Vec<String> = conn
-        .prepare(OPTIMIZE_PLAN)?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    for analyze in stale {
-        // `ANALYZE "main"."history"`, as SQLite writes it.
-        let limited = LIMITED_ANALYSIS
-            .iter()
-            .any(|table| analyze.ends_with(&format!(".\"{table}\"")));
-        if limited {
-            conn.execute_batch(&format!(
-                "PRAGMA analysis_limit = {ANALYSIS_LIMIT}; {analyze}; PRAGMA analysis_limit = 0;"
-            ))?;
-        } else {
-            conn.execute_batch(&analyze)?;
-        }
-    }
-    Ok(())
-}
+/// answer a name-prefix filter. Cheap when nothing changed.
+const OPTIMIZE: &str = "PRAGMA optimize = 0x10002;";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -251,10 +207,9 @@ impl Store {
         migrations::migrate(&mut conn, path)?;
         conn.execute_batch(&format!(
             "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY;
-             PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES};"
+             PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}; {OPTIMIZE}"
         ))
         .map_err(open_err)?;
-        optimize(&conn).map_err(open_err)?;
         // Room for every statement the ingest, enrollment and engine jobs use: an evicted statement
         // is parsed and planned again on its next use, which showed in the writer's profile.
         conn.set_prepared_statement_cache_capacity(256);
@@ -271,9 +226,11 @@ impl Store {
     }
 
     /// Refreshes the planner's statistics where the data has grown or shrunk (see
-    /// [`optimize`]); the compaction task calls it every pass.
+    /// [`OPTIMIZE`]); the compaction task calls it every pass.
     pub async fn optimize(&self) -> Result<(), StoreError> {
-        self.writer.run(|conn| Ok(optimize(conn)?)).await
+        self.writer
+            .run(|conn| Ok(conn.execute_batch(OPTIMIZE)?))
+            .await
     }
 
     pub fn path(&self) -> &Path {
