@@ -107,10 +107,13 @@ const WAL_CHECKPOINT_PAGES: u32 = 10_000;
 /// Each read connection's page cache, in KiB.
 pub(crate) const READER_CACHE_KIB: i64 = 16 * 1024;
 
-/// Refreshes the query planner's statistics (`sqlite_stat1`) for the tables whose size changed
-/// tenfold since they were last gathered, bounded by SQLite's own analysis limit. Without
-/// statistics the planner guesses: at 100,000 computers it read every computer of a class to
-/// answer a name-prefix filter. Cheap when nothing changed.
+/// Refreshes the query planner's statistics (`sqlite_stat1`, `sqlite_stat4`) for the tables
+/// whose size changed tenfold since they were last gathered. Without statistics the planner
+/// guesses: at 100,000 computers it read every computer of a class to answer a name-prefix
+/// filter. Cheap when nothing changed; otherwise a full `ANALYZE` of each such table, on the
+/// writer: about a second for `history` at 19 million rows (BENCHMARKS.md). The pragma's limit
+/// bit (0x10) is left out on purpose: a limited `ANALYZE` drops the table's STAT4 samples, which
+/// the CI list's plans need, and measured no faster on `history`.
 const OPTIMIZE: &str = "PRAGMA optimize = 0x10002;";
 
 #[derive(Debug, thiserror::Error)]
