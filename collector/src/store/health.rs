@@ -4,18 +4,11 @@
 //! interleave with them and no transaction holds the write lock for long. Their notion of "now"
 //! is passed in (from the injected clock), never read here.
 //!
-//! A compaction job reads the oldest raw rows in id (arrival) order and stops at the first row
-//! of the current hour, or of the next hour once now is within the clock allowance
-//! ([`MAX_CLOCK_AHEAD_MS`], 5 minutes) of it: a sample may be dated that far ahead of its
-//! arrival. Everything before that row moves into `health_hourly`, merged with the hour's
-//! existing blob if a late sample arrives for an hour already compacted, and the moved rows are
-//! deleted as one id range. Rows older than the retention window are dropped instead of moved.
-//! Samples of the current hour, and of the next one in the last minutes of an hour, always stay
-//! raw; only rows dated further ahead than the allowance, which ingest no longer stores (rows
-//! of databases from before series times were capped), are moved into their future hour's blob.
-//! A sample of an older hour that arrived after a row of the current hour (a late sample, or
-//! pending samples moved when their agent got its computer CI) waits behind that row, and is
-//! merged into its hour's blob by the first compaction after the current hour has ended.
+//! Compaction ([`super::compaction`]) moves the raw samples of completed hours into one
+//! `health_hourly` blob per computer-hour, in passes that group the hour's rows by computer so
+//! that each blob is written once, whatever the fleet's size; a pass records how far it got in
+//! `health_meta`, and a range query skips the raw rows it has already moved. Samples of the
+//! current hour, and of the next one in the last minutes of an hour, always stay raw.
 //!
 //! A range query reads a page oldest first, hour by hour, and stops when the page is full. The
 //! hourly part is one primary-key lookup per hour, only for hours between the table's first and
@@ -39,14 +32,15 @@ use census_common::HealthSample;
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
+use super::compaction::{Moved, pass_marker};
 use super::model::{HealthCursor, HealthQuery, Page};
 use super::{Store, StoreError, to_ms};
 
-const HOUR_MS: i64 = 3_600_000;
+pub(super) const HOUR_MS: i64 = 3_600_000;
 /// How far ahead of the collector's clock a sample's `collected_at` may be and still be its
 /// series time (see `store::ingest`); also how far past "now" a range query looks.
 pub(crate) const MAX_CLOCK_AHEAD_MS: i64 = 5 * 60_000;
-/// Raw rows one compaction job reads at most.
+/// Raw rows one compaction job moves or deletes, about (whole computers).
 const COMPACT_CHUNK: usize = 20_000;
 /// Hourly rows one pruning job deletes at most.
 const PRUNE_CHUNK: usize = 5_000;
@@ -55,10 +49,10 @@ const PRUNE_CHUNK: usize = 5_000;
 const HOURLY_FORMAT_ZSTD_MSGPACK: u8 = 1;
 /// Format 2: zstd-compressed MessagePack array of `[series ts in ms, sample]` pairs in series
 /// order; the series time can differ from the sample's `collected_at` (see `store::ingest`).
-const HOURLY_FORMAT_ZSTD_MSGPACK_TS: u8 = 2;
+pub(super) const HOURLY_FORMAT_ZSTD_MSGPACK_TS: u8 = 2;
 
 /// A sample and its series time in unix milliseconds.
-type Point = (i64, HealthSample);
+pub(super) type Point = (i64, HealthSample);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CompactionReport {
@@ -101,19 +95,9 @@ impl Store {
                     "health retention {retention} is out of range (Config::validate bounds it)"
                 ))
             })?;
-        let mut total = CompactionReport::default();
-        loop {
-            let (step, more) = self
-                .writer
-                .run(move |conn| compact_chunk_job(conn, now, retention, compact_chunk))
-                .await?;
-            total.moved += step.moved;
-            total.dropped += step.dropped;
-            total.hourly_rows += step.hourly_rows;
-            if !more {
-                break;
-            }
-        }
+        let (mut total, _) = self
+            .compact_raw(now, retention, compact_chunk, usize::MAX)
+            .await?;
         loop {
             let pruned = self
                 .writer
@@ -155,7 +139,7 @@ impl Store {
 /// The hour sits in the high bits of an hourly row's key, the CI id in the low 32.
 const HOUR_SHIFT: u32 = 32;
 
-fn hourly_key(hour: i64, ci_id: i64) -> Result<i64, StoreError> {
+pub(super) fn hourly_key(hour: i64, ci_id: i64) -> Result<i64, StoreError> {
     if !(0..1 << HOUR_SHIFT).contains(&ci_id) || !(0..1 << 30).contains(&hour) {
         return Err(StoreError::Invalid(format!(
             "health of ci {ci_id} at hour {hour} does not fit the hourly key"
@@ -164,7 +148,10 @@ fn hourly_key(hour: i64, ci_id: i64) -> Result<i64, StoreError> {
     Ok((hour << HOUR_SHIFT) | ci_id)
 }
 
-fn blob_of<'r>(row: &'r rusqlite::Row<'_>, index: usize) -> Result<&'r [u8], StoreError> {
+pub(super) fn blob_of<'r>(
+    row: &'r rusqlite::Row<'_>,
+    index: usize,
+) -> Result<&'r [u8], StoreError> {
     row.get_ref(index)?
         .as_blob()
         .map_err(|e| StoreError::Corrupt(format!("health sample column: {e}")))
@@ -174,7 +161,7 @@ fn decode_sample(blob: &[u8]) -> Result<HealthSample, StoreError> {
     rmp_serde::from_slice(blob).map_err(|e| StoreError::Corrupt(format!("health sample: {e}")))
 }
 
-fn encode_hourly(points: &[Point]) -> Result<Vec<u8>, StoreError> {
+pub(super) fn encode_hourly(points: &[Point]) -> Result<Vec<u8>, StoreError> {
     let packed = rmp_serde::to_vec_named(points)
         .map_err(|e| StoreError::Invalid(format!("health samples do not encode: {e}")))?;
     let mut blob = vec![HOURLY_FORMAT_ZSTD_MSGPACK_TS];
@@ -184,7 +171,7 @@ fn encode_hourly(points: &[Point]) -> Result<Vec<u8>, StoreError> {
     Ok(blob)
 }
 
-fn decode_hourly(blob: &[u8]) -> Result<Vec<Point>, StoreError> {
+pub(super) fn decode_hourly(blob: &[u8]) -> Result<Vec<Point>, StoreError> {
     let unpack = |rest: &[u8]| {
         zstd::decode_all(rest).map_err(|e| StoreError::Corrupt(format!("hourly health blob: {e}")))
     };
@@ -206,95 +193,6 @@ fn decode_hourly(blob: &[u8]) -> Result<Vec<Point>, StoreError> {
             "hourly health blob of unknown format".into(),
         )),
     }
-}
-
-/// One compaction step; answers whether more raw rows of completed hours may remain.
-fn compact_chunk_job(
-    conn: &Connection,
-    now: i64,
-    retention: i64,
-    chunk: usize,
-) -> Result<(CompactionReport, bool), StoreError> {
-    let current_hour = now.div_euclid(HOUR_MS);
-    // A sample may be dated up to MAX_CLOCK_AHEAD_MS past its arrival (see `store::ingest`), so
-    // in the last minutes of an hour raw rows of the next hour arrive too; they stay raw.
-    let ahead_hour = now.saturating_add(MAX_CLOCK_AHEAD_MS).div_euclid(HOUR_MS);
-    let oldest_kept_hour = now.saturating_sub(retention).div_euclid(HOUR_MS);
-    let mut report = CompactionReport::default();
-
-    let mut groups: BTreeMap<(i64, i64), Vec<Point>> = BTreeMap::new();
-    let mut last_id = None;
-    let mut read = 0;
-    let mut reached_current = false;
-    {
-        let mut stmt = conn
-            .prepare_cached("SELECT id, ci_id, ts, sample FROM health_raw ORDER BY id LIMIT ?1")?;
-        let mut rows = stmt.query([i64::try_from(chunk).unwrap_or(i64::MAX)])?;
-        while let Some(row) = rows.next()? {
-            read += 1;
-            let ts: i64 = row.get(2)?;
-            let hour = ts.div_euclid(HOUR_MS);
-            if (current_hour..=ahead_hour).contains(&hour) {
-                reached_current = true;
-                break;
-            }
-            // A row further ahead was stored before series times were capped at arrival plus
-            // MAX_CLOCK_AHEAD_MS (a migration-1 database; such a row may be dated in year 9999),
-            // or before the collector's own clock stepped back. It is moved like the rest: left
-            // raw, it would hold every row behind it until that hour, possibly forever. Its blob
-            // merges with later samples of that hour, and queries never look past now plus the
-            // allowance anyway.
-            last_id = Some(row.get::<_, i64>(0)?);
-            // Hours before 1970 do not fit the hourly key; no retention keeps them anyway.
-            if hour < oldest_kept_hour.max(0) {
-                report.dropped += 1;
-                continue;
-            }
-            let sample = decode_sample(blob_of(row, 3)?)?;
-            groups
-                .entry((hour, row.get(1)?))
-                .or_default()
-                .push((ts, sample));
-            report.moved += 1;
-        }
-    }
-    let Some(last_id) = last_id else {
-        return Ok((report, false));
-    };
-
-    let mut existing = conn.prepare_cached("SELECT samples FROM health_hourly WHERE key = ?1")?;
-    let mut upsert = conn.prepare_cached(
-        "INSERT INTO health_hourly (key, samples) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET samples = excluded.samples",
-    )?;
-    // BTreeMap order is (hour, ci_id) order, which is key order: inserts land at the end of
-    // the b-tree.
-    for ((hour, ci_id), mut samples) in groups {
-        let key = hourly_key(hour, ci_id)?;
-        let old: Option<Vec<u8>> = existing.query_row([key], |r| r.get(0)).optional()?;
-        if let Some(old) = old {
-            let mut merged = decode_hourly(&old)?;
-            merged.append(&mut samples);
-            samples = merged;
-        }
-        // Stable: samples of the same time stay in arrival order, as a range query reads them.
-        samples.sort_by_key(|(ts, _)| *ts);
-        upsert.execute(params![key, encode_hourly(&samples)?])?;
-        report.hourly_rows += 1;
-    }
-    conn.prepare_cached("DELETE FROM health_raw WHERE id <= ?1")?
-        .execute([last_id])?;
-    let more = !reached_current && read == chunk;
-    if !more {
-        // Rows left: the current hour and late samples behind it, a small tail right after an
-        // hour completed (when compaction moves rows). Until this runs, the old floor stays a
-        // true lower bound: deleting rows only raises the minimum.
-        conn.prepare_cached(
-            "UPDATE health_meta SET raw_min_ts = (SELECT min(ts) FROM health_raw) WHERE id = 1",
-        )?
-        .execute([])?;
-    }
-    Ok((report, more))
 }
 
 /// Deletes up to `chunk` hourly rows of hours wholly past retention.
@@ -374,6 +272,8 @@ fn read_page(
                 Some(i64::MIN)
             }
         };
+        // Raw rows a compaction pass under way has already put into health_hourly.
+        let raw_from_id = Moved::raw_floor_id(pass_marker(&tx)?, ci_id);
         let raw_start = floor
             .filter(|floor| *floor <= to)
             .map(|floor| floor.max(from).div_euclid(HOUR_MS));
@@ -396,7 +296,7 @@ fn read_page(
         let mut hour = next_hour(None, &raw);
         while let Some(h) = hour {
             if raw.is_none() && raw_start.is_some_and(|start| h >= start) {
-                raw = Some(scan_raw(&tx, ci_id, from, to)?);
+                raw = Some(scan_raw(&tx, ci_id, raw_from_id, from, to)?);
                 cost.raw_scanned = true;
             }
             let mut points = Vec::new();
@@ -464,19 +364,22 @@ fn warn_missing_raw_floor() {
     }
 }
 
-/// The raw rows of `ci_id` in `from..=to`, by hour, each hour in arrival order. Reads the whole
-/// raw table: it has no index on `ci_id` (see the module doc).
+/// The raw rows of `ci_id` in `from..=to` with an id of at least `from_id`, by hour, each hour
+/// in arrival order. Reads the whole raw table from `from_id` on: it has no index on `ci_id`
+/// (see the module doc).
 fn scan_raw(
     conn: &Connection,
     ci_id: i64,
+    from_id: i64,
     from: i64,
     to: i64,
 ) -> Result<BTreeMap<i64, Vec<Point>>, StoreError> {
     let mut buckets: BTreeMap<i64, Vec<Point>> = BTreeMap::new();
     let mut raw = conn.prepare_cached(
-        "SELECT ts, sample FROM health_raw WHERE ci_id = ?1 AND ts BETWEEN ?2 AND ?3 ORDER BY id",
+        "SELECT ts, sample FROM health_raw
+         WHERE id >= ?4 AND ci_id = ?1 AND ts BETWEEN ?2 AND ?3 ORDER BY id",
     )?;
-    let mut rows = raw.query(params![ci_id, from, to])?;
+    let mut rows = raw.query(params![ci_id, from, to, from_id])?;
     while let Some(row) = rows.next()? {
         let ts: i64 = row.get(0)?;
         let sample = decode_sample(blob_of(row, 1)?)?;
@@ -589,7 +492,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(report.moved, 6);
-        assert_eq!(report.hourly_rows, 3); // chunk of 4 splits hour 11 into two writes
+        assert_eq!(report.hourly_rows, 2); // each computer-hour written once, whatever the chunk
         assert_eq!(count(&store, "health_hourly"), 2);
         assert_eq!(count(&store, "health_raw"), 3);
         // Reading across hourly and raw rows gives the same samples, oldest first.

@@ -372,6 +372,14 @@ CREATE INDEX ci_top_level_listing ON ci(id, status, name, json_extract(attribute
     r#"
 SELECT 1;
 "#,
+    // 8: health compaction in passes that survive a restart (`store::compaction`). While a
+    // pass is under way, the raw rows with an id up to compact_upto of computers with an id up
+    // to compact_ci are already in health_hourly, and range queries skip them; both are NULL
+    // when no pass is under way.
+    r#"
+ALTER TABLE health_meta ADD COLUMN compact_upto INTEGER;
+ALTER TABLE health_meta ADD COLUMN compact_ci INTEGER;
+"#,
 ];
 
 /// Brings the database up to the latest schema.

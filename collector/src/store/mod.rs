@@ -54,6 +54,7 @@
 pub mod admin;
 pub mod auth;
 pub(crate) mod cis;
+mod compaction;
 mod health;
 pub(crate) mod history;
 pub(crate) mod incident_ops;

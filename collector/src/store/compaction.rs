@@ -1,0 +1,894 @@
+//! Health compaction: the raw samples of completed hours move into `health_hourly`, and each
+//! computer-hour's blob is written once per pass, however many samples it holds.
+//!
+//! `health_raw` is in arrival order, so the rows of one computer-hour are spread over the whole
+//! hour (at 100,000 computers, one row in 100,000). A pass groups them by computer before it
+//! writes anything, in four steps; each survives a crash or a restart.
+//!
+//! 1. **Cut.** On its own connection, the pass finds the first raw row, in id (arrival) order,
+//!    of the current hour. Once now is within the clock allowance ([`MAX_CLOCK_AHEAD_MS`], 5
+//!    minutes) of the next hour, a row of that hour stops it too: a sample may be dated that far
+//!    ahead of its arrival. Every row before that one, up to id `X`, is the pass's. A writer job
+//!    records `health_meta.compact_upto = X` and `compact_ci = 0`: a pass is under way.
+//! 2. **Sort.** The keys `(ci_id, id, ts)` of those rows, of computers above `compact_ci`, are
+//!    copied in `(ci_id, id)` order into a temporary table of the pass's connection. SQLite
+//!    sorts them externally, so memory stays bounded whatever the fleet's rate; the temporary
+//!    file holds about 20 bytes per row.
+//! 3. **Move.** Walking that table, the pass reads the rows of a few computers at a time (about
+//!    `chunk` rows) and builds each computer-hour's blob from them. The raw samples' bytes are
+//!    already the MessagePack the blob holds, so they are spliced, not decoded and encoded again.
+//!    One zstd context compresses every blob of the pass. One writer job stores the blobs of
+//!    those computers and, in the same transaction, raises `compact_ci` to the last of them:
+//!    from then on, raw rows up to `X` of computers up to `compact_ci` are in `health_hourly`,
+//!    and a range query skips them (`store::health`). Where an hour already has a blob (a late
+//!    sample of an hour an earlier pass compacted), the two are merged.
+//! 4. **Delete.** Writer jobs delete the pass's raw rows, oldest first, `chunk` ids at a time;
+//!    the job that reaches `X` also clears the marker. Then the raw floor
+//!    (`health_meta.raw_min_ts`) is raised to the oldest remaining row's time.
+//!
+//! A pass that stops part way (a crash, a restart, a failed job) leaves the marker; the next
+//! pass resumes it instead of cutting a new one: it sorts the keys of the computers above
+//! `compact_ci` again and goes on.
+//!
+//! Rows older than the retention window are dropped, not moved. A row dated further ahead than
+//! the clock allowance (a database from before series times were capped) is moved into its own
+//! hour: left raw, it would hold back every row behind it. A sample of an older hour that
+//! arrived after a row of the current hour (a late sample, or pending samples moved when their
+//! agent got its computer CI) waits behind that row for the next pass, so the deleted rows are
+//! always one id range.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::health::{
+    CompactionReport, HOUR_MS, HOURLY_FORMAT_ZSTD_MSGPACK_TS, MAX_CLOCK_AHEAD_MS, Point, blob_of,
+    decode_hourly, encode_hourly, hourly_key,
+};
+use super::{Store, StoreError};
+
+/// The raw rows a pass under way has already put into `health_hourly`: those with id up to
+/// `upto` of computers up to `ci`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Moved {
+    pub upto: i64,
+    pub ci: i64,
+}
+
+impl Moved {
+    /// The smallest raw id of computer `ci_id` a range query still reads: rows below it are in
+    /// `health_hourly`.
+    pub(super) fn raw_floor_id(marker: Option<Moved>, ci_id: i64) -> i64 {
+        match marker {
+            Some(moved) if ci_id <= moved.ci => moved.upto.saturating_add(1),
+            _ => i64::MIN,
+        }
+    }
+}
+
+/// The marker of the pass under way, if any.
+pub(super) fn pass_marker(conn: &Connection) -> Result<Option<Moved>, StoreError> {
+    let row = conn
+        .prepare_cached("SELECT compact_upto, compact_ci FROM health_meta WHERE id = 1")?
+        .query_row([], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
+        .optional()?;
+    Ok(match row {
+        Some((Some(upto), Some(ci))) => Some(Moved { upto, ci }),
+        _ => None,
+    })
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PassEnd {
+    /// Every raw row of completed hours is in `health_hourly` or dropped, and deleted.
+    Done,
+    /// Stopped after the number of move jobs the caller allowed (tests simulate a crash so).
+    Stopped,
+}
+
+impl Store {
+    /// One compaction pass over the raw samples (see the module doc), moving at most
+    /// `max_moves` batches of about `chunk` rows before it stops.
+    pub(super) async fn compact_raw(
+        &self,
+        now: i64,
+        retention: i64,
+        chunk: usize,
+        max_moves: usize,
+    ) -> Result<(CompactionReport, PassEnd), StoreError> {
+        let chunk = chunk.max(1);
+        let oldest_kept_hour = now.saturating_sub(retention).div_euclid(HOUR_MS).max(0);
+        let mut report = CompactionReport::default();
+        let path = self.path.clone();
+        let mut pass = blocking(move || PassConn::open(&path)).await?;
+
+        // 1. Cut, unless a pass is under way.
+        let marker;
+        (pass, marker) = pass.run(|p| pass_marker(&p.conn)).await?;
+        let mut moved = match marker {
+            Some(moved) => moved,
+            None => {
+                let upto;
+                (pass, upto) = pass.run(move |p| p.cut(now)).await?;
+                let Some(upto) = upto else {
+                    return Ok((report, PassEnd::Done));
+                };
+                self.writer.run(move |conn| start_pass(conn, upto)).await?;
+                Moved { upto, ci: 0 }
+            }
+        };
+
+        // 2. Sort, and 3. move.
+        (pass, ()) = pass.run(move |p| p.sort_keys(moved)).await?;
+        let mut moves = 0;
+        loop {
+            if moves == max_moves {
+                return Ok((report, PassEnd::Stopped));
+            }
+            let batch;
+            (pass, batch) = pass
+                .run(move |p| p.next_batch(moved.ci, chunk, oldest_kept_hour))
+                .await?;
+            report.moved += batch.moved;
+            report.dropped += batch.dropped;
+            report.hourly_rows += batch.blobs.len();
+            let Some(last_ci) = batch.last_ci else {
+                break;
+            };
+            let before = moved;
+            self.writer
+                .run(move |conn| store_batch(conn, before, last_ci, batch.blobs))
+                .await?;
+            moved.ci = last_ci;
+            moves += 1;
+        }
+
+        // 4. Delete, then raise the floor.
+        while !self
+            .writer
+            .run(move |conn| delete_moved(conn, moved.upto, chunk))
+            .await?
+        {}
+        let floor;
+        (_, floor) = pass.run(|p| p.raw_floor()).await?;
+        self.writer
+            .run(move |conn| raise_raw_floor(conn, floor))
+            .await?;
+        Ok((report, PassEnd::Done))
+    }
+}
+
+/// Runs `work` off the async executor.
+async fn blocking<T, F>(work: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| StoreError::JobPanicked)?
+}
+
+/// A computer-hour's new blob, under its `health_hourly` key.
+type KeyedBlob = (i64, Vec<u8>);
+
+#[derive(Debug, Default)]
+struct Batch {
+    blobs: Vec<KeyedBlob>,
+    /// The last computer whose rows the batch holds; `None` when no computer was left.
+    last_ci: Option<i64>,
+    moved: usize,
+    dropped: usize,
+}
+
+/// The pass's own connection. It reads the main database and writes only its temporary table
+/// of sorted keys, so it is not `query_only` (that pragma refuses temporary tables too).
+struct PassConn {
+    conn: Connection,
+    packer: Packer,
+}
+
+/// Builds hourly blobs, reusing one zstd context and one buffer.
+struct Packer {
+    compressor: zstd::bulk::Compressor<'static>,
+    /// The MessagePack of the blob being built.
+    packed: Vec<u8>,
+}
+
+impl PassConn {
+    fn open(path: &PathBuf) -> Result<PassConn, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            Path::new(path),
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(super::BUSY_TIMEOUT).map_err(open_err)?;
+        // The sort spills to a temporary file, never to memory without bound.
+        conn.execute_batch(&format!(
+            "PRAGMA temp_store = FILE; PRAGMA cache_size = -{};",
+            super::READER_CACHE_KIB
+        ))
+        .map_err(open_err)?;
+        Ok(PassConn {
+            conn,
+            packer: Packer::new()?,
+        })
+    }
+
+    async fn run<T, F>(self, work: F) -> Result<(PassConn, T), StoreError>
+    where
+        F: FnOnce(&mut PassConn) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        blocking(move || {
+            let mut pass = self;
+            let out = work(&mut pass)?;
+            Ok((pass, out))
+        })
+        .await
+    }
+
+    /// The last raw id before the first row of the current hour (or of the next, within the
+    /// clock allowance of it); `None` when no row comes before it.
+    fn cut(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        let current_hour = now.div_euclid(HOUR_MS);
+        let ahead_hour = now.saturating_add(MAX_CLOCK_AHEAD_MS).div_euclid(HOUR_MS);
+        // One snapshot for the three reads.
+        let tx = self.conn.unchecked_transaction()?;
+        let Some(first) = tx.query_row("SELECT min(id) FROM health_raw", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })?
+        else {
+            return Ok(None);
+        };
+        let live: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM health_raw WHERE ts >= ?1 AND ts < ?2 ORDER BY id LIMIT 1",
+                [
+                    current_hour.saturating_mul(HOUR_MS),
+                    ahead_hour.saturating_add(1).saturating_mul(HOUR_MS),
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let upto = match live {
+            Some(id) => id - 1,
+            None => tx.query_row("SELECT max(id) FROM health_raw", [], |r| r.get(0))?,
+        };
+        Ok((upto >= first).then_some(upto))
+    }
+
+    /// Fills `temp.compact_keys` with the keys of the rows `moved` has not moved yet.
+    fn sort_keys(&self, moved: Moved) -> Result<(), StoreError> {
+        self.conn.execute_batch(
+            "DROP TABLE IF EXISTS temp.compact_keys;
+             CREATE TEMP TABLE compact_keys (
+                 ci_id INTEGER NOT NULL,
+                 id    INTEGER NOT NULL,
+                 ts    INTEGER NOT NULL,
+                 PRIMARY KEY (ci_id, id)
+             ) WITHOUT ROWID;",
+        )?;
+        self.conn.execute(
+            "INSERT INTO temp.compact_keys
+             SELECT ci_id, id, ts FROM main.health_raw WHERE id <= ?1 AND ci_id > ?2
+             ORDER BY ci_id, id",
+            [moved.upto, moved.ci],
+        )?;
+        Ok(())
+    }
+
+    /// The blobs of the next computers after `after_ci`, whole computers, about `chunk` rows.
+    fn next_batch(
+        &mut self,
+        after_ci: i64,
+        chunk: usize,
+        oldest_kept_hour: i64,
+    ) -> Result<Batch, StoreError> {
+        let mut batch = Batch::default();
+        // The current computer's samples: (hour, ts, bytes in `arena`).
+        let mut points: Vec<(i64, i64, Range<usize>)> = Vec::new();
+        let mut arena: Vec<u8> = Vec::new();
+        let mut current: Option<i64> = None;
+        let mut read = 0;
+        let packer = &mut self.packer;
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            // CROSS JOIN keeps the sorted keys as the outer loop: rows come in (ci_id, id) order.
+            let mut rows = tx.prepare_cached(
+                "SELECT k.ci_id, k.ts, r.sample
+                 FROM temp.compact_keys AS k CROSS JOIN main.health_raw AS r ON r.id = k.id
+                 WHERE k.ci_id > ?1 ORDER BY k.ci_id, k.id",
+            )?;
+            let mut rows = rows.query([after_ci])?;
+            while let Some(row) = rows.next()? {
+                let ci: i64 = row.get(0)?;
+                if current != Some(ci) {
+                    if let Some(done) = current {
+                        packer.flush(done, &mut points, &arena, &mut batch)?;
+                        arena.clear();
+                        if read >= chunk {
+                            current = None;
+                            break;
+                        }
+                    }
+                    current = Some(ci);
+                }
+                read += 1;
+                let ts: i64 = row.get(1)?;
+                let hour = ts.div_euclid(HOUR_MS);
+                // Hours before 1970 do not fit the hourly key; no retention keeps them anyway.
+                if hour < oldest_kept_hour {
+                    batch.dropped += 1;
+                    continue;
+                }
+                let sample = blob_of(row, 2)?;
+                check_one_value(sample)?;
+                let start = arena.len();
+                arena.extend_from_slice(sample);
+                points.push((hour, ts, start..arena.len()));
+                batch.moved += 1;
+            }
+        }
+        if let Some(done) = current {
+            packer.flush(done, &mut points, &arena, &mut batch)?;
+        }
+        tx.commit()?;
+        Ok(batch)
+    }
+
+    /// The oldest raw time and the newest raw id, read in one snapshot.
+    fn raw_floor(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT min(ts), max(id) FROM health_raw", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?)
+    }
+}
+
+impl Packer {
+    fn new() -> Result<Packer, StoreError> {
+        Ok(Packer {
+            compressor: zstd::bulk::Compressor::new(3)
+                .map_err(|e| StoreError::Corrupt(format!("zstd: {e}")))?,
+            packed: Vec::new(),
+        })
+    }
+
+    /// Turns computer `ci_id`'s samples (in arrival order) into one blob per hour.
+    fn flush(
+        &mut self,
+        ci_id: i64,
+        points: &mut Vec<(i64, i64, Range<usize>)>,
+        arena: &[u8],
+        batch: &mut Batch,
+    ) -> Result<(), StoreError> {
+        // Stable: samples of the same time stay in arrival order, as a range query reads them.
+        points.sort_by_key(|(hour, ts, _)| (*hour, *ts));
+        for hour in points.chunk_by(|a, b| a.0 == b.0) {
+            let key = hourly_key(hour[0].0, ci_id)?;
+            let samples = hour.iter().map(|(_, ts, at)| (*ts, &arena[at.clone()]));
+            batch.blobs.push((key, self.pack(samples)?));
+        }
+        points.clear();
+        batch.last_ci = Some(ci_id);
+        Ok(())
+    }
+
+    /// An hourly blob (format 2) of `samples`, each the MessagePack of one sample.
+    fn pack<'a>(
+        &mut self,
+        samples: impl ExactSizeIterator<Item = (i64, &'a [u8])>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let packed = &mut self.packed;
+        packed.clear();
+        let len = u32::try_from(samples.len())
+            .map_err(|_| StoreError::Invalid("too many samples in one hour".into()))?;
+        write_header(rmp::encode::write_array_len(packed, len).map(drop))?;
+        for (ts, sample) in samples {
+            // A `(ts, sample)` pair, as serde writes a tuple: an array of two.
+            write_header(rmp::encode::write_array_len(packed, 2).map(drop))?;
+            write_header(rmp::encode::write_sint(packed, ts).map(drop))?;
+            packed.extend_from_slice(sample);
+        }
+        let compressed = self
+            .compressor
+            .compress(packed)
+            .map_err(|e| StoreError::Corrupt(format!("hourly health blob: {e}")))?;
+        let mut blob = Vec::with_capacity(1 + compressed.len());
+        blob.push(HOURLY_FORMAT_ZSTD_MSGPACK_TS);
+        blob.extend_from_slice(&compressed);
+        Ok(blob)
+    }
+}
+
+fn write_header<E: std::fmt::Display>(written: Result<(), E>) -> Result<(), StoreError> {
+    written.map_err(|e| StoreError::Invalid(format!("hourly health blob: {e}")))
+}
+
+/// Refuses a raw sample that is not exactly one MessagePack value: spliced into a blob, it
+/// would make the whole hour unreadable.
+fn check_one_value(sample: &[u8]) -> Result<(), StoreError> {
+    let mut rest = sample;
+    <serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut rmp_serde::Deserializer::new(
+        &mut rest,
+    ))
+    .map_err(|e| StoreError::Corrupt(format!("health sample: {e}")))?;
+    if !rest.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "health sample: {} bytes after the value",
+            rest.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Records that a pass owns the raw rows up to `upto`.
+fn start_pass(conn: &Connection, upto: i64) -> Result<(), StoreError> {
+    let started = conn
+        .prepare_cached(
+            "UPDATE health_meta SET compact_upto = ?1, compact_ci = 0
+             WHERE id = 1 AND compact_upto IS NULL",
+        )?
+        .execute([upto])?;
+    if started != 1 {
+        return Err(StoreError::Invalid(
+            "another health compaction pass is under way".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a batch's blobs and moves the marker from `before` to `last_ci`, in one transaction.
+fn store_batch(
+    conn: &Connection,
+    before: Moved,
+    last_ci: i64,
+    blobs: Vec<KeyedBlob>,
+) -> Result<(), StoreError> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO health_hourly (key, samples) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+    )?;
+    for (key, blob) in blobs {
+        if insert.execute(params![key, blob])? == 0 {
+            merge_into_hour(conn, key, &blob)?;
+        }
+    }
+    let advanced = conn
+        .prepare_cached(
+            "UPDATE health_meta SET compact_ci = ?3
+             WHERE id = 1 AND compact_upto = ?1 AND compact_ci = ?2",
+        )?
+        .execute(params![before.upto, before.ci, last_ci])?;
+    if advanced != 1 {
+        // Rolls the job back: its blobs must not exist without the marker that says so.
+        return Err(StoreError::Invalid(
+            "the health compaction marker moved under the pass".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Merges `blob` into the hour that already has one (an earlier pass compacted it).
+fn merge_into_hour(conn: &Connection, key: i64, blob: &[u8]) -> Result<(), StoreError> {
+    let old: Vec<u8> = conn
+        .prepare_cached("SELECT samples FROM health_hourly WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))?;
+    let mut merged: Vec<Point> = decode_hourly(&old)?;
+    merged.extend(decode_hourly(blob)?);
+    // Stable: the same time keeps the older blob's samples first, in arrival order.
+    merged.sort_by_key(|(ts, _)| *ts);
+    conn.prepare_cached("UPDATE health_hourly SET samples = ?2 WHERE key = ?1")?
+        .execute(params![key, encode_hourly(&merged)?])?;
+    Ok(())
+}
+
+/// Deletes up to `chunk` of the moved raw ids, oldest first; answers whether none is left, and
+/// then ends the pass in the same transaction.
+fn delete_moved(conn: &Connection, upto: i64, chunk: usize) -> Result<bool, StoreError> {
+    let first: Option<i64> = conn
+        .prepare_cached("SELECT min(id) FROM health_raw")?
+        .query_row([], |r| r.get(0))?;
+    if let Some(first) = first
+        && first <= upto
+    {
+        let step = i64::try_from(chunk).unwrap_or(i64::MAX);
+        let end = upto.min(first.saturating_add(step - 1));
+        conn.prepare_cached("DELETE FROM health_raw WHERE id <= ?1")?
+            .execute([end])?;
+        if end < upto {
+            return Ok(false);
+        }
+    }
+    // Deleting up to `upto` and clearing the marker are one transaction: once the largest
+    // moved row is gone a new row could reuse its id, and must not be skipped as moved.
+    conn.prepare_cached(
+        "UPDATE health_meta SET compact_upto = NULL, compact_ci = NULL WHERE id = 1",
+    )?
+    .execute([])?;
+    Ok(true)
+}
+
+/// Raises `health_meta.raw_min_ts` to the oldest raw time, read as `(min ts, max id)` on a
+/// snapshot: rows inserted since (ids above that max) may be older, and count too.
+fn raise_raw_floor(
+    conn: &Connection,
+    (min_ts, max_id): (Option<i64>, Option<i64>),
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE health_meta SET raw_min_ts =
+           (SELECT min(ts) FROM (SELECT ?1 AS ts UNION ALL
+                                 SELECT min(ts) FROM health_raw WHERE id > ?2))
+         WHERE id = 1",
+    )?
+    .execute(params![min_ts, max_id.unwrap_or(i64::MIN)])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+    use crate::store::ingest::tests::{batch, health, inventory};
+    use crate::store::model::HealthQuery;
+    use crate::store::testing::temp_store;
+    use crate::store::to_ms;
+    use census_common::report::{Report, ReportBody};
+    use census_common::{FilesystemUsage, HealthSample};
+    use time::macros::datetime;
+    use time::{Duration, OffsetDateTime};
+
+    const RETENTION: i64 = 7 * 24 * HOUR_MS;
+
+    fn at(h: u8, m: u8) -> OffsetDateTime {
+        datetime!(2025-03-01 00:00 UTC) + Duration::hours(h.into()) + Duration::minutes(m.into())
+    }
+
+    fn agent(n: usize) -> String {
+        format!("0b0c6a34-8d54-4a4a-9d51-8f0e1c3b7a{n:02}")
+    }
+
+    /// The computer CI of agent `i`.
+    fn ci_of(store: &Store, i: usize) -> i64 {
+        count(
+            store,
+            &format!("SELECT ci_id FROM agent WHERE agent_id = '{}'", agent(i)),
+        )
+    }
+
+    /// `n` computers, one per agent.
+    async fn computers(store: &Store, n: usize) {
+        for i in 0..n {
+            let mut inv = inventory(&agent(i), &[], &["/"]);
+            inv.host.hostname = Some(format!("web-{i}"));
+            let report = Report {
+                seq: 1,
+                body: ReportBody::Inventory(inv),
+            };
+            store.ingest(batch(&agent(i), vec![report])).await.unwrap();
+        }
+        assert_eq!(
+            count(store, "SELECT count(DISTINCT ci_id) FROM agent"),
+            n as i64
+        );
+    }
+
+    /// Samples of agent `i` at `times`, sent one report at a time from seq `seq`, the agents
+    /// taking turns, so each computer's rows lie among the others' as in a fleet.
+    async fn interleaved(store: &Store, agents: usize, times: &[OffsetDateTime], seq: u64) {
+        for (k, when) in times.iter().enumerate() {
+            for i in 0..agents {
+                let mut one = batch(&agent(i), vec![health(&agent(i), seq + k as u64, *when)]);
+                one.received_at = at(12, 10);
+                store.ingest(one).await.unwrap();
+            }
+        }
+    }
+
+    fn count(store: &Store, sql: &str) -> i64 {
+        Connection::open(store.path())
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn marker(store: &Store) -> Option<Moved> {
+        pass_marker(&Connection::open(store.path()).unwrap()).unwrap()
+    }
+
+    /// Every sample of `ci_id` on 2025-03-01, as (series time, cpu), over several pages.
+    async fn series(store: &Store, ci_id: i64, now: OffsetDateTime) -> Vec<(i64, f64)> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let query = HealthQuery {
+                from: at(0, 0),
+                to: at(23, 59),
+                after,
+                limit: 3,
+            };
+            let page = store.ci_health(ci_id, query, now).await.unwrap().unwrap();
+            out.extend(
+                page.items
+                    .iter()
+                    .map(|s| (to_ms(s.collected_at), s.cpu_percent.unwrap())),
+            );
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return out,
+            }
+        }
+    }
+
+    fn seqs(times: &[OffsetDateTime], first_seq: u64) -> Vec<(i64, f64)> {
+        let mut out: Vec<(i64, f64)> = times
+            .iter()
+            .enumerate()
+            .map(|(k, t)| (to_ms(*t), (first_seq + k as u64) as f64))
+            .collect();
+        out.sort_by_key(|(ts, _)| *ts);
+        out
+    }
+
+    #[tokio::test]
+    async fn each_computer_hour_is_written_once_however_its_rows_interleave() {
+        let (store, _dir) = temp_store();
+        computers(&store, 3).await;
+        // Four samples of hour 10, not in time order, and one of hour 11; every computer's rows
+        // lie among the others'.
+        let times = [at(10, 40), at(10, 5), at(10, 20), at(10, 20), at(11, 15)];
+        interleaved(&store, 3, &times, 2).await;
+        // A sample of the current hour, and a late one of hour 10 behind it.
+        interleaved(&store, 1, &[at(12, 1)], 10).await;
+        interleaved(&store, 1, &[at(10, 59)], 11).await;
+
+        let now = at(12, 30);
+        let report = store
+            .compact_health_chunked(now, Duration::days(7), 1, 100)
+            .await
+            .unwrap();
+        // Chunks of one row still write each computer-hour once: 3 computers × 2 hours.
+        assert_eq!(
+            (report.moved, report.hourly_rows, report.dropped),
+            (15, 6, 0)
+        );
+        assert_eq!(count(&store, "SELECT count(*) FROM health_hourly"), 6);
+        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 2);
+        assert_eq!(marker(&store), None);
+        for i in 0..3 {
+            let ci_id = ci_of(&store, i);
+            let mut expected = seqs(&times, 2);
+            if i == 0 {
+                expected.extend(seqs(&[at(12, 1), at(10, 59)], 10));
+                expected.sort_by_key(|(ts, _)| *ts);
+            }
+            assert_eq!(series(&store, ci_id, now).await, expected, "ci {ci_id}");
+        }
+
+        // The late sample waits behind the current hour's row, which a later pass in hour 12
+        // leaves alone.
+        let report = store
+            .compact_health_chunked(at(12, 40), Duration::days(7), 1, 100)
+            .await
+            .unwrap();
+        assert_eq!(report, CompactionReport::default());
+        // Once hour 12 has ended both move: the late one is merged into its hour's blob.
+        let report = store
+            .compact_health_chunked(at(13, 1), Duration::days(7), 1, 100)
+            .await
+            .unwrap();
+        assert_eq!((report.moved, report.hourly_rows), (2, 2));
+        assert_eq!(count(&store, "SELECT count(*) FROM health_hourly"), 7);
+        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 0);
+        let mut expected = seqs(&times, 2);
+        expected.extend(seqs(&[at(12, 1), at(10, 59)], 10));
+        expected.sort_by_key(|(ts, _)| *ts);
+        assert_eq!(series(&store, ci_of(&store, 0), at(13, 1)).await, expected);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_pass_stopped_part_way_resumes_and_reads_stay_exact_meanwhile() {
+        let (store, dir) = temp_store();
+        computers(&store, 3).await;
+        let times = [at(10, 10), at(10, 30), at(10, 30), at(10, 50)];
+        interleaved(&store, 3, &times, 2).await;
+        let now = at(11, 30);
+
+        // One move job, then the pass stops, as a crash after that job's commit would leave it.
+        let (report, end) = store
+            .compact_raw(to_ms(now), RETENTION, 1, 1)
+            .await
+            .unwrap();
+        assert_eq!(end, PassEnd::Stopped);
+        assert_eq!((report.moved, report.hourly_rows), (4, 1));
+        let upto = count(&store, "SELECT max(id) FROM health_raw");
+        assert_eq!(
+            marker(&store),
+            Some(Moved {
+                upto,
+                ci: ci_of(&store, 0)
+            })
+        );
+        assert_eq!(count(&store, "SELECT count(*) FROM health_hourly"), 1);
+        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 12);
+        // Computer 0 is read from its blob, its raw rows skipped; 1 and 2 from the raw rows.
+        let cis: Vec<i64> = (0..3).map(|i| ci_of(&store, i)).collect();
+        for ci_id in &cis {
+            assert_eq!(
+                series(&store, *ci_id, now).await,
+                seqs(&times, 2),
+                "ci {ci_id}"
+            );
+        }
+        // A late sample of hour 10 for computer 0 arrives after the cut: read once, raw.
+        interleaved(&store, 1, &[at(10, 55)], 6).await;
+        let mut with_late = seqs(&times, 2);
+        with_late.extend(seqs(&[at(10, 55)], 6));
+        assert_eq!(series(&store, cis[0], now).await, with_late);
+        store.close().await;
+
+        // A restarted collector resumes the pass: computers 2 and 3, then the delete.
+        let store = Store::open(&dir.path().join("census.db"), &StoreOptions::default()).unwrap();
+        let report = store
+            .compact_health_chunked(now, Duration::days(7), 1, 100)
+            .await
+            .unwrap();
+        assert_eq!((report.moved, report.hourly_rows), (8, 2));
+        assert_eq!(marker(&store), None);
+        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 1);
+        assert_eq!(series(&store, cis[0], now).await, with_late);
+        for ci_id in &cis[1..] {
+            assert_eq!(
+                series(&store, *ci_id, now).await,
+                seqs(&times, 2),
+                "ci {ci_id}"
+            );
+        }
+        // The next pass merges the late sample into computer 0's hour.
+        let report = store
+            .compact_health_chunked(now, Duration::days(7), 1, 100)
+            .await
+            .unwrap();
+        assert_eq!((report.moved, report.hourly_rows), (1, 1));
+        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 0);
+        assert_eq!(count(&store, "SELECT count(*) FROM health_hourly"), 3);
+        assert_eq!(series(&store, cis[0], now).await, with_late);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_marker_moved_is_refused_and_leaves_nothing() {
+        let (store, _dir) = temp_store();
+        store.writer.run(|conn| start_pass(conn, 10)).await.unwrap();
+        // A second pass cannot start over it.
+        let err = store
+            .writer
+            .run(|conn| start_pass(conn, 20))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        // A batch written against another marker rolls back with its blobs.
+        let stale = Moved { upto: 10, ci: 5 };
+        let blob = vec![(hourly_key(1, 7).unwrap(), encode_hourly(&[]).unwrap())];
+        let err = store
+            .writer
+            .run(move |conn| store_batch(conn, stale, 7, blob))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        assert_eq!(count(&store, "SELECT count(*) FROM health_hourly"), 0);
+        assert_eq!(marker(&store), Some(Moved { upto: 10, ci: 0 }));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_raw_sample_that_is_not_one_value_stops_the_pass_and_changes_nothing() {
+        let (store, _dir) = temp_store();
+        computers(&store, 1).await;
+        interleaved(&store, 1, &[at(10, 10)], 2).await;
+        // A truncated map, as a damaged page could leave it.
+        Connection::open(store.path())
+            .unwrap()
+            .execute(
+                "INSERT INTO health_raw (ci_id, ts, sample) VALUES (?1, ?2, x'8101')",
+                [ci_of(&store, 0), to_ms(at(10, 20))],
+            )
+            .unwrap();
+        let err = store
+            .compact_health(at(11, 30), Duration::days(7))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert_eq!(count(&store, "SELECT count(*) FROM health_hourly"), 0);
+        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 2);
+        assert!(check_one_value(&[0x81, 0xa1, b'a', 0x01, 0x02]).is_err());
+        assert!(check_one_value(&[0x81, 0xa1, b'a', 0x01]).is_ok());
+        store.close().await;
+    }
+
+    #[test]
+    fn a_spliced_blob_reads_back_as_the_encoded_one() {
+        let mut sample = HealthSample::empty(agent(0), at(10, 0));
+        sample.cpu_percent = Some(12.5);
+        sample.load = Some([0.5, 0.25, -1.0]);
+        sample.uptime_secs = Some(u64::MAX);
+        sample.filesystems = vec![FilesystemUsage {
+            mount: "/srv/ünïcode".into(),
+            used_percent: Some(91.0),
+            inodes_used_percent: None,
+        }];
+        let mut other = HealthSample::empty(agent(1), at(10, 1));
+        other.reports_dropped = Some(3);
+        let points: Vec<Point> = vec![
+            (to_ms(at(10, 0)), sample),
+            (to_ms(at(10, 1)), other.clone()),
+            (i64::MIN, other),
+        ];
+        let raw: Vec<Vec<u8>> = points
+            .iter()
+            .map(|(_, s)| rmp_serde::to_vec_named(s).unwrap())
+            .collect();
+        let mut packer = Packer::new().unwrap();
+        let spliced = packer
+            .pack(
+                points
+                    .iter()
+                    .zip(&raw)
+                    .map(|((ts, _), bytes)| (*ts, bytes.as_slice())),
+            )
+            .unwrap();
+        assert_eq!(decode_hourly(&spliced).unwrap(), points);
+        assert_eq!(
+            decode_hourly(&encode_hourly(&points).unwrap()).unwrap(),
+            decode_hourly(&spliced).unwrap()
+        );
+        // The same twice from one context: nothing carries over from the last blob.
+        let again = packer
+            .pack(std::iter::once((1, raw[1].as_slice())))
+            .unwrap();
+        assert_eq!(
+            decode_hourly(&again).unwrap(),
+            vec![(1, points[1].1.clone())]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_raw_floor_counts_rows_inserted_after_its_snapshot() {
+        let (store, _dir) = temp_store();
+        let conn = Connection::open(store.path()).unwrap();
+        let insert = |ts: i64| {
+            conn.execute(
+                "INSERT INTO health_raw (ci_id, ts, sample) VALUES (1, ?1, x'80')",
+                [ts],
+            )
+            .unwrap();
+        };
+        let floor = |conn: &Connection| -> Option<i64> {
+            conn.query_row("SELECT raw_min_ts FROM health_meta", [], |r| r.get(0))
+                .unwrap()
+        };
+        insert(5_000);
+        insert(9_000);
+        // The snapshot saw ids up to 2, oldest 5,000; an older row arrived since.
+        insert(1_000);
+        raise_raw_floor(&conn, (Some(5_000), Some(2))).unwrap();
+        assert_eq!(floor(&conn), Some(1_000));
+        // An empty snapshot: every row counts.
+        raise_raw_floor(&conn, (None, None)).unwrap();
+        assert_eq!(floor(&conn), Some(1_000));
+        conn.execute("DELETE FROM health_raw", []).unwrap();
+        raise_raw_floor(&conn, (None, None)).unwrap();
+        assert_eq!(floor(&conn), None);
+        store.close().await;
+    }
+}
