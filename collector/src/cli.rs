@@ -155,6 +155,7 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
         max_batch: 1,
         placeholders: config.placeholders(),
         engine: config.engine(),
+        ..StoreOptions::default()
     };
     Store::open(&db, &options)
         .with_context(|| format!("could not open the store at {}", db.display()))

@@ -24,9 +24,12 @@ pub async fn run_once(
     clock: &dyn Clock,
     retention: time::Duration,
 ) -> Result<CompactionReport, StoreError> {
+    // Wall time of the pass, for the log only: the pass's own notion of now is the clock's.
+    let started = std::time::Instant::now();
     let report = store.compact_health(clock.now(), retention).await?;
     if report != CompactionReport::default() {
         tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
             moved = report.moved,
             dropped = report.dropped,
             hourly_rows = report.hourly_rows,
@@ -72,8 +75,15 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if let Err(e) = run_once(&store, clock.as_ref(), retention).await {
-                    tracing::warn!(error = %e, "health compaction failed; retrying at the next tick");
+                // At fleet scale a pass takes a while; a stop request abandons it between two
+                // of its jobs, and the next start resumes it (see `store::compaction`).
+                tokio::select! {
+                    done = run_once(&store, clock.as_ref(), retention) => {
+                        if let Err(e) = done {
+                            tracing::warn!(error = %e, "health compaction failed; retrying at the next tick");
+                        }
+                    }
+                    _ = stop.changed() => break,
                 }
                 if let Err(e) = sweep_stale(&store, clock.as_ref(), stale_after).await {
                     tracing::warn!(error = %e, "the stale sweep failed; retrying at the next tick");

@@ -69,6 +69,7 @@ pub async fn serve_with_clock(
         max_batch: config.writer_batch,
         placeholders: config.placeholders(),
         engine: config.engine(),
+        ..StoreOptions::default()
     };
     let store = {
         let path = db.clone();

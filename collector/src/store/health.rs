@@ -40,8 +40,8 @@ pub(super) const HOUR_MS: i64 = 3_600_000;
 /// How far ahead of the collector's clock a sample's `collected_at` may be and still be its
 /// series time (see `store::ingest`); also how far past "now" a range query looks.
 pub(crate) const MAX_CLOCK_AHEAD_MS: i64 = 5 * 60_000;
-/// Raw rows one compaction job moves or deletes, about (whole computers).
-const COMPACT_CHUNK: usize = 20_000;
+/// Raw rows one compaction job moves (about: whole computers) or deletes.
+const COMPACT_CHUNK: usize = 10_000;
 /// Hourly rows one pruning job deletes at most.
 const PRUNE_CHUNK: usize = 5_000;
 /// First byte of an hourly blob, format 1: zstd-compressed MessagePack array of samples, each

@@ -32,14 +32,17 @@
 //!   `''`), `installation(ci_id, software_id)` says which computer has which package.
 //! - Health time series, shaped for "every computer, every minute": `health_raw` is append-only
 //!   with no secondary index, so an insert touches only the last page of its b-tree. A background
-//!   compaction ([`Store::compact_health`]) moves rows of completed hours into `health_hourly`,
-//!   one zstd-compressed MessagePack blob per (hour, CI) in a rowid table keyed
-//!   `hour << 32 | ci_id`, and deletes the moved raw rows as an id prefix. Retention deletes
+//!   compaction ([`Store::compact_health`], `compaction.rs`) moves rows of completed hours into
+//!   `health_hourly`, one zstd-compressed MessagePack blob per (hour, CI) in a rowid table keyed
+//!   `hour << 32 | ci_id`, each written once per pass, and deletes the moved raw rows as an id
+//!   prefix. Retention deletes
 //!   hourly rows of old hours, a key prefix. A range query reads one hourly row per hour plus,
 //!   unless its window ends before the oldest raw sample (`health_meta.raw_min_ts`), a scan of
 //!   the whole uncompacted tail of the fleet; see `store::health` for the cost and the planned fix.
 //!   The layouts were measured in `tests/HEALTH_LAYOUT.md`.
-//! - `health_meta`: one row; `raw_min_ts` is at most the smallest `ts` in `health_raw`.
+//! - `health_meta`: one row; `raw_min_ts` is at most the smallest `ts` in `health_raw`;
+//!   `compact_upto` and `compact_ci`, while a compaction pass is under way, say which raw rows it
+//!   has already put into `health_hourly` (ids up to `compact_upto` of CIs up to `compact_ci`).
 //! - `health_pending(agent_id, ts, sample)`: samples of an agent that has no computer CI yet,
 //!   at most the newest 1440 per agent; the transaction that creates the agent's computer CI
 //!   moves them into `health_raw`. Retention prunes them like the series.
@@ -171,6 +174,10 @@ pub struct StoreOptions {
     pub placeholders: crate::cmdb::Placeholders,
     /// The incident engine's settings (reopen window, SLA targets).
     pub engine: crate::incidents::EngineOptions,
+    /// After each step of a health compaction pass, it waits this many times as long as the
+    /// step took, so the pass takes at most 1 / (1 + rest) of the writer and of a core, and
+    /// ingest keeps the rest (`store::compaction`). 0 runs the pass flat out (benchmarks).
+    pub compaction_rest: u32,
 }
 
 impl Default for StoreOptions {
@@ -180,6 +187,7 @@ impl Default for StoreOptions {
             max_batch: 256,
             placeholders: crate::cmdb::Placeholders::default(),
             engine: crate::incidents::EngineOptions::default(),
+            compaction_rest: 3,
         }
     }
 }
@@ -191,6 +199,7 @@ pub struct Store {
     placeholders: std::sync::Arc<crate::cmdb::Placeholders>,
     engine: std::sync::Arc<crate::incidents::EngineOptions>,
     catalog: reconcile::CatalogCache,
+    compaction_rest: u32,
 }
 
 impl Store {
@@ -226,6 +235,7 @@ impl Store {
             placeholders: std::sync::Arc::new(options.placeholders.clone()),
             engine: std::sync::Arc::new(options.engine.clone()),
             catalog: reconcile::CatalogCache::default(),
+            compaction_rest: options.compaction_rest,
         })
     }
 
