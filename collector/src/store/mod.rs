@@ -108,10 +108,6 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// syncs the main file a tenth as often. The WAL stays under about 40 MB between checkpoints.
 const WAL_CHECKPOINT_PAGES: u32 = 10_000;
 
-/// Past this size the writer empties the WAL (`writer.rs`): four times the automatic
-/// checkpoint's 10,000 pages.
-const WAL_LIMIT_BYTES: u64 = 4 * WAL_CHECKPOINT_PAGES as u64 * 4096;
-
 /// Each read connection's page cache, in KiB.
 pub(crate) const READER_CACHE_KIB: i64 = 16 * 1024;
 
@@ -231,7 +227,7 @@ impl Store {
         // is parsed and planned again on its next use, which showed in the writer's profile.
         conn.set_prepared_statement_cache_capacity(256);
         let reads = ReadPool::open(path, options.read_connections.max(1), BUSY_TIMEOUT)?;
-        let writer = Writer::start(conn, options.max_batch, WAL_LIMIT_BYTES)?;
+        let writer = Writer::start(conn, options.max_batch)?;
         Ok(Store {
             path: path.to_owned(),
             writer,

@@ -18,12 +18,6 @@
 //!   exists.
 //! - Shutdown drains: jobs queued before [`Writer::shutdown`] still run and are answered; jobs
 //!   sent after it get [`StoreError::WriterGone`].
-//! - The WAL stays bounded. SQLite's automatic checkpoint copies the WAL back into the database
-//!   but can start it over only at a moment when no reader still uses it; under continuous
-//!   reads and writes that moment may never come, and the WAL file grows without end (measured:
-//!   1.7 GB in 20 minutes at 5,000 health reports/s). Every [`WAL_CHECK_EVERY`] transactions
-//!   the thread looks at the WAL file's size and, past the limit, runs a `TRUNCATE`
-//!   checkpoint, which waits for the readers of the moment (short ones) and empties the file.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
@@ -43,10 +37,6 @@ compile_error!(
 
 /// How many jobs wait in the queue before senders have to wait (backpressure).
 const QUEUE_DEPTH: usize = 1024;
-/// Transactions between two looks at the WAL file's size.
-const WAL_CHECK_EVERY: u64 = 64;
-/// How long emptying the WAL waits for the readers of the moment.
-const WAL_TRUNCATE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Work sent to the writer thread, type-erased so one queue carries jobs of any result type.
 trait Task: Send {
@@ -129,23 +119,14 @@ pub(crate) struct WriterStats {
 
 impl Writer {
     /// Starts the thread; it owns `conn` from now on. `max_batch` caps the jobs per transaction,
-    /// which bounds how long one transaction holds the write lock. Past `wal_limit` bytes the
-    /// WAL file is checkpointed and emptied (see the module doc).
-    pub(crate) fn start(
-        conn: Connection,
-        max_batch: usize,
-        wal_limit: u64,
-    ) -> std::io::Result<Writer> {
+    /// which bounds how long one transaction holds the write lock.
+    pub(crate) fn start(conn: Connection, max_batch: usize) -> std::io::Result<Writer> {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = std::sync::Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
-        let wal = conn
-            .path()
-            .map(|db| std::path::PathBuf::from(format!("{db}-wal")));
-        let wal_bound = wal.map(|path| (path, wal_limit));
         let thread = std::thread::Builder::new()
             .name("census-writer".into())
-            .spawn(move || writer_main(conn, rx, max_batch.max(1), wal_bound, &thread_stats))?;
+            .spawn(move || writer_main(conn, rx, max_batch.max(1), &thread_stats))?;
         Ok(Writer {
             queue,
             thread: Mutex::new(Some(thread)),
@@ -199,10 +180,8 @@ fn writer_main(
     conn: Connection,
     mut rx: mpsc::Receiver<Message>,
     max_batch: usize,
-    wal_bound: Option<(std::path::PathBuf, u64)>,
     stats: &WriterStats,
 ) {
-    let mut groups: u64 = 0;
     let mut stopping = false;
     while !stopping {
         let Some(first) = rx.blocking_recv() else {
@@ -222,12 +201,6 @@ fn writer_main(
         }
         if !tasks.is_empty() {
             run_group(&conn, tasks, stats);
-            groups += 1;
-            if groups.is_multiple_of(WAL_CHECK_EVERY)
-                && let Some((wal, limit)) = &wal_bound
-            {
-                bound_wal(&conn, wal, *limit);
-            }
         }
     }
     // Refuse new work, then run what was queued before the shutdown request or raced with it.
@@ -252,36 +225,6 @@ fn writer_main(
     }
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "could not close the database cleanly");
-    }
-}
-
-/// Empties the WAL when its file is past `limit` bytes (see the module doc). The jobs of the
-/// last transaction were answered already; the next ones wait for the checkpoint.
-fn bound_wal(conn: &Connection, wal: &std::path::Path, limit: u64) {
-    let Ok(size) = std::fs::metadata(wal).map(|m| m.len()) else {
-        return;
-    };
-    if size <= limit {
-        return;
-    }
-    // The checkpoint waits for the readers of the moment through the busy handler: briefly,
-    // since the queue waits meanwhile. One row: (busy, frames in the WAL, frames checkpointed);
-    // busy = 1 when a reader held on past that wait, and the next look tries again.
-    let _ = conn.busy_timeout(WAL_TRUNCATE_WAIT);
-    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-    });
-    let _ = conn.busy_timeout(super::BUSY_TIMEOUT);
-    match checkpoint {
-        Ok((0, _)) => tracing::debug!(bytes = size, "emptied the WAL"),
-        Ok((_, frames)) => {
-            tracing::warn!(
-                bytes = size,
-                frames,
-                "the WAL is past its limit and a reader kept it from being emptied"
-            )
-        }
-        Err(e) => tracing::warn!(error = %e, "could not checkpoint the WAL"),
     }
 }
 
@@ -371,48 +314,11 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_wal_past_its_limit_is_emptied_once_no_reader_holds_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (conn, path) = open(&dir);
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
-            .unwrap();
-        let writer = Writer::start(conn, 1, 64 * 1024).unwrap();
-        let wal = dir.path().join("w.db-wal");
-        // A reader holds a snapshot, so no checkpoint can empty the WAL meanwhile.
-        let reader = Connection::open(&path).unwrap();
-        reader
-            .execute_batch("BEGIN; SELECT count(*) FROM t;")
-            .unwrap();
-        let mut v = 0;
-        let mut fill = |n: u64| {
-            let writer = &writer;
-            let first = v;
-            v += n as i64;
-            async move {
-                for i in first..first + n as i64 {
-                    writer.run(insert(i)).await.unwrap();
-                }
-            }
-        };
-        fill(WAL_CHECK_EVERY * 2).await;
-        let pinned = std::fs::metadata(&wal).unwrap().len();
-        assert!(pinned > 64 * 1024, "{pinned}");
-        // Once the reader is gone, the next look empties it. It comes after the answers of its
-        // transaction: one job more waits for it, and is all the WAL then holds.
-        reader.execute_batch("COMMIT;").unwrap();
-        fill(WAL_CHECK_EVERY + 1).await;
-        let after = std::fs::metadata(&wal).unwrap().len();
-        assert!(after < pinned && after <= 64 * 1024, "{after} of {pinned}");
-        assert_eq!(values(&path).len() as u64, WAL_CHECK_EVERY * 3 + 1);
-        writer.shutdown().await;
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_jobs_share_one_commit_and_fail_alone() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, path) = open(&dir);
-        let writer = Arc::new(Writer::start(conn, 64, u64::MAX).unwrap());
+        let writer = Arc::new(Writer::start(conn, 64).unwrap());
 
         // Hold the writer inside a first job until the others are queued behind it.
         let (release, gate) = std::sync::mpsc::channel::<()>();
@@ -480,7 +386,7 @@ mod tests {
     async fn a_panicking_job_fails_alone_and_the_writer_survives() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, path) = open(&dir);
-        let writer = Writer::start(conn, 64, u64::MAX).unwrap();
+        let writer = Writer::start(conn, 64).unwrap();
         let err = writer
             .run(|c| -> Result<(), StoreError> {
                 c.execute("INSERT INTO t (v) VALUES (99)", [])?;
@@ -498,7 +404,7 @@ mod tests {
     async fn shutdown_answers_queued_jobs_then_refuses_new_ones() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, path) = open(&dir);
-        let writer = Arc::new(Writer::start(conn, 2, u64::MAX).unwrap());
+        let writer = Arc::new(Writer::start(conn, 2).unwrap());
         let mut handles = Vec::new();
         for v in 1..=5 {
             let writer = writer.clone();
