@@ -13,7 +13,7 @@
 //! 2. **Sort.** The keys `(ci_id, id, ts)` of those rows, of computers above `compact_ci`, are
 //!    copied in `(ci_id, id)` order into a temporary table of the pass's connection. SQLite
 //!    sorts them externally, so memory stays bounded whatever the fleet's rate; the temporary
-//!    file holds about 20 bytes per row.
+//!    file holds a few tens of bytes per row (an estimate from the row format, not measured).
 //! 3. **Move.** Walking that table, the pass reads the rows of a few computers at a time (about
 //!    `chunk` rows) and builds each computer-hour's blob from them. The raw samples' bytes are
 //!    already the MessagePack the blob holds, so they are spliced, not decoded and encoded again.
