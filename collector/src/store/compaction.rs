@@ -49,6 +49,28 @@ use super::health::{
 };
 use super::{Store, StoreError};
 
+// The pass's reads of `health_raw`. Each one reads a bounded range of ids, so no read
+// transaction of the pass lasts long: one that scanned the whole table pinned the WAL for as
+// long as the scan took (on a cold 18 GB database, minutes), and nothing could be checkpointed
+// meanwhile (BENCHMARKS.md, "The WAL under load"). `min(id), max(id)` in one select is such a
+// scan: SQLite looks up a single `min` or `max` in the b-tree, but not two. The test
+// `the_pass_reads_bounded_ranges_only` checks each plan.
+
+/// The smallest and largest raw ids: two b-tree lookups.
+const RAW_ID_RANGE: &str =
+    "SELECT (SELECT min(id) FROM health_raw), (SELECT max(id) FROM health_raw)";
+/// The smallest raw id.
+const RAW_FIRST_ID: &str = "SELECT min(id) FROM health_raw";
+/// The first row in an id range dated from `?3` to before `?4`.
+const FIRST_LIVE_IN: &str =
+    "SELECT id FROM health_raw WHERE id BETWEEN ?1 AND ?2 AND ts >= ?3 AND ts < ?4
+     ORDER BY id LIMIT 1";
+/// The keys of an id range's rows of computers above `?3`, into the pass's temporary table.
+const COPY_KEYS_IN: &str = "INSERT INTO temp.compact_unsorted
+     SELECT ci_id, id, ts FROM main.health_raw WHERE id BETWEEN ?1 AND ?2 AND ci_id > ?3";
+/// The oldest time in an id range.
+const RAW_MIN_TS_IN: &str = "SELECT min(ts) FROM health_raw WHERE id BETWEEN ?1 AND ?2";
+
 /// The raw rows a pass under way has already put into `health_hourly`: those with id up to
 /// `upto` of computers up to `ci`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +188,7 @@ impl Store {
             }
         }
         let floor;
-        (_, floor) = pass.run(|p| p.raw_floor()).await?;
+        (_, floor) = pass.run(move |p| p.raw_floor(piece)).await?;
         self.writer
             .run(move |conn| raise_raw_floor(conn, floor))
             .await?;
@@ -268,10 +290,7 @@ impl PassConn {
         let (Some(first), Some(last)) = self.id_range()? else {
             return Ok(None);
         };
-        let mut live = self.conn.prepare_cached(
-            "SELECT id FROM health_raw WHERE id BETWEEN ?1 AND ?2 AND ts >= ?3 AND ts < ?4
-             ORDER BY id LIMIT 1",
-        )?;
+        let mut live = self.conn.prepare_cached(FIRST_LIVE_IN)?;
         let mut from = first;
         while from <= last {
             let to = from.saturating_add(piece - 1).min(last);
@@ -299,9 +318,8 @@ impl PassConn {
     fn id_range(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT min(id), max(id) FROM health_raw", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?)
+            .prepare_cached(RAW_ID_RANGE)?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
     }
 
     /// Fills `temp.compact_keys` with the keys of the rows `moved` has not moved yet.
@@ -324,10 +342,7 @@ impl PassConn {
              ) WITHOUT ROWID;",
         )?;
         if let (Some(first), Some(_)) = self.id_range()? {
-            let mut copy = self.conn.prepare_cached(
-                "INSERT INTO temp.compact_unsorted
-                 SELECT ci_id, id, ts FROM main.health_raw WHERE id BETWEEN ?1 AND ?2 AND ci_id > ?3",
-            )?;
+            let mut copy = self.conn.prepare_cached(COPY_KEYS_IN)?;
             let mut from = first;
             while from <= moved.upto {
                 let to = from.saturating_add(piece - 1).min(moved.upto);
@@ -403,13 +418,28 @@ impl PassConn {
         Ok(batch)
     }
 
-    /// The oldest raw time and the newest raw id, read in one snapshot.
-    fn raw_floor(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT min(ts), max(id) FROM health_raw", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?)
+    /// The oldest raw time and the newest raw id. `health_raw` has no index on `ts`, so the
+    /// oldest time takes a scan: it reads in pieces of `piece` ids, each its own read
+    /// transaction (see [`PassConn::sort_keys`]). Rows above the newest id, inserted since, are
+    /// counted by [`raise_raw_floor`]; only the pass deletes raw rows, so none goes missing
+    /// between two pieces.
+    fn raw_floor(&self, piece: i64) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        let (Some(first), Some(last)) = self.id_range()? else {
+            return Ok((None, None));
+        };
+        let mut oldest = self.conn.prepare_cached(RAW_MIN_TS_IN)?;
+        let mut min_ts: Option<i64> = None;
+        let mut from = first;
+        while from <= last {
+            let to = from.saturating_add(piece - 1).min(last);
+            let piece_min: Option<i64> = oldest.query_row([from, to], |r| r.get(0))?;
+            min_ts = match (min_ts, piece_min) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            from = to.saturating_add(1);
+        }
+        Ok((min_ts, Some(last)))
     }
 }
 
@@ -554,7 +584,7 @@ fn merge_into_hour(conn: &Connection, key: i64, blob: &[u8]) -> Result<(), Store
 /// then ends the pass in the same transaction.
 fn delete_moved(conn: &Connection, upto: i64, chunk: usize) -> Result<bool, StoreError> {
     let first: Option<i64> = conn
-        .prepare_cached("SELECT min(id) FROM health_raw")?
+        .prepare_cached(RAW_FIRST_ID)?
         .query_row([], |r| r.get(0))?;
     if let Some(first) = first
         && first <= upto
@@ -941,12 +971,65 @@ mod tests {
         insert(1_000);
         raise_raw_floor(&conn, (Some(5_000), Some(2))).unwrap();
         assert_eq!(floor(&conn), Some(1_000));
+        // Read in pieces of two ids, the oldest time is the third row's.
+        let pass = PassConn::open(&store.path().to_owned()).unwrap();
+        assert_eq!(pass.raw_floor(2).unwrap(), (Some(1_000), Some(3)));
+        assert_eq!(pass.raw_floor(1).unwrap(), (Some(1_000), Some(3)));
+        assert_eq!(pass.raw_floor(3).unwrap(), (Some(1_000), Some(3)));
         // An empty snapshot: every row counts.
         raise_raw_floor(&conn, (None, None)).unwrap();
         assert_eq!(floor(&conn), Some(1_000));
         conn.execute("DELETE FROM health_raw", []).unwrap();
         raise_raw_floor(&conn, (None, None)).unwrap();
         assert_eq!(floor(&conn), None);
+        store.close().await;
+    }
+
+    /// The plan's lines, as `EXPLAIN QUERY PLAN` words them.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        // Unbound parameters are NULL, which leaves the plan as it is.
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let mut rows = explain.raw_query();
+        let mut lines = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            lines.push(row.get::<_, String>(3).unwrap().replace("main.", ""));
+        }
+        lines
+    }
+
+    #[tokio::test]
+    async fn the_pass_reads_bounded_ranges_only() {
+        let (store, _dir) = temp_store();
+        let conn = Connection::open(store.path()).unwrap();
+        conn.execute_batch(
+            "CREATE TEMP TABLE compact_unsorted (ci_id INTEGER, id INTEGER, ts INTEGER);",
+        )
+        .unwrap();
+        let whole_scan = |lines: &[String]| {
+            lines
+                .iter()
+                .any(|l| l.starts_with("SCAN health_raw") || l.starts_with("SCAN health_hourly"))
+        };
+        for sql in [
+            RAW_ID_RANGE,
+            RAW_FIRST_ID,
+            FIRST_LIVE_IN,
+            COPY_KEYS_IN,
+            RAW_MIN_TS_IN,
+            super::super::health::HOURLY_KEY_RANGE,
+        ] {
+            let lines = plan(&conn, sql);
+            assert!(!whole_scan(&lines), "{sql}: {lines:?}");
+            assert!(
+                lines.iter().any(|l| l.starts_with("SEARCH health_")),
+                "{sql}: {lines:?}"
+            );
+        }
+        // What the check catches: both bounds in one select read the whole table.
+        assert!(whole_scan(&plan(
+            &conn,
+            "SELECT min(id), max(id) FROM health_raw"
+        )));
         store.close().await;
     }
 }

@@ -44,6 +44,10 @@ pub(crate) const MAX_CLOCK_AHEAD_MS: i64 = 5 * 60_000;
 const COMPACT_CHUNK: usize = 10_000;
 /// Hourly rows one pruning job deletes at most.
 const PRUNE_CHUNK: usize = 5_000;
+/// The smallest and largest hourly keys: two b-tree lookups, where `min(key), max(key)` in one
+/// select would read every row of the table (SQLite looks up a lone `min` or `max` only).
+pub(super) const HOURLY_KEY_RANGE: &str =
+    "SELECT (SELECT min(key) FROM health_hourly), (SELECT max(key) FROM health_hourly)";
 /// First byte of an hourly blob, format 1: zstd-compressed MessagePack array of samples, each
 /// filed under its `collected_at`. Written by the first development builds; still read.
 const HOURLY_FORMAT_ZSTD_MSGPACK: u8 = 1;
@@ -251,7 +255,7 @@ fn read_page(
     let mut out: Vec<Point> = Vec::new();
     if from <= to {
         let (first, last): (Option<i64>, Option<i64>) = tx
-            .prepare_cached("SELECT min(key), max(key) FROM health_hourly")?
+            .prepare_cached(HOURLY_KEY_RANGE)?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let span = hour_span(first, last, from, to);
         // The first hour that may have raw rows in the window: no raw row is older than the
