@@ -56,6 +56,7 @@
 
 pub mod admin;
 pub mod auth;
+mod checkpoint;
 pub(crate) mod cis;
 mod compaction;
 mod health;
@@ -105,7 +106,9 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// copies every page the WAL holds back to the database file, once per page however often it
 /// changed since the last one: first inventories rewrite the same few hundred leaves of the
 /// software index over and over, so checkpointing a tenth as often writes far fewer pages and
-/// syncs the main file a tenth as often. The WAL stays under about 40 MB between checkpoints.
+/// syncs the main file a tenth as often. The WAL stays under about 40 MB between checkpoints
+/// while no read transaction lasts long (see `checkpoint`, which runs them in place of SQLite's
+/// automatic checkpoint).
 const WAL_CHECKPOINT_PAGES: u32 = 10_000;
 
 /// Each read connection's page cache, in KiB.
@@ -219,15 +222,14 @@ impl Store {
         .map_err(open_err)?;
         migrations::migrate(&mut conn, path)?;
         conn.execute_batch(&format!(
-            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY;
-             PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}; {OPTIMIZE}"
+            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY; {OPTIMIZE}"
         ))
         .map_err(open_err)?;
         // Room for every statement the ingest, enrollment and engine jobs use: an evicted statement
         // is parsed and planned again on its next use, which showed in the writer's profile.
         conn.set_prepared_statement_cache_capacity(256);
         let reads = ReadPool::open(path, options.read_connections.max(1), BUSY_TIMEOUT)?;
-        let writer = Writer::start(conn, options.max_batch)?;
+        let writer = Writer::start(conn, options.max_batch, WAL_CHECKPOINT_PAGES)?;
         Ok(Store {
             path: path.to_owned(),
             writer,

@@ -115,18 +115,30 @@ pub(crate) struct WriterStats {
     pub commits: AtomicU64,
     /// Jobs answered.
     pub jobs: AtomicU64,
+    /// Frames in the WAL after the last commit (`store::checkpoint`).
+    pub wal_frames: AtomicU64,
+    /// Checkpoints tried after a commit, and those that copied the whole WAL back.
+    pub checkpoint_tries: AtomicU64,
+    pub checkpoints: AtomicU64,
 }
 
 impl Writer {
     /// Starts the thread; it owns `conn` from now on. `max_batch` caps the jobs per transaction,
-    /// which bounds how long one transaction holds the write lock.
-    pub(crate) fn start(conn: Connection, max_batch: usize) -> std::io::Result<Writer> {
+    /// which bounds how long one transaction holds the write lock. The WAL is checkpointed once
+    /// it holds `wal_pages` pages (`store::checkpoint`).
+    pub(crate) fn start(
+        mut conn: Connection,
+        max_batch: usize,
+        wal_pages: u32,
+    ) -> Result<Writer, StoreError> {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = std::sync::Arc::new(WriterStats::default());
+        super::checkpoint::install(&mut conn, wal_pages, stats.clone())?;
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("census-writer".into())
-            .spawn(move || writer_main(conn, rx, max_batch.max(1), &thread_stats))?;
+            .spawn(move || writer_main(conn, rx, max_batch.max(1), &thread_stats))
+            .map_err(StoreError::Thread)?;
         Ok(Writer {
             queue,
             thread: Mutex::new(Some(thread)),
@@ -318,7 +330,7 @@ mod tests {
     async fn queued_jobs_share_one_commit_and_fail_alone() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, path) = open(&dir);
-        let writer = Arc::new(Writer::start(conn, 64).unwrap());
+        let writer = Arc::new(Writer::start(conn, 64, 1000).unwrap());
 
         // Hold the writer inside a first job until the others are queued behind it.
         let (release, gate) = std::sync::mpsc::channel::<()>();
@@ -386,7 +398,7 @@ mod tests {
     async fn a_panicking_job_fails_alone_and_the_writer_survives() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, path) = open(&dir);
-        let writer = Writer::start(conn, 64).unwrap();
+        let writer = Writer::start(conn, 64, 1000).unwrap();
         let err = writer
             .run(|c| -> Result<(), StoreError> {
                 c.execute("INSERT INTO t (v) VALUES (99)", [])?;
@@ -404,7 +416,7 @@ mod tests {
     async fn shutdown_answers_queued_jobs_then_refuses_new_ones() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, path) = open(&dir);
-        let writer = Arc::new(Writer::start(conn, 2).unwrap());
+        let writer = Arc::new(Writer::start(conn, 2, 1000).unwrap());
         let mut handles = Vec::new();
         for v in 1..=5 {
             let writer = writer.clone();
