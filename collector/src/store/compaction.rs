@@ -39,10 +39,12 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::checkpoint::WalGate;
 use super::health::{
     CompactionReport, HOUR_MS, HOURLY_FORMAT_ZSTD_MSGPACK_TS, MAX_CLOCK_AHEAD_MS, Point, blob_of,
     decode_hourly, encode_hourly, hourly_key,
@@ -132,7 +134,8 @@ impl Store {
         let mut report = CompactionReport::default();
         let path = self.path.clone();
         let rest = self.compaction_rest;
-        let mut pass = blocking(move || PassConn::open(&path)).await?;
+        let gate = self.gate.clone();
+        let mut pass = blocking(move || PassConn::open(&path, gate)).await?;
 
         // 1. Cut, unless a pass is under way.
         let marker;
@@ -235,6 +238,8 @@ struct Batch {
 struct PassConn {
     conn: Connection,
     packer: Packer,
+    /// Each read transaction passes through it (`store::checkpoint`).
+    gate: Arc<WalGate>,
 }
 
 /// Builds hourly blobs, reusing one zstd context and one buffer.
@@ -245,7 +250,7 @@ struct Packer {
 }
 
 impl PassConn {
-    fn open(path: &PathBuf) -> Result<PassConn, StoreError> {
+    fn open(path: &PathBuf, gate: Arc<WalGate>) -> Result<PassConn, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
@@ -265,6 +270,7 @@ impl PassConn {
         Ok(PassConn {
             conn,
             packer: Packer::new()?,
+            gate,
         })
     }
 
@@ -294,6 +300,7 @@ impl PassConn {
         let mut from = first;
         while from <= last {
             let to = from.saturating_add(piece - 1).min(last);
+            let _entered = self.gate.enter();
             let found: Option<i64> = live
                 .query_row(
                     params![
@@ -316,6 +323,7 @@ impl PassConn {
 
     /// The smallest and largest raw ids.
     fn id_range(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        let _entered = self.gate.enter();
         Ok(self
             .conn
             .prepare_cached(RAW_ID_RANGE)?
@@ -346,6 +354,7 @@ impl PassConn {
             let mut from = first;
             while from <= moved.upto {
                 let to = from.saturating_add(piece - 1).min(moved.upto);
+                let _entered = self.gate.enter();
                 copy.execute([from, to, moved.ci])?;
                 from = to.saturating_add(1);
             }
@@ -373,6 +382,7 @@ impl PassConn {
         let mut current: Option<i64> = None;
         let mut read = 0;
         let packer = &mut self.packer;
+        let _entered = self.gate.enter();
         let tx = self.conn.unchecked_transaction()?;
         {
             // CROSS JOIN keeps the sorted keys as the outer loop: rows come in (ci_id, id) order.
@@ -432,7 +442,10 @@ impl PassConn {
         let mut from = first;
         while from <= last {
             let to = from.saturating_add(piece - 1).min(last);
-            let piece_min: Option<i64> = oldest.query_row([from, to], |r| r.get(0))?;
+            let piece_min: Option<i64> = {
+                let _entered = self.gate.enter();
+                oldest.query_row([from, to], |r| r.get(0))?
+            };
             min_ts = match (min_ts, piece_min) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -972,7 +985,7 @@ mod tests {
         raise_raw_floor(&conn, (Some(5_000), Some(2))).unwrap();
         assert_eq!(floor(&conn), Some(1_000));
         // Read in pieces of two ids, the oldest time is the third row's.
-        let pass = PassConn::open(&store.path().to_owned()).unwrap();
+        let pass = PassConn::open(&store.path().to_owned(), store.gate.clone()).unwrap();
         assert_eq!(pass.raw_floor(2).unwrap(), (Some(1_000), Some(3)));
         assert_eq!(pass.raw_floor(1).unwrap(), (Some(1_000), Some(3)));
         assert_eq!(pass.raw_floor(3).unwrap(), (Some(1_000), Some(3)));

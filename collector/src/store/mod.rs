@@ -203,6 +203,8 @@ pub struct Store {
     engine: std::sync::Arc<crate::incidents::EngineOptions>,
     catalog: reconcile::CatalogCache,
     compaction_rest: u32,
+    /// Every read passes through it (`checkpoint`).
+    gate: std::sync::Arc<checkpoint::WalGate>,
 }
 
 impl Store {
@@ -228,8 +230,14 @@ impl Store {
         // Room for every statement the ingest, enrollment and engine jobs use: an evicted statement
         // is parsed and planned again on its next use, which showed in the writer's profile.
         conn.set_prepared_statement_cache_capacity(256);
-        let reads = ReadPool::open(path, options.read_connections.max(1), BUSY_TIMEOUT)?;
-        let writer = Writer::start(conn, options.max_batch, WAL_CHECKPOINT_PAGES)?;
+        let gate = std::sync::Arc::new(checkpoint::WalGate::new());
+        let reads = ReadPool::open(
+            path,
+            options.read_connections.max(1),
+            BUSY_TIMEOUT,
+            gate.clone(),
+        )?;
+        let writer = Writer::start(conn, options.max_batch, WAL_CHECKPOINT_PAGES, gate.clone())?;
         Ok(Store {
             path: path.to_owned(),
             writer,
@@ -238,6 +246,7 @@ impl Store {
             engine: std::sync::Arc::new(options.engine.clone()),
             catalog: reconcile::CatalogCache::default(),
             compaction_rest: options.compaction_rest,
+            gate,
         })
     }
 

@@ -14,14 +14,22 @@ use rusqlite::functions::FunctionFlags;
 use tokio::sync::Semaphore;
 
 use super::StoreError;
+use super::checkpoint::WalGate;
 
 pub(crate) struct ReadPool {
     conns: Arc<Mutex<Vec<Connection>>>,
     permits: Arc<Semaphore>,
+    gate: Arc<WalGate>,
 }
 
 impl ReadPool {
-    pub(crate) fn open(path: &Path, size: usize, busy: Duration) -> Result<ReadPool, StoreError> {
+    /// Every read passes through `gate` (`store::checkpoint`).
+    pub(crate) fn open(
+        path: &Path,
+        size: usize,
+        busy: Duration,
+        gate: Arc<WalGate>,
+    ) -> Result<ReadPool, StoreError> {
         let mut conns = Vec::with_capacity(size);
         for _ in 0..size {
             let open_err = |source| StoreError::Open {
@@ -46,6 +54,7 @@ impl ReadPool {
         Ok(ReadPool {
             conns: Arc::new(Mutex::new(conns)),
             permits: Arc::new(Semaphore::new(size)),
+            gate,
         })
     }
 
@@ -62,13 +71,17 @@ impl ReadPool {
             .await
             .map_err(|_| StoreError::WriterGone)?;
         let conns = self.conns.clone();
+        let gate = self.gate.clone();
         tokio::task::spawn_blocking(move || {
             // A permit guarantees a free connection unless the pool was closed meanwhile.
             let Some(conn) = conns.lock().expect("read pool lock").pop() else {
                 return Err(StoreError::WriterGone);
             };
-            let result = catch_unwind(AssertUnwindSafe(|| read(&conn)))
-                .unwrap_or(Err(StoreError::JobPanicked));
+            let result = {
+                let _entered = gate.enter();
+                catch_unwind(AssertUnwindSafe(|| read(&conn)))
+                    .unwrap_or(Err(StoreError::JobPanicked))
+            };
             conns.lock().expect("read pool lock").push(conn);
             drop(permit);
             result
@@ -131,7 +144,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("census.db");
         Connection::open(&path).unwrap();
-        let pool = ReadPool::open(&path, 2, Duration::from_secs(1)).unwrap();
+        let pool =
+            ReadPool::open(&path, 2, Duration::from_secs(1), Arc::new(WalGate::new())).unwrap();
         let answers = pool
             .run(|conn| {
                 Ok(vec![

@@ -19,15 +19,18 @@
 //! - Shutdown drains: jobs queued before [`Writer::shutdown`] still run and are answered; jobs
 //!   sent after it get [`StoreError::WriterGone`].
 
+use std::os::raw::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
+use rusqlite::wal::CheckpointMode;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use super::checkpoint::{GATE_PATIENCE, Keeper, WalGate};
 
 #[cfg(not(panic = "unwind"))]
 compile_error!(
@@ -99,6 +102,9 @@ impl<T: Send + 'static> Finish for Ran<T> {
 
 enum Message {
     Task(Box<dyn Task>),
+    /// A checkpoint between two transactions, for the WAL keeper (`store::checkpoint`); the
+    /// answer is `(frames in the WAL, frames copied)`, none if it failed.
+    Checkpoint(std::sync::mpsc::SyncSender<(c_int, c_int)>),
     Shutdown,
 }
 
@@ -106,7 +112,9 @@ enum Message {
 pub(crate) struct Writer {
     queue: mpsc::Sender<Message>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    stats: std::sync::Arc<WriterStats>,
+    keeper: Mutex<Option<JoinHandle<()>>>,
+    gate: Arc<WalGate>,
+    stats: Arc<WriterStats>,
 }
 
 #[derive(Default)]
@@ -120,28 +128,55 @@ pub(crate) struct WriterStats {
     /// Checkpoints tried after a commit, and those that copied the whole WAL back.
     pub checkpoint_tries: AtomicU64,
     pub checkpoints: AtomicU64,
+    /// Times the WAL keeper closed the read gate, those that did not get the WAL copied back,
+    /// and how long the gate stayed closed in all.
+    pub gate_closings: AtomicU64,
+    pub gate_gave_up: AtomicU64,
+    pub gate_held_ms: AtomicU64,
 }
 
 impl Writer {
     /// Starts the thread; it owns `conn` from now on. `max_batch` caps the jobs per transaction,
     /// which bounds how long one transaction holds the write lock. The WAL is checkpointed once
-    /// it holds `wal_pages` pages (`store::checkpoint`).
+    /// it holds `wal_pages` pages, and the WAL keeper thread closes `gate` when the WAL does
+    /// not start over (`store::checkpoint`).
     pub(crate) fn start(
         mut conn: Connection,
         max_batch: usize,
         wal_pages: u32,
+        gate: Arc<WalGate>,
     ) -> Result<Writer, StoreError> {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        let stats = std::sync::Arc::new(WriterStats::default());
-        super::checkpoint::install(&mut conn, wal_pages, stats.clone())?;
+        let stats = Arc::new(WriterStats::default());
+        let keeper_conn = Connection::open(conn.path().unwrap_or_default())?;
+        super::checkpoint::install(&mut conn, wal_pages, stats.clone(), gate.clone())?;
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("census-writer".into())
             .spawn(move || writer_main(conn, rx, max_batch.max(1), &thread_stats))
             .map_err(StoreError::Thread)?;
+        let keeper_queue = queue.clone();
+        let keeper = Keeper {
+            gate: gate.clone(),
+            stats: stats.clone(),
+            conn: keeper_conn,
+            checkpoint: move || {
+                let (reply, answer) = std::sync::mpsc::sync_channel(1);
+                keeper_queue
+                    .blocking_send(Message::Checkpoint(reply))
+                    .ok()?;
+                answer.recv_timeout(GATE_PATIENCE).ok()
+            },
+        };
+        let keeper = std::thread::Builder::new()
+            .name("census-wal".into())
+            .spawn(move || keeper.run())
+            .map_err(StoreError::Thread)?;
         Ok(Writer {
             queue,
             thread: Mutex::new(Some(thread)),
+            keeper: Mutex::new(Some(keeper)),
+            gate,
             stats,
         })
     }
@@ -185,6 +220,14 @@ impl Writer {
                 tracing::error!("the writer thread ended abnormally");
             }
         }
+        self.gate.end();
+        let keeper = self.keeper.lock().expect("keeper handle lock").take();
+        if let Some(keeper) = keeper {
+            let joined = tokio::task::spawn_blocking(move || keeper.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the WAL keeper thread ended abnormally");
+            }
+        }
     }
 }
 
@@ -200,19 +243,34 @@ fn writer_main(
             break;
         };
         let mut tasks = Vec::new();
+        let mut checkpoint = None;
         match first {
             Message::Task(task) => tasks.push(task),
+            Message::Checkpoint(reply) => checkpoint = Some(reply),
             Message::Shutdown => stopping = true,
         }
-        while !stopping && tasks.len() < max_batch {
+        while !stopping && checkpoint.is_none() && tasks.len() < max_batch {
             match rx.try_recv() {
                 Ok(Message::Task(task)) => tasks.push(task),
+                Ok(Message::Checkpoint(reply)) => checkpoint = Some(reply),
                 Ok(Message::Shutdown) => stopping = true,
                 Err(_) => break,
             }
         }
         if !tasks.is_empty() {
             run_group(&conn, tasks, stats);
+        }
+        if let Some(reply) = checkpoint {
+            match conn.wal_checkpoint_v2(Some("main"), CheckpointMode::PASSIVE) {
+                Ok((log, copied)) => {
+                    if copied >= log {
+                        stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The keeper may have stopped waiting.
+                    let _ = reply.send((log, copied));
+                }
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint for the keeper failed"),
+            }
         }
     }
     // Refuse new work, then run what was queued before the shutdown request or raced with it.
@@ -222,7 +280,8 @@ fn writer_main(
         while tasks.len() < max_batch {
             match rx.try_recv() {
                 Ok(Message::Task(task)) => tasks.push(task),
-                Ok(Message::Shutdown) => {}
+                // The checkpoint on close below does it; the keeper stops waiting.
+                Ok(Message::Checkpoint(_) | Message::Shutdown) => {}
                 Err(_) => break,
             }
         }
@@ -330,7 +389,7 @@ mod tests {
     async fn queued_jobs_share_one_commit_and_fail_alone() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, path) = open(&dir);
-        let writer = Arc::new(Writer::start(conn, 64, 1000).unwrap());
+        let writer = Arc::new(Writer::start(conn, 64, 1000, Arc::new(WalGate::new())).unwrap());
 
         // Hold the writer inside a first job until the others are queued behind it.
         let (release, gate) = std::sync::mpsc::channel::<()>();
@@ -398,7 +457,7 @@ mod tests {
     async fn a_panicking_job_fails_alone_and_the_writer_survives() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, path) = open(&dir);
-        let writer = Writer::start(conn, 64, 1000).unwrap();
+        let writer = Writer::start(conn, 64, 1000, Arc::new(WalGate::new())).unwrap();
         let err = writer
             .run(|c| -> Result<(), StoreError> {
                 c.execute("INSERT INTO t (v) VALUES (99)", [])?;
@@ -416,7 +475,7 @@ mod tests {
     async fn shutdown_answers_queued_jobs_then_refuses_new_ones() {
         let dir = tempfile::tempdir().unwrap();
         let (conn, path) = open(&dir);
-        let writer = Arc::new(Writer::start(conn, 2, 1000).unwrap());
+        let writer = Arc::new(Writer::start(conn, 2, 1000, Arc::new(WalGate::new())).unwrap());
         let mut handles = Vec::new();
         for v in 1..=5 {
             let writer = writer.clone();
