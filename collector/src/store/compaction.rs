@@ -70,6 +70,10 @@ const FIRST_LIVE_IN: &str =
 /// The keys of an id range's rows of computers above `?3`, into the pass's temporary table.
 const COPY_KEYS_IN: &str = "INSERT INTO temp.compact_unsorted
      SELECT ci_id, id, ts FROM main.health_raw WHERE id BETWEEN ?1 AND ?2 AND ci_id > ?3";
+/// One computer's rows, in arrival order. CROSS JOIN keeps the sorted keys as the outer loop.
+const COMPUTER_SAMPLES: &str = "SELECT k.ts, r.sample
+     FROM temp.compact_keys AS k CROSS JOIN main.health_raw AS r ON r.id = k.id
+     WHERE k.ci_id = ?1 ORDER BY k.id";
 /// The oldest time in an id range.
 const RAW_MIN_TS_IN: &str = "SELECT min(ts) FROM health_raw WHERE id BETWEEN ?1 AND ?2";
 
@@ -126,10 +130,9 @@ impl Store {
         max_moves: usize,
     ) -> Result<(CompactionReport, PassEnd), StoreError> {
         let chunk = chunk.max(1);
-        // Ids per read transaction of the scans.
-        let piece = i64::try_from(chunk)
-            .unwrap_or(i64::MAX / 16)
-            .saturating_mul(10);
+        // Ids per read transaction of the scans: one transaction holds the read gate
+        // (`store::checkpoint`) for as long as it reads.
+        let piece = i64::try_from(chunk).unwrap_or(i64::MAX);
         let oldest_kept_hour = now.saturating_sub(retention).div_euclid(HOUR_MS).max(0);
         let mut report = CompactionReport::default();
         let path = self.path.clone();
@@ -369,6 +372,10 @@ impl PassConn {
     }
 
     /// The blobs of the next computers after `after_ci`, whole computers, about `chunk` rows.
+    /// Each computer's rows are one short read transaction: the rows of one computer-hour are
+    /// spread over the hour's whole id range, so on a cold database a batch's reads take a
+    /// while, and one transaction for all of them held the read gate (and every read waiting
+    /// at it) for up to a second (BENCHMARKS.md, "The WAL under load").
     fn next_batch(
         &mut self,
         after_ci: i64,
@@ -376,55 +383,48 @@ impl PassConn {
         oldest_kept_hour: i64,
     ) -> Result<Batch, StoreError> {
         let mut batch = Batch::default();
-        // The current computer's samples: (hour, ts, bytes in `arena`).
+        // The computer's samples: (hour, ts, bytes in `arena`).
         let mut points: Vec<(i64, i64, Range<usize>)> = Vec::new();
         let mut arena: Vec<u8> = Vec::new();
-        let mut current: Option<i64> = None;
         let mut read = 0;
-        let packer = &mut self.packer;
-        let _entered = self.gate.enter();
-        let tx = self.conn.unchecked_transaction()?;
-        {
-            // CROSS JOIN keeps the sorted keys as the outer loop: rows come in (ci_id, id) order.
-            let mut rows = tx.prepare_cached(
-                "SELECT k.ci_id, k.ts, r.sample
-                 FROM temp.compact_keys AS k CROSS JOIN main.health_raw AS r ON r.id = k.id
-                 WHERE k.ci_id > ?1 ORDER BY k.ci_id, k.id",
-            )?;
-            let mut rows = rows.query([after_ci])?;
-            while let Some(row) = rows.next()? {
-                let ci: i64 = row.get(0)?;
-                if current != Some(ci) {
-                    if let Some(done) = current {
-                        packer.flush(done, &mut points, &arena, &mut batch)?;
-                        arena.clear();
-                        if read >= chunk {
-                            current = None;
-                            break;
-                        }
+        let mut after = after_ci;
+        while read < chunk {
+            // The temporary database alone: no snapshot of the main one.
+            let next: Option<i64> = self
+                .conn
+                .prepare_cached(
+                    "SELECT ci_id FROM temp.compact_keys WHERE ci_id > ?1 ORDER BY ci_id LIMIT 1",
+                )?
+                .query_row([after], |r| r.get(0))
+                .optional()?;
+            let Some(ci) = next else {
+                break;
+            };
+            {
+                let _entered = self.gate.enter();
+                let mut samples = self.conn.prepare_cached(COMPUTER_SAMPLES)?;
+                let mut rows = samples.query([ci])?;
+                while let Some(row) = rows.next()? {
+                    read += 1;
+                    let ts: i64 = row.get(0)?;
+                    let hour = ts.div_euclid(HOUR_MS);
+                    // Hours before 1970 do not fit the hourly key; no retention keeps them anyway.
+                    if hour < oldest_kept_hour {
+                        batch.dropped += 1;
+                        continue;
                     }
-                    current = Some(ci);
+                    let sample = blob_of(row, 1)?;
+                    check_one_value(sample)?;
+                    let start = arena.len();
+                    arena.extend_from_slice(sample);
+                    points.push((hour, ts, start..arena.len()));
+                    batch.moved += 1;
                 }
-                read += 1;
-                let ts: i64 = row.get(1)?;
-                let hour = ts.div_euclid(HOUR_MS);
-                // Hours before 1970 do not fit the hourly key; no retention keeps them anyway.
-                if hour < oldest_kept_hour {
-                    batch.dropped += 1;
-                    continue;
-                }
-                let sample = blob_of(row, 2)?;
-                check_one_value(sample)?;
-                let start = arena.len();
-                arena.extend_from_slice(sample);
-                points.push((hour, ts, start..arena.len()));
-                batch.moved += 1;
             }
+            self.packer.flush(ci, &mut points, &arena, &mut batch)?;
+            arena.clear();
+            after = ci;
         }
-        if let Some(done) = current {
-            packer.flush(done, &mut points, &arena, &mut batch)?;
-        }
-        tx.commit()?;
         Ok(batch)
     }
 
@@ -1038,6 +1038,19 @@ mod tests {
                 "{sql}: {lines:?}"
             );
         }
+        // One computer's samples: two lookups per row, no scan of either table.
+        conn.execute_batch(
+            "CREATE TEMP TABLE compact_keys (
+                 ci_id INTEGER NOT NULL, id INTEGER NOT NULL, ts INTEGER NOT NULL,
+                 PRIMARY KEY (ci_id, id)
+             ) WITHOUT ROWID;",
+        )
+        .unwrap();
+        let lines = plan(&conn, COMPUTER_SAMPLES);
+        assert!(
+            lines.len() == 2 && lines.iter().all(|l| l.starts_with("SEARCH ")),
+            "{lines:?}"
+        );
         // What the check catches: both bounds in one select read the whole table.
         assert!(whole_scan(&plan(
             &conn,
