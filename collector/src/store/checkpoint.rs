@@ -27,9 +27,9 @@
 //! copied, and still the WAL grew by 32 MB/s without end. So every read of the collector's (the
 //! read pool's and the pass's) goes through a [`WalGate`]. Once the WAL holds [`RESTART_SPAN`]
 //! times `every` pages, the writer's hook asks the gate's [`Keeper`] thread to close it: reads
-//! under way finish and new ones wait; the keeper copies the WAL back on a connection of its
-//! own, beside the writer, and then has the writer copy the rest between two of its
-//! transactions; it opens the gate, and the writer's next transaction starts the WAL over
+//! under way finish and new ones wait; the keeper has the writer copy what is left between two
+//! of its transactions (the bulk it copied just before, on a connection of its own, beside the
+//! writer and the readers); it opens the gate, and the writer's next transaction starts the WAL over
 //! (reads that start after the copy need nothing from the WAL and do not hold it back). Reads
 //! wait for as long as the longest read under way plus the copy. A reader the gate does not
 //! cover (a `backup` from another process) can still hold the WAL: the keeper gives up after
@@ -49,8 +49,10 @@ use super::writer::WriterStats;
 pub(super) const MAX_BACKOFF: u32 = 16;
 
 /// The WAL size, in multiples of `every`, at which the keeper closes the read gate so the WAL
-/// can start over: 160 MB with the collector's 40 MB `every`.
-pub(super) const RESTART_SPAN: u32 = 4;
+/// can start over: 640 MB with the collector's 40 MB `every`. Each closing holds reads back for
+/// tens of milliseconds (BENCHMARKS.md, "The WAL under load"); at 4 it came every 4.5 s under
+/// 5,000 reports/s and showed in the p99 of every 10-second window.
+pub(super) const RESTART_SPAN: u32 = 16;
 
 /// How long the keeper holds the gate closed waiting for the writer's checkpoint.
 pub(super) const GATE_PATIENCE: Duration = Duration::from_secs(1);
@@ -135,20 +137,22 @@ where
 {
     pub(super) fn run(mut self) {
         while self.gate.wait_for_request() {
-            let started = Instant::now();
-            // Reads under way finish; new ones wait here.
-            let closed = self.gate.gate.write().unwrap_or_else(|e| e.into_inner());
-            // The bulk, beside the writer: everything committed so far. A try of the writer's
-            // that runs at the same time makes this one busy, which is as good.
+            // The bulk, beside the writer and the readers, with the gate open: everything no
+            // reader holds back. A try of the writer's that runs at the same time makes this
+            // one busy, which is as good.
             let _ = self
                 .conn
                 .wal_checkpoint_v2(Some("main"), CheckpointMode::PASSIVE);
+            let started = Instant::now();
+            // Reads under way finish; new ones wait here.
+            let closed = self.gate.gate.write().unwrap_or_else(|e| e.into_inner());
+            let wait_ms = millis(started.elapsed());
             // The rest, between two of the writer's transactions, so that its next one finds
             // everything copied and starts the WAL over.
             let answer = (self.checkpoint)();
             drop(closed);
             self.gate.set(|s| s.closings += 1);
-            let held_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let held_ms = millis(started.elapsed());
             self.stats.gate_closings.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .gate_held_ms
@@ -173,6 +177,10 @@ where
             }
         }
     }
+}
+
+fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Decides, after each commit, whether the writer tries a checkpoint.
@@ -381,10 +389,10 @@ mod tests {
         assert_eq!(heard.recv().unwrap(), "in");
         // Past RESTART_SPAN times 20 frames the writer asks the keeper, which waits for the
         // reader to leave the gate; commits go on meanwhile.
-        for _ in 0..100 {
+        for _ in 0..20 * RESTART_SPAN + 20 {
             commit_a_page(&writer).await;
         }
-        assert!(stats.wal_frames.load(Ordering::Relaxed) >= 100);
+        assert!(stats.wal_frames.load(Ordering::Relaxed) >= u64::from(20 * RESTART_SPAN));
         assert_eq!(stats.checkpoints.load(Ordering::Relaxed), 0);
         assert_eq!(stats.gate_closings.load(Ordering::Relaxed), 0);
         tell.send(()).unwrap();
@@ -395,7 +403,7 @@ mod tests {
         assert!(stats.checkpoints.load(Ordering::Relaxed) >= 1);
         // The reader's next transaction needs nothing from the WAL: the next commit, during
         // it, starts the WAL over. Without the closing, that transaction would have held
-        // back the frames of the last 100 commits.
+        // back the frames of every commit so far.
         tell.send(()).unwrap();
         assert_eq!(heard.recv().unwrap(), "in");
         commit_a_page(&writer).await;
@@ -417,7 +425,7 @@ mod tests {
         outside
             .execute_batch("BEGIN; SELECT count(*) FROM t;")
             .unwrap();
-        for _ in 0..100 {
+        for _ in 0..20 * RESTART_SPAN + 20 {
             commit_a_page(&writer).await;
         }
         gate.wait_closings(1);
