@@ -54,6 +54,9 @@ pub(super) const MAX_BACKOFF: u32 = 16;
 /// 5,000 reports/s and showed in the p99 of every 10-second window.
 pub(super) const RESTART_SPAN: u32 = 16;
 
+/// Most copies the keeper makes before closing the gate.
+const BULK_ROUNDS: usize = 3;
+
 /// How long the keeper holds the gate closed waiting for the writer's checkpoint.
 pub(super) const GATE_PATIENCE: Duration = Duration::from_secs(1);
 
@@ -128,6 +131,8 @@ pub(super) struct Keeper<C> {
     pub stats: Arc<WriterStats>,
     /// A connection of its own, for the bulk of the copy.
     pub conn: Connection,
+    /// Frames left after a bulk round that are worth no further round.
+    pub small_tail: c_int,
     pub checkpoint: C,
 }
 
@@ -140,9 +145,17 @@ where
             // The bulk, beside the writer and the readers, with the gate open: everything no
             // reader holds back. A try of the writer's that runs at the same time makes this
             // one busy, which is as good.
-            let _ = self
-                .conn
-                .wal_checkpoint_v2(Some("main"), CheckpointMode::PASSIVE);
+            // Again while the last round left much behind (the frames committed during it),
+            // so the writer's part under the closed gate is short.
+            for _ in 0..BULK_ROUNDS {
+                match self
+                    .conn
+                    .wal_checkpoint_v2(Some("main"), CheckpointMode::PASSIVE)
+                {
+                    Ok((log, copied)) if log.saturating_sub(copied) > self.small_tail => {}
+                    _ => break,
+                }
+            }
             let started = Instant::now();
             // Reads under way finish; new ones wait here.
             let closed = self.gate.gate.write().unwrap_or_else(|e| e.into_inner());
@@ -161,6 +174,7 @@ where
                 Some((log, copied)) if copied >= log => {
                     tracing::debug!(
                         held_ms,
+                        wait_ms,
                         frames = log,
                         "reads held back so the WAL could start over"
                     );
@@ -169,6 +183,7 @@ where
                     self.stats.gate_gave_up.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         held_ms,
+                        wait_ms,
                         "reads were held back but the WAL still could not be copied back: a \
                          reader outside the collector (a backup, a sqlite3 shell) holds it; the \
                          WAL grows until it ends"
@@ -268,6 +283,15 @@ pub(super) fn install(
     stats: Arc<WriterStats>,
     gate: Arc<WalGate>,
 ) -> rusqlite::Result<()> {
+    // The WAL file keeps the size it grew to unless limited: each time it starts over, it is
+    // cut back to one threshold's worth, so a WAL that a long reader made grow gives the disk
+    // space back.
+    let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    conn.pragma_update(
+        None,
+        "journal_size_limit",
+        i64::from(every.max(1)).saturating_mul(page),
+    )?;
     let mut policy = CheckpointPolicy::new(every);
     let span = every.max(1).saturating_mul(RESTART_SPAN);
     // Ask the keeper once the WAL holds this many frames.
@@ -409,6 +433,11 @@ mod tests {
         commit_a_page(&writer).await;
         let frames = stats.wal_frames.load(Ordering::Relaxed);
         assert!(frames < 20, "{frames} frames");
+        // And the file is cut back to 20 pages.
+        let wal = std::fs::metadata(dir.path().join("g.db-wal"))
+            .unwrap()
+            .len();
+        assert!(wal <= 20 * 4096, "{wal} bytes");
         drop(tell);
         reader.join().unwrap();
         writer.shutdown().await;

@@ -160,6 +160,8 @@ impl Writer {
             gate: gate.clone(),
             stats: stats.clone(),
             conn: keeper_conn,
+            // An eighth of a checkpoint's worth: 5 MB with the collector's 40 MB.
+            small_tail: c_int::try_from(wal_pages / 8).unwrap_or(c_int::MAX),
             checkpoint: move || {
                 let (reply, answer) = std::sync::mpsc::sync_channel(1);
                 keeper_queue
