@@ -67,13 +67,9 @@ const RAW_FIRST_ID: &str = "SELECT min(id) FROM health_raw";
 const FIRST_LIVE_IN: &str =
     "SELECT id FROM health_raw WHERE id BETWEEN ?1 AND ?2 AND ts >= ?3 AND ts < ?4
      ORDER BY id LIMIT 1";
-/// The keys of an id range's rows of computers above `?3`, into the pass's temporary table.
-const COPY_KEYS_IN: &str = "INSERT INTO temp.compact_unsorted
-     SELECT ci_id, id, ts FROM main.health_raw WHERE id BETWEEN ?1 AND ?2 AND ci_id > ?3";
-/// One computer's rows, in arrival order. CROSS JOIN keeps the sorted keys as the outer loop.
-const COMPUTER_SAMPLES: &str = "SELECT k.ts, r.sample
-     FROM temp.compact_keys AS k CROSS JOIN main.health_raw AS r ON r.id = k.id
-     WHERE k.ci_id = ?1 ORDER BY k.id";
+/// An id range's rows of computers above `?3`, into the pass's temporary table.
+const COPY_ROWS_IN: &str = "INSERT INTO temp.compact_piece
+     SELECT ci_id, id, ts, sample FROM main.health_raw WHERE id BETWEEN ?1 AND ?2 AND ci_id > ?3";
 /// The oldest time in an id range.
 const RAW_MIN_TS_IN: &str = "SELECT min(ts) FROM health_raw WHERE id BETWEEN ?1 AND ?2";
 
@@ -127,9 +123,11 @@ impl Store {
         now: i64,
         retention: i64,
         chunk: usize,
+        run_rows: usize,
         max_moves: usize,
     ) -> Result<(CompactionReport, PassEnd), StoreError> {
         let chunk = chunk.max(1);
+        let run_rows = run_rows.max(1);
         // Ids per read transaction of the scans: one transaction holds the read gate
         // (`store::checkpoint`) for as long as it reads.
         let piece = i64::try_from(chunk).unwrap_or(i64::MAX);
@@ -157,7 +155,7 @@ impl Store {
         };
 
         // 2. Sort, and 3. move.
-        (pass, ()) = paced(rest, pass.run(move |p| p.sort_keys(moved, piece))).await?;
+        (pass, ()) = paced(rest, pass.run(move |p| p.sort_rows(moved, piece, run_rows))).await?;
         let mut moves = 0;
         loop {
             if moves == max_moves {
@@ -241,6 +239,8 @@ struct Batch {
 struct PassConn {
     conn: Connection,
     packer: Packer,
+    /// Sorted runs built by [`PassConn::sort_rows`]: `temp.compact_run_0` and on.
+    runs: usize,
     /// Each read transaction passes through it (`store::checkpoint`).
     gate: Arc<WalGate>,
 }
@@ -270,9 +270,12 @@ impl PassConn {
             super::READER_CACHE_KIB
         ))
         .map_err(open_err)?;
+        // One cached statement per run, and the pass's own.
+        conn.set_prepared_statement_cache_capacity(256);
         Ok(PassConn {
             conn,
             packer: Packer::new()?,
+            runs: 0,
             gate,
         })
     }
@@ -292,7 +295,7 @@ impl PassConn {
 
     /// The last raw id before the first row of the current hour (or of the next, within the
     /// clock allowance of it); `None` when no row comes before it. Scans in pieces of `piece`
-    /// ids, each its own read transaction (see [`PassConn::sort_keys`]).
+    /// ids, each its own read transaction (see [`PassConn::sort_rows`]).
     fn cut(&self, now: i64, piece: i64) -> Result<Option<i64>, StoreError> {
         let current_hour = now.div_euclid(HOUR_MS);
         let ahead_hour = now.saturating_add(MAX_CLOCK_AHEAD_MS).div_euclid(HOUR_MS);
@@ -333,49 +336,80 @@ impl PassConn {
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
     }
 
-    /// Fills `temp.compact_keys` with the keys of the rows `moved` has not moved yet.
+    /// Copies the rows `moved` has not moved yet into sorted runs in the temporary database:
+    /// `temp.compact_run_K`, each about `run_rows` rows in `(ci_id, id)` order, and
+    /// `temp.compact_cis`, the computers with their row counts.
     ///
-    /// The keys are copied from the main database in pieces of `piece` ids, each its own short
-    /// read transaction, and only then sorted, within the temporary database. A read
-    /// transaction that lasted the whole scan (9 GB for an hour at 5,000 samples/s) would pin
-    /// its snapshot, so no checkpoint could finish meanwhile: measured, the WAL grew to 844 MB
-    /// and the checkpoint that followed stalled ingest for seconds.
-    fn sort_keys(&self, moved: Moved, piece: i64) -> Result<(), StoreError> {
-        self.conn.execute_batch(
-            "DROP TABLE IF EXISTS temp.compact_unsorted;
-             DROP TABLE IF EXISTS temp.compact_keys;
-             CREATE TEMP TABLE compact_unsorted (ci_id INTEGER, id INTEGER, ts INTEGER);
-             CREATE TEMP TABLE compact_keys (
-                 ci_id INTEGER NOT NULL,
-                 id    INTEGER NOT NULL,
-                 ts    INTEGER NOT NULL,
-                 PRIMARY KEY (ci_id, id)
-             ) WITHOUT ROWID;",
-        )?;
-        if let (Some(first), Some(_)) = self.id_range()? {
-            let mut copy = self.conn.prepare_cached(COPY_KEYS_IN)?;
-            let mut from = first;
-            while from <= moved.upto {
-                let to = from.saturating_add(piece - 1).min(moved.upto);
-                let _entered = self.gate.enter();
-                copy.execute([from, to, moved.ci])?;
-                from = to.saturating_add(1);
-            }
+    /// The main database is read in id order, `piece` ids per read transaction (each holds
+    /// the read gate, `store::checkpoint`), so the reads are sequential: the rows of one
+    /// computer-hour are one in 100,000 of the hour's, and fetching them by id, as the pass
+    /// first did, was a random read per sample once the hour was out of the page cache
+    /// (measured: about 3,300 a second, an hour at 5,000 reports/s in 90 minutes). Each run is
+    /// sorted within the temporary database, which no snapshot of the main one needs. The runs
+    /// hold a copy of the samples: temporary space of about the size of the hour's raw rows.
+    fn sort_rows(&mut self, moved: Moved, piece: i64, run_rows: usize) -> Result<(), StoreError> {
+        for run in 0..self.runs {
+            self.conn
+                .execute_batch(&format!("DROP TABLE IF EXISTS temp.compact_run_{run};"))?;
         }
-        // Reads only the temporary database: no snapshot of the main one is held.
+        self.runs = 0;
         self.conn.execute_batch(
-            "INSERT INTO temp.compact_keys
-             SELECT ci_id, id, ts FROM temp.compact_unsorted ORDER BY ci_id, id;
-             DROP TABLE temp.compact_unsorted;",
+            "DROP TABLE IF EXISTS temp.compact_piece;
+             DROP TABLE IF EXISTS temp.compact_cis;
+             CREATE TEMP TABLE compact_piece (ci_id INTEGER, id INTEGER, ts INTEGER, sample BLOB);
+             CREATE TEMP TABLE compact_cis (ci_id INTEGER PRIMARY KEY, n INTEGER NOT NULL);",
         )?;
+        let (Some(first), Some(_)) = self.id_range()? else {
+            return Ok(());
+        };
+        let mut in_piece = 0;
+        let mut from = first;
+        while from <= moved.upto {
+            let to = from.saturating_add(piece - 1).min(moved.upto);
+            let copied = {
+                let _entered = self.gate.enter();
+                self.conn
+                    .prepare_cached(COPY_ROWS_IN)?
+                    .execute([from, to, moved.ci])?
+            };
+            in_piece += copied;
+            if in_piece >= run_rows {
+                self.seal_run()?;
+                in_piece = 0;
+            }
+            from = to.saturating_add(1);
+        }
+        if in_piece > 0 {
+            self.seal_run()?;
+        }
+        Ok(())
+    }
+
+    /// Sorts `temp.compact_piece` into the next run and empties it; the temporary database
+    /// alone.
+    fn seal_run(&mut self) -> Result<(), StoreError> {
+        let run = self.runs;
+        self.conn.execute_batch(&format!(
+            "CREATE TEMP TABLE compact_run_{run} (
+                 ci_id  INTEGER NOT NULL,
+                 id     INTEGER NOT NULL,
+                 ts     INTEGER NOT NULL,
+                 sample BLOB    NOT NULL,
+                 PRIMARY KEY (ci_id, id)
+             ) WITHOUT ROWID;
+             INSERT INTO temp.compact_run_{run}
+                 SELECT ci_id, id, ts, sample FROM temp.compact_piece ORDER BY ci_id, id;
+             INSERT INTO temp.compact_cis
+                 SELECT ci_id, count(*) FROM temp.compact_piece WHERE true GROUP BY ci_id
+                 ON CONFLICT (ci_id) DO UPDATE SET n = n + excluded.n;
+             DELETE FROM temp.compact_piece;"
+        ))?;
+        self.runs += 1;
         Ok(())
     }
 
     /// The blobs of the next computers after `after_ci`, whole computers, about `chunk` rows.
-    /// Each computer's rows are one short read transaction: the rows of one computer-hour are
-    /// spread over the hour's whole id range, so on a cold database a batch's reads take a
-    /// while, and one transaction for all of them held the read gate (and every read waiting
-    /// at it) for up to a second (BENCHMARKS.md, "The WAL under load").
+    /// Reads the sorted runs only, never the main database.
     fn next_batch(
         &mut self,
         after_ci: i64,
@@ -383,54 +417,66 @@ impl PassConn {
         oldest_kept_hour: i64,
     ) -> Result<Batch, StoreError> {
         let mut batch = Batch::default();
-        // The computer's samples: (hour, ts, bytes in `arena`).
-        let mut points: Vec<(i64, i64, Range<usize>)> = Vec::new();
-        let mut arena: Vec<u8> = Vec::new();
-        let mut read = 0;
-        let mut after = after_ci;
-        while read < chunk {
-            // The temporary database alone: no snapshot of the main one.
-            let next: Option<i64> = self
-                .conn
-                .prepare_cached(
-                    "SELECT ci_id FROM temp.compact_keys WHERE ci_id > ?1 ORDER BY ci_id LIMIT 1",
-                )?
-                .query_row([after], |r| r.get(0))
-                .optional()?;
-            let Some(ci) = next else {
-                break;
-            };
-            {
-                let _entered = self.gate.enter();
-                let mut samples = self.conn.prepare_cached(COMPUTER_SAMPLES)?;
-                let mut rows = samples.query([ci])?;
-                while let Some(row) = rows.next()? {
-                    read += 1;
-                    let ts: i64 = row.get(0)?;
-                    let hour = ts.div_euclid(HOUR_MS);
-                    // Hours before 1970 do not fit the hourly key; no retention keeps them anyway.
-                    if hour < oldest_kept_hour {
-                        batch.dropped += 1;
-                        continue;
-                    }
-                    let sample = blob_of(row, 1)?;
-                    check_one_value(sample)?;
-                    let start = arena.len();
-                    arena.extend_from_slice(sample);
-                    points.push((hour, ts, start..arena.len()));
-                    batch.moved += 1;
+        // The batch's computers: from the one after `after_ci` to `last`, about `chunk` rows.
+        let mut last = None;
+        {
+            let mut cis = self.conn.prepare_cached(
+                "SELECT ci_id, n FROM temp.compact_cis WHERE ci_id > ?1 ORDER BY ci_id",
+            )?;
+            let mut rows = cis.query([after_ci])?;
+            let mut total = 0usize;
+            while let Some(row) = rows.next()? {
+                last = Some(row.get::<_, i64>(0)?);
+                total = total.saturating_add(usize::try_from(row.get::<_, i64>(1)?).unwrap_or(0));
+                if total >= chunk {
+                    break;
                 }
             }
-            self.packer.flush(ci, &mut points, &arena, &mut batch)?;
-            arena.clear();
-            after = ci;
+        }
+        let Some(last) = last else {
+            return Ok(batch);
+        };
+        // Their rows from every run: (ci_id, id, ts, bytes in `arena`), put in (ci_id, id)
+        // order.
+        let mut rows: Vec<(i64, i64, i64, Range<usize>)> = Vec::new();
+        let mut arena: Vec<u8> = Vec::new();
+        for run in 0..self.runs {
+            let mut read = self.conn.prepare_cached(&format!(
+                "SELECT ci_id, id, ts, sample FROM temp.compact_run_{run}
+                 WHERE ci_id > ?1 AND ci_id <= ?2"
+            ))?;
+            let mut found = read.query([after_ci, last])?;
+            while let Some(row) = found.next()? {
+                let sample = blob_of(row, 3)?;
+                let start = arena.len();
+                arena.extend_from_slice(sample);
+                rows.push((row.get(0)?, row.get(1)?, row.get(2)?, start..arena.len()));
+            }
+        }
+        rows.sort_unstable_by_key(|(ci, id, ..)| (*ci, *id));
+        // The computer's samples: (hour, ts, bytes in `arena`).
+        let mut points: Vec<(i64, i64, Range<usize>)> = Vec::new();
+        for computer in rows.chunk_by(|a, b| a.0 == b.0) {
+            for (_, _, ts, at) in computer {
+                let hour = ts.div_euclid(HOUR_MS);
+                // Hours before 1970 do not fit the hourly key; no retention keeps them anyway.
+                if hour < oldest_kept_hour {
+                    batch.dropped += 1;
+                    continue;
+                }
+                check_one_value(&arena[at.clone()])?;
+                points.push((hour, *ts, at.clone()));
+                batch.moved += 1;
+            }
+            self.packer
+                .flush(computer[0].0, &mut points, &arena, &mut batch)?;
         }
         Ok(batch)
     }
 
     /// The oldest raw time and the newest raw id. `health_raw` has no index on `ts`, so the
     /// oldest time takes a scan: it reads in pieces of `piece` ids, each its own read
-    /// transaction (see [`PassConn::sort_keys`]). Rows above the newest id, inserted since, are
+    /// transaction (see [`PassConn::sort_rows`]). Rows above the newest id, inserted since, are
     /// counted by [`raise_raw_floor`]; only the pass deletes raw rows, so none goes missing
     /// between two pieces.
     fn raw_floor(&self, piece: i64) -> Result<(Option<i64>, Option<i64>), StoreError> {
@@ -806,8 +852,9 @@ mod tests {
         let now = at(11, 30);
 
         // One move job, then the pass stops, as a crash after that job's commit would leave it.
+        // Sorted runs of 3 rows: the 12 rows make 4, each computer's rows in all of them.
         let (report, end) = store
-            .compact_raw(to_ms(now), RETENTION, 1, 1)
+            .compact_raw(to_ms(now), RETENTION, 1, 3, 1)
             .await
             .unwrap();
         assert_eq!(end, PassEnd::Stopped);
@@ -1015,7 +1062,7 @@ mod tests {
         let (store, _dir) = temp_store();
         let conn = Connection::open(store.path()).unwrap();
         conn.execute_batch(
-            "CREATE TEMP TABLE compact_unsorted (ci_id INTEGER, id INTEGER, ts INTEGER);",
+            "CREATE TEMP TABLE compact_piece (ci_id INTEGER, id INTEGER, ts INTEGER, sample BLOB);",
         )
         .unwrap();
         let whole_scan = |lines: &[String]| {
@@ -1027,7 +1074,7 @@ mod tests {
             RAW_ID_RANGE,
             RAW_FIRST_ID,
             FIRST_LIVE_IN,
-            COPY_KEYS_IN,
+            COPY_ROWS_IN,
             RAW_MIN_TS_IN,
             super::super::health::HOURLY_KEY_RANGE,
         ] {
@@ -1038,19 +1085,6 @@ mod tests {
                 "{sql}: {lines:?}"
             );
         }
-        // One computer's samples: two lookups per row, no scan of either table.
-        conn.execute_batch(
-            "CREATE TEMP TABLE compact_keys (
-                 ci_id INTEGER NOT NULL, id INTEGER NOT NULL, ts INTEGER NOT NULL,
-                 PRIMARY KEY (ci_id, id)
-             ) WITHOUT ROWID;",
-        )
-        .unwrap();
-        let lines = plan(&conn, COMPUTER_SAMPLES);
-        assert!(
-            lines.len() == 2 && lines.iter().all(|l| l.starts_with("SEARCH ")),
-            "{lines:?}"
-        );
         // What the check catches: both bounds in one select read the whole table.
         assert!(whole_scan(&plan(
             &conn,

@@ -42,6 +42,9 @@ pub(super) const HOUR_MS: i64 = 3_600_000;
 pub(crate) const MAX_CLOCK_AHEAD_MS: i64 = 5 * 60_000;
 /// Raw rows one compaction job moves (about: whole computers) or deletes.
 const COMPACT_CHUNK: usize = 10_000;
+/// Rows per sorted run of a compaction pass, in chunks: 500,000 rows, about 150 MB of samples
+/// sorted at a time (`store::compaction`).
+const RUN_CHUNKS: usize = 50;
 /// Hourly rows one pruning job deletes at most.
 const PRUNE_CHUNK: usize = 5_000;
 /// The smallest and largest hourly keys: two b-tree lookups, where `min(key), max(key)` in one
@@ -100,7 +103,13 @@ impl Store {
                 ))
             })?;
         let (mut total, _) = self
-            .compact_raw(now, retention, compact_chunk, usize::MAX)
+            .compact_raw(
+                now,
+                retention,
+                compact_chunk,
+                compact_chunk.saturating_mul(RUN_CHUNKS),
+                usize::MAX,
+            )
             .await?;
         loop {
             let pruned = self
