@@ -10,24 +10,28 @@
 //!    minutes) of the next hour, a row of that hour stops it too: a sample may be dated that far
 //!    ahead of its arrival. Every row before that one, up to id `X`, is the pass's. A writer job
 //!    records `health_meta.compact_upto = X` and `compact_ci = 0`: a pass is under way.
-//! 2. **Sort.** The keys `(ci_id, id, ts)` of those rows, of computers above `compact_ci`, are
-//!    copied in `(ci_id, id)` order into a temporary table of the pass's connection. SQLite
-//!    sorts them externally, so memory stays bounded whatever the fleet's rate; the temporary
-//!    file holds a few tens of bytes per row (an estimate from the row format, not measured).
-//! 3. **Move.** Walking that table, the pass reads the rows of a few computers at a time (about
-//!    `chunk` rows) and builds each computer-hour's blob from them. The raw samples' bytes are
-//!    already the MessagePack the blob holds, so they are spliced, not decoded and encoded again.
-//!    One zstd context compresses every blob of the pass. One writer job stores the blobs of
-//!    those computers and, in the same transaction, raises `compact_ci` to the last of them:
-//!    from then on, raw rows up to `X` of computers up to `compact_ci` are in `health_hourly`,
-//!    and a range query skips them (`store::health`). Where an hour already has a blob (a late
-//!    sample of an hour an earlier pass compacted), the two are merged.
+//! 2. **Sort.** The rows of those computers above `compact_ci`, samples included, are copied
+//!    in id order, 10,000 ids per read transaction, into the pass's temporary database, where
+//!    each 500,000 of them are sorted into a run in `(ci_id, id)` order (SQLite's external sort:
+//!    memory stays bounded whatever the fleet's rate). The main database is read once and in
+//!    order; fetching each computer's rows by id instead was a random read per sample once the
+//!    hour was out of the page cache. The runs need temporary space of about 700 bytes per
+//!    sample (measured; BENCHMARKS.md).
+//! 3. **Move.** A batch takes the next computers, about `chunk` rows (their counts are kept
+//!    beside the runs), reads their rows from every run, and builds each computer-hour's blob.
+//!    The raw samples' bytes are already the MessagePack the blob holds, so they are spliced,
+//!    not decoded and encoded again. One zstd context compresses every blob of the pass. One
+//!    writer job stores the blobs of those computers and, in the same transaction, raises
+//!    `compact_ci` to the last of them: from then on, raw rows up to `X` of computers up to
+//!    `compact_ci` are in `health_hourly`, and a range query skips them (`store::health`).
+//!    Where an hour already has a blob (a late sample of an hour an earlier pass compacted),
+//!    the two are merged.
 //! 4. **Delete.** Writer jobs delete the pass's raw rows, oldest first, `chunk` ids at a time;
 //!    the job that reaches `X` also clears the marker. Then the raw floor
 //!    (`health_meta.raw_min_ts`) is raised to the oldest remaining row's time.
 //!
 //! A pass that stops part way (a crash, a restart, a failed job) leaves the marker; the next
-//! pass resumes it instead of cutting a new one: it sorts the keys of the computers above
+//! pass resumes it instead of cutting a new one: it sorts the rows of the computers above
 //! `compact_ci` again and goes on.
 //!
 //! Rows older than the retention window are dropped, not moved. A row dated further ahead than
@@ -235,7 +239,7 @@ struct Batch {
 }
 
 /// The pass's own connection. It reads the main database and writes only its temporary table
-/// of sorted keys, so it is not `query_only` (that pragma refuses temporary tables too).
+/// of sorted runs, so it is not `query_only` (that pragma refuses temporary tables too).
 struct PassConn {
     conn: Connection,
     packer: Packer,
@@ -346,7 +350,7 @@ impl PassConn {
     /// first did, was a random read per sample once the hour was out of the page cache
     /// (measured: about 3,300 a second, an hour at 5,000 reports/s in 90 minutes). Each run is
     /// sorted within the temporary database, which no snapshot of the main one needs. The runs
-    /// hold a copy of the samples: temporary space of about the size of the hour's raw rows.
+    /// hold a copy of the samples: temporary space of about 700 bytes per sample.
     fn sort_rows(&mut self, moved: Moved, piece: i64, run_rows: usize) -> Result<(), StoreError> {
         for run in 0..self.runs {
             self.conn
