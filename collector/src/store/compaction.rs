@@ -159,7 +159,18 @@ impl Store {
         };
 
         // 2. Sort, and 3. move.
-        (pass, ()) = paced(rest, pass.run(move |p| p.sort_rows(moved, piece, run_rows))).await?;
+        let first;
+        (pass, first) = pass.run(|p| p.begin_sort()).await?;
+        if let Some(first) = first {
+            let mut from = first;
+            while from <= moved.upto {
+                let to = from.saturating_add(piece - 1).min(moved.upto);
+                let copy = pass.run(move |p| p.copy_piece((from, to), moved.ci, run_rows));
+                (pass, ()) = paced(rest, copy).await?;
+                from = to.saturating_add(1);
+            }
+            (pass, ()) = paced(rest, pass.run(|p| p.seal_run())).await?;
+        }
         let mut moves = 0;
         loop {
             if moves == max_moves {
@@ -243,8 +254,10 @@ struct Batch {
 struct PassConn {
     conn: Connection,
     packer: Packer,
-    /// Sorted runs built by [`PassConn::sort_rows`]: `temp.compact_run_0` and on.
+    /// Sorted runs built by [`PassConn::begin_sort`]: `temp.compact_run_0` and on.
     runs: usize,
+    /// Rows in `temp.compact_piece`, waiting for the next run.
+    in_piece: usize,
     /// Each read transaction passes through it (`store::checkpoint`).
     gate: Arc<WalGate>,
 }
@@ -280,6 +293,7 @@ impl PassConn {
             conn,
             packer: Packer::new()?,
             runs: 0,
+            in_piece: 0,
             gate,
         })
     }
@@ -299,7 +313,7 @@ impl PassConn {
 
     /// The last raw id before the first row of the current hour (or of the next, within the
     /// clock allowance of it); `None` when no row comes before it. Scans in pieces of `piece`
-    /// ids, each its own read transaction (see [`PassConn::sort_rows`]).
+    /// ids, each its own read transaction (see [`PassConn::begin_sort`]).
     fn cut(&self, now: i64, piece: i64) -> Result<Option<i64>, StoreError> {
         let current_hour = now.div_euclid(HOUR_MS);
         let ahead_hour = now.saturating_add(MAX_CLOCK_AHEAD_MS).div_euclid(HOUR_MS);
@@ -340,8 +354,8 @@ impl PassConn {
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
     }
 
-    /// Copies the rows `moved` has not moved yet into sorted runs in the temporary database:
-    /// `temp.compact_run_K`, each about `run_rows` rows in `(ci_id, id)` order, and
+    /// The sort copies the rows the pass has not moved yet into sorted runs in the temporary
+    /// database: `temp.compact_run_K`, each about `run_rows` rows in `(ci_id, id)` order, and
     /// `temp.compact_cis`, the computers with their row counts.
     ///
     /// The main database is read in id order, `piece` ids per read transaction (each holds
@@ -351,39 +365,42 @@ impl PassConn {
     /// (measured: about 3,300 a second, an hour at 5,000 reports/s in 90 minutes). Each run is
     /// sorted within the temporary database, which no snapshot of the main one needs. The runs
     /// hold a copy of the samples: temporary space of about 700 bytes per sample.
-    fn sort_rows(&mut self, moved: Moved, piece: i64, run_rows: usize) -> Result<(), StoreError> {
+    ///
+    /// This starts it: empty temporary tables, and the first raw id; then
+    /// [`PassConn::copy_piece`] for each piece, and [`PassConn::seal_run`] for the last run.
+    /// Each is a step of its own, so the pass rests after each.
+    fn begin_sort(&mut self) -> Result<Option<i64>, StoreError> {
         for run in 0..self.runs {
             self.conn
                 .execute_batch(&format!("DROP TABLE IF EXISTS temp.compact_run_{run};"))?;
         }
         self.runs = 0;
+        self.in_piece = 0;
         self.conn.execute_batch(
             "DROP TABLE IF EXISTS temp.compact_piece;
              DROP TABLE IF EXISTS temp.compact_cis;
              CREATE TEMP TABLE compact_piece (ci_id INTEGER, id INTEGER, ts INTEGER, sample BLOB);
              CREATE TEMP TABLE compact_cis (ci_id INTEGER PRIMARY KEY, n INTEGER NOT NULL);",
         )?;
-        let (Some(first), Some(_)) = self.id_range()? else {
-            return Ok(());
+        Ok(self.id_range()?.0)
+    }
+
+    /// Copies the rows of ids `from..=to` of computers above `after_ci`, one read transaction;
+    /// sorts them into a run once `run_rows` wait.
+    fn copy_piece(
+        &mut self,
+        (from, to): (i64, i64),
+        after_ci: i64,
+        run_rows: usize,
+    ) -> Result<(), StoreError> {
+        let copied = {
+            let _entered = self.gate.enter();
+            self.conn
+                .prepare_cached(COPY_ROWS_IN)?
+                .execute([from, to, after_ci])?
         };
-        let mut in_piece = 0;
-        let mut from = first;
-        while from <= moved.upto {
-            let to = from.saturating_add(piece - 1).min(moved.upto);
-            let copied = {
-                let _entered = self.gate.enter();
-                self.conn
-                    .prepare_cached(COPY_ROWS_IN)?
-                    .execute([from, to, moved.ci])?
-            };
-            in_piece += copied;
-            if in_piece >= run_rows {
-                self.seal_run()?;
-                in_piece = 0;
-            }
-            from = to.saturating_add(1);
-        }
-        if in_piece > 0 {
+        self.in_piece += copied;
+        if self.in_piece >= run_rows {
             self.seal_run()?;
         }
         Ok(())
@@ -392,6 +409,9 @@ impl PassConn {
     /// Sorts `temp.compact_piece` into the next run and empties it; the temporary database
     /// alone.
     fn seal_run(&mut self) -> Result<(), StoreError> {
+        if self.in_piece == 0 {
+            return Ok(());
+        }
         let run = self.runs;
         self.conn.execute_batch(&format!(
             "CREATE TEMP TABLE compact_run_{run} (
@@ -409,6 +429,7 @@ impl PassConn {
              DELETE FROM temp.compact_piece;"
         ))?;
         self.runs += 1;
+        self.in_piece = 0;
         Ok(())
     }
 
@@ -480,7 +501,7 @@ impl PassConn {
 
     /// The oldest raw time and the newest raw id. `health_raw` has no index on `ts`, so the
     /// oldest time takes a scan: it reads in pieces of `piece` ids, each its own read
-    /// transaction (see [`PassConn::sort_rows`]). Rows above the newest id, inserted since, are
+    /// transaction (see [`PassConn::begin_sort`]). Rows above the newest id, inserted since, are
     /// counted by [`raise_raw_floor`]; only the pass deletes raw rows, so none goes missing
     /// between two pieces.
     fn raw_floor(&self, piece: i64) -> Result<(Option<i64>, Option<i64>), StoreError> {
