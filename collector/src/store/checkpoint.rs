@@ -142,11 +142,10 @@ where
 {
     pub(super) fn run(mut self) {
         while self.gate.wait_for_request() {
-            // The bulk, beside the writer and the readers, with the gate open: everything no
-            // reader holds back. A try of the writer's that runs at the same time makes this
-            // one busy, which is as good.
-            // Again while the last round left much behind (the frames committed during it),
-            // so the writer's part under the closed gate is short.
+            // The bulk, with the gate open, beside the writer and the readers: everything no
+            // reader holds back, in up to BULK_ROUNDS rounds while a round leaves much behind
+            // (what was committed during it), so the writer's part under the closed gate is
+            // short. A try of the writer's at the same time makes a round busy: as good.
             for _ in 0..BULK_ROUNDS {
                 match self
                     .conn
@@ -379,12 +378,21 @@ mod tests {
         conn
     }
 
+    /// A writer on a new file at `name` in `dir`, checkpointing every 20 pages, and its gate.
+    fn small_wal_writer(
+        dir: &tempfile::TempDir,
+        name: &str,
+    ) -> (std::path::PathBuf, Arc<WalGate>, Writer) {
+        let path = dir.path().join(name);
+        let gate = Arc::new(WalGate::new());
+        let writer = Writer::start(new_table(&path), 8, 20, gate.clone()).unwrap();
+        (path, gate, writer)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reader_present_at_every_commit_still_lets_the_wal_start_over() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.db");
-        let gate = Arc::new(WalGate::new());
-        let writer = Writer::start(new_table(&path), 8, 20, gate.clone()).unwrap();
+        let (path, gate, writer) = small_wal_writer(&dir, "g.db");
         let stats = writer.stats();
         // A reader, through the gate, inside a read transaction during every commit: one
         // transaction before the keeper's closing, the next after it.
@@ -446,9 +454,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reader_outside_the_gate_makes_the_keeper_give_up_and_reads_go_on() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("o.db");
-        let gate = Arc::new(WalGate::new());
-        let writer = Writer::start(new_table(&path), 8, 20, gate.clone()).unwrap();
+        let (path, gate, writer) = small_wal_writer(&dir, "o.db");
         let stats = writer.stats();
         let outside = Connection::open(&path).unwrap();
         outside
