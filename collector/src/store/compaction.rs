@@ -71,9 +71,12 @@ const RAW_FIRST_ID: &str = "SELECT min(id) FROM health_raw";
 const FIRST_LIVE_IN: &str =
     "SELECT id FROM health_raw WHERE id BETWEEN ?1 AND ?2 AND ts >= ?3 AND ts < ?4
      ORDER BY id LIMIT 1";
-/// An id range's rows of computers above `?3`, into the pass's temporary table.
-const COPY_ROWS_IN: &str = "INSERT INTO temp.compact_piece
-     SELECT ci_id, id, ts, sample FROM main.health_raw WHERE id BETWEEN ?1 AND ?2 AND ci_id > ?3";
+/// An id range's rows of computers above `?3`, for the pass's temporary table.
+const ROWS_IN: &str =
+    "SELECT ci_id, id, ts, sample FROM main.health_raw WHERE id BETWEEN ?1 AND ?2 AND ci_id > ?3";
+/// The first samples of an id range: the dictionary of [`Squeezer`].
+const DICTIONARY_IN: &str =
+    "SELECT sample FROM main.health_raw WHERE id BETWEEN ?1 AND ?2 LIMIT ?3";
 /// The oldest time in an id range.
 const RAW_MIN_TS_IN: &str = "SELECT min(ts) FROM health_raw WHERE id BETWEEN ?1 AND ?2";
 
@@ -160,7 +163,7 @@ impl Store {
 
         // 2. Sort, and 3. move.
         let first;
-        (pass, first) = pass.run(|p| p.begin_sort()).await?;
+        (pass, first) = pass.run(move |p| p.begin_sort(piece)).await?;
         if let Some(first) = first {
             let mut from = first;
             while from <= moved.upto {
@@ -258,6 +261,8 @@ struct PassConn {
     runs: usize,
     /// Rows in `temp.compact_piece`, waiting for the next run.
     in_piece: usize,
+    /// Compresses the samples the runs hold; built by [`PassConn::begin_sort`].
+    squeezer: Option<Squeezer>,
     /// Each read transaction passes through it (`store::checkpoint`).
     gate: Arc<WalGate>,
 }
@@ -267,6 +272,70 @@ struct Packer {
     compressor: zstd::bulk::Compressor<'static>,
     /// The MessagePack of the blob being built.
     packed: Vec<u8>,
+}
+
+/// How many of the pass's first samples make [`Squeezer`]'s dictionary.
+const DICTIONARY_SAMPLES: i64 = 64;
+
+/// The largest sample [`Squeezer::unsqueeze`] accepts: a report's body is far smaller.
+const MAX_SAMPLE_BYTES: u64 = 1 << 24;
+
+/// Compresses single samples for the pass's sorted runs, and back.
+///
+/// One sample alone hardly compresses: most of its bytes are field names, which repeat from
+/// one sample to the next. A dictionary of whole samples (zstd's raw-content dictionary, no
+/// training) holds them. Measured on the bench fleet's samples: 577 bytes to about 170.
+struct Squeezer {
+    compressor: zstd::bulk::Compressor<'static>,
+    decompressor: zstd::bulk::Decompressor<'static>,
+    /// The last sample squeezed, or unsqueezed.
+    out: Vec<u8>,
+}
+
+impl Squeezer {
+    fn new(dictionary: &[u8]) -> Result<Squeezer, StoreError> {
+        use zstd::zstd_safe::CParameter;
+        let zstd_err = |e: std::io::Error| StoreError::Corrupt(format!("zstd: {e}"));
+        let mut compressor =
+            zstd::bulk::Compressor::with_dictionary(1, dictionary).map_err(zstd_err)?;
+        // The content size lets [`Squeezer::unsqueeze`] size its buffer; no checksum, as the
+        // temporary database is the pass's own.
+        compressor
+            .set_parameter(CParameter::ContentSizeFlag(true))
+            .and_then(|()| compressor.set_parameter(CParameter::ChecksumFlag(false)))
+            .map_err(zstd_err)?;
+        Ok(Squeezer {
+            compressor,
+            decompressor: zstd::bulk::Decompressor::with_dictionary(dictionary)
+                .map_err(zstd_err)?,
+            out: Vec::new(),
+        })
+    }
+
+    fn squeeze(&mut self, sample: &[u8]) -> Result<&[u8], StoreError> {
+        self.out.clear();
+        self.out
+            .reserve(zstd::zstd_safe::compress_bound(sample.len()));
+        self.compressor
+            .compress_to_buffer(sample, &mut self.out)
+            .map_err(|e| StoreError::Corrupt(format!("health sample: {e}")))?;
+        Ok(&self.out)
+    }
+
+    fn unsqueeze(&mut self, squeezed: &[u8]) -> Result<&[u8], StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt(format!("sorted health sample: {what}"));
+        let size = zstd::zstd_safe::get_frame_content_size(squeezed)
+            .ok()
+            .flatten()
+            .filter(|size| *size <= MAX_SAMPLE_BYTES)
+            .ok_or_else(|| corrupt("no size, or too large".into()))?;
+        self.out.clear();
+        self.out.reserve(usize::try_from(size).unwrap_or(0));
+        self.decompressor
+            .decompress_to_buffer(squeezed, &mut self.out)
+            .map_err(|e| corrupt(e.to_string()))?;
+        Ok(&self.out)
+    }
 }
 
 impl PassConn {
@@ -294,6 +363,7 @@ impl PassConn {
             packer: Packer::new()?,
             runs: 0,
             in_piece: 0,
+            squeezer: None,
             gate,
         })
     }
@@ -366,10 +436,13 @@ impl PassConn {
     /// sorted within the temporary database, which no snapshot of the main one needs. The runs
     /// hold a copy of the samples: temporary space of about 700 bytes per sample.
     ///
-    /// This starts it: empty temporary tables, and the first raw id; then
+    /// The runs hold each sample compressed against a dictionary of the pass's first samples
+    /// ([`Squeezer`]): about a third of the bytes to write, sort and read back.
+    ///
+    /// This starts it: empty temporary tables, the dictionary, and the first raw id; then
     /// [`PassConn::copy_piece`] for each piece, and [`PassConn::seal_run`] for the last run.
     /// Each is a step of its own, so the pass rests after each.
-    fn begin_sort(&mut self) -> Result<Option<i64>, StoreError> {
+    fn begin_sort(&mut self, piece: i64) -> Result<Option<i64>, StoreError> {
         for run in 0..self.runs {
             self.conn
                 .execute_batch(&format!("DROP TABLE IF EXISTS temp.compact_run_{run};"))?;
@@ -382,7 +455,24 @@ impl PassConn {
              CREATE TEMP TABLE compact_piece (ci_id INTEGER, id INTEGER, ts INTEGER, sample BLOB);
              CREATE TEMP TABLE compact_cis (ci_id INTEGER PRIMARY KEY, n INTEGER NOT NULL);",
         )?;
-        Ok(self.id_range()?.0)
+        let Some(first) = self.id_range()?.0 else {
+            return Ok(None);
+        };
+        let mut dictionary = Vec::new();
+        {
+            let _entered = self.gate.enter();
+            let mut read = self.conn.prepare_cached(DICTIONARY_IN)?;
+            let mut samples = read.query(params![
+                first,
+                first.saturating_add(piece - 1),
+                DICTIONARY_SAMPLES
+            ])?;
+            while let Some(row) = samples.next()? {
+                dictionary.extend_from_slice(blob_of(row, 0)?);
+            }
+        }
+        self.squeezer = Some(Squeezer::new(&dictionary)?);
+        Ok(Some(first))
     }
 
     /// Copies the rows of ids `from..=to` of computers above `after_ci`, one read transaction;
@@ -393,12 +483,34 @@ impl PassConn {
         after_ci: i64,
         run_rows: usize,
     ) -> Result<(), StoreError> {
-        let copied = {
+        let squeezer = self
+            .squeezer
+            .as_mut()
+            .ok_or_else(|| StoreError::Invalid("a piece copied before the sort began".into()))?;
+        let mut copied = 0;
+        {
             let _entered = self.gate.enter();
-            self.conn
-                .prepare_cached(COPY_ROWS_IN)?
-                .execute([from, to, after_ci])?
-        };
+            // One read transaction of the main database, which the temporary table's writes
+            // join.
+            let tx = self.conn.unchecked_transaction()?;
+            {
+                let mut read = tx.prepare_cached(ROWS_IN)?;
+                let mut write =
+                    tx.prepare_cached("INSERT INTO temp.compact_piece VALUES (?1, ?2, ?3, ?4)")?;
+                let mut rows = read.query([from, to, after_ci])?;
+                while let Some(row) = rows.next()? {
+                    let squeezed = squeezer.squeeze(blob_of(row, 3)?)?;
+                    write.execute(params![
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                        squeezed
+                    ])?;
+                    copied += 1;
+                }
+            }
+            tx.commit()?;
+        }
         self.in_piece += copied;
         if self.in_piece >= run_rows {
             self.seal_run()?;
@@ -465,6 +577,10 @@ impl PassConn {
         // order.
         let mut rows: Vec<(i64, i64, i64, Range<usize>)> = Vec::new();
         let mut arena: Vec<u8> = Vec::new();
+        let squeezer = self
+            .squeezer
+            .as_mut()
+            .ok_or_else(|| StoreError::Invalid("a batch read before the sort began".into()))?;
         for run in 0..self.runs {
             let mut read = self.conn.prepare_cached(&format!(
                 "SELECT ci_id, id, ts, sample FROM temp.compact_run_{run}
@@ -472,9 +588,8 @@ impl PassConn {
             ))?;
             let mut found = read.query([after_ci, last])?;
             while let Some(row) = found.next()? {
-                let sample = blob_of(row, 3)?;
                 let start = arena.len();
-                arena.extend_from_slice(sample);
+                arena.extend_from_slice(squeezer.unsqueeze(blob_of(row, 3)?)?);
                 rows.push((row.get(0)?, row.get(1)?, row.get(2)?, start..arena.len()));
             }
         }
@@ -1035,6 +1150,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_squeezed_sample_comes_back_byte_for_byte_and_smaller() {
+        let samples: Vec<Vec<u8>> = (0..40)
+            .map(|i| {
+                let mut sample = HealthSample::empty(agent(i), at(10, 0));
+                sample.cpu_percent = Some(f64::from(u32::try_from(i).unwrap()) * 1.5);
+                sample.memory_used_percent = Some(40.0);
+                sample.filesystems = vec![FilesystemUsage {
+                    mount: "/".into(),
+                    used_percent: Some(51.0),
+                    inodes_used_percent: Some(3.0),
+                }];
+                rmp_serde::to_vec_named(&sample).unwrap()
+            })
+            .collect();
+        let mut squeezer = Squeezer::new(&samples[..8].concat()).unwrap();
+        let (mut plain, mut squeezed) = (0, 0);
+        for sample in &samples[8..] {
+            let small = squeezer.squeeze(sample).unwrap().to_vec();
+            plain += sample.len();
+            squeezed += small.len();
+            assert_eq!(squeezer.unsqueeze(&small).unwrap(), sample.as_slice());
+        }
+        assert!(squeezed * 2 < plain, "{squeezed} of {plain} bytes");
+        // No dictionary (a pass with no sample to take one from) still round-trips.
+        let mut bare = Squeezer::new(&[]).unwrap();
+        let small = bare.squeeze(&samples[0]).unwrap().to_vec();
+        assert_eq!(bare.unsqueeze(&small).unwrap(), samples[0].as_slice());
+        // Bytes that are not a frame of its own are refused, not read as a sample.
+        assert!(matches!(
+            squeezer.unsqueeze(&samples[0]),
+            Err(StoreError::Corrupt(_))
+        ));
+        let mut cut = squeezer.squeeze(&samples[9]).unwrap().to_vec();
+        cut.truncate(cut.len() - 3);
+        assert!(matches!(
+            squeezer.unsqueeze(&cut),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
     #[tokio::test]
     async fn the_raw_floor_counts_rows_inserted_after_its_snapshot() {
         let (store, _dir) = temp_store();
@@ -1099,7 +1255,8 @@ mod tests {
             RAW_ID_RANGE,
             RAW_FIRST_ID,
             FIRST_LIVE_IN,
-            COPY_ROWS_IN,
+            ROWS_IN,
+            DICTIONARY_IN,
             RAW_MIN_TS_IN,
             super::super::health::HOURLY_KEY_RANGE,
         ] {
