@@ -27,7 +27,9 @@
 //!    Where an hour already has a blob (a late sample of an hour an earlier pass compacted),
 //!    the two are merged.
 //! 4. **Delete.** Writer jobs delete the pass's raw rows, oldest first, `chunk` ids at a time;
-//!    the job that reaches `X` also clears the marker. Then the raw floor
+//!    the job that reaches `X` also clears the marker. Before each, the pass reads the range
+//!    itself, so the writer finds its pages in the OS page cache instead of waiting on the
+//!    disk with every commit behind it ([`PassConn::warm`]). Then the raw floor
 //!    (`health_meta.raw_min_ts`) is raised to the oldest remaining row's time.
 //!
 //! A pass that stops part way (a crash, a restart, a failed job) leaves the marker; the next
@@ -65,8 +67,10 @@ use super::{Store, StoreError};
 /// The smallest and largest raw ids: two b-tree lookups.
 const RAW_ID_RANGE: &str =
     "SELECT (SELECT min(id) FROM health_raw), (SELECT max(id) FROM health_raw)";
-/// The smallest raw id.
-const RAW_FIRST_ID: &str = "SELECT min(id) FROM health_raw";
+/// The first raw id from `?1` on.
+const NEXT_ID_FROM: &str = "SELECT min(id) FROM health_raw WHERE id >= ?1";
+/// Reads every page of an id range's rows (see [`PassConn::warm`]).
+const WARM_RANGE: &str = "SELECT count(*) FROM health_raw WHERE id BETWEEN ?1 AND ?2";
 /// The first row in an id range dated from `?3` to before `?4`.
 const FIRST_LIVE_IN: &str =
     "SELECT id FROM health_raw WHERE id BETWEEN ?1 AND ?2 AND ts >= ?3 AND ts < ?4
@@ -200,14 +204,25 @@ impl Store {
             moves += 1;
         }
 
-        // 4. Delete, then raise the floor.
+        // 4. Delete, then raise the floor. The pass reads each range just before the writer
+        // deletes it, and rests after both.
+        let mut from = i64::MIN;
         loop {
-            let delete = self
-                .writer
-                .run(move |conn| delete_moved(conn, moved.upto, chunk));
-            if paced(rest, delete).await? {
+            let (pass_back, done) = paced(rest, async {
+                let (pass, end) = pass.run(move |p| p.warm(from, moved.upto, piece)).await?;
+                let done = self
+                    .writer
+                    .run(move |conn| delete_moved(conn, moved.upto, end))
+                    .await?;
+                Ok::<_, StoreError>((pass, (done, end)))
+            })
+            .await?;
+            pass = pass_back;
+            let (done, end) = done;
+            if done {
                 break;
             }
+            from = end.saturating_add(1);
         }
         let floor;
         (_, floor) = pass.run(move |p| p.raw_floor(piece)).await?;
@@ -614,6 +629,34 @@ impl PassConn {
         Ok(batch)
     }
 
+    /// Reads every page of the next range of raw rows to delete, so that they are in the OS
+    /// page cache when the writer deletes them next.
+    ///
+    /// A delete reads each page it frees. The pass's rows were written up to an hour earlier
+    /// and are seldom still cached, so the writer's delete jobs waited on the disk, one 4 KB
+    /// read after another, and every ingest commit waited behind them: measured under 5,000
+    /// reports/s, the writer read 17 MB/s of raw pages and the p99 of each 10-second window
+    /// rose from about 40 ms to 130 to 150 ms for the two minutes of the delete. Here the
+    /// pass's own thread waits instead.
+    ///
+    /// The range is the next `piece` ids from the first raw id from `from` on, up to `upto`
+    /// (so a gap in the ids costs no job); answers its end.
+    fn warm(&self, from: i64, upto: i64, piece: i64) -> Result<i64, StoreError> {
+        let _entered = self.gate.enter();
+        let first: Option<i64> = self
+            .conn
+            .prepare_cached(NEXT_ID_FROM)?
+            .query_row([from], |r| r.get(0))?;
+        let Some(first) = first.filter(|first| *first <= upto) else {
+            return Ok(upto);
+        };
+        let end = upto.min(first.saturating_add(piece - 1));
+        self.conn
+            .prepare_cached(WARM_RANGE)?
+            .query_row([first, end], |r| r.get::<_, i64>(0))?;
+        Ok(end)
+    }
+
     /// The oldest raw time and the newest raw id. `health_raw` has no index on `ts`, so the
     /// oldest time takes a scan: it reads in pieces of `piece` ids, each its own read
     /// transaction (see [`PassConn::begin_sort`]). Rows above the newest id, inserted since, are
@@ -779,22 +822,14 @@ fn merge_into_hour(conn: &Connection, key: i64, blob: &[u8]) -> Result<(), Store
     Ok(())
 }
 
-/// Deletes up to `chunk` of the moved raw ids, oldest first; answers whether none is left, and
-/// then ends the pass in the same transaction.
-fn delete_moved(conn: &Connection, upto: i64, chunk: usize) -> Result<bool, StoreError> {
-    let first: Option<i64> = conn
-        .prepare_cached(RAW_FIRST_ID)?
-        .query_row([], |r| r.get(0))?;
-    if let Some(first) = first
-        && first <= upto
-    {
-        let step = i64::try_from(chunk).unwrap_or(i64::MAX);
-        let end = upto.min(first.saturating_add(step - 1));
-        conn.prepare_cached("DELETE FROM health_raw WHERE id <= ?1")?
-            .execute([end])?;
-        if end < upto {
-            return Ok(false);
-        }
+/// Deletes the moved raw rows up to id `end`; answers whether none is left (`end` reached
+/// `upto`), and then ends the pass in the same transaction.
+fn delete_moved(conn: &Connection, upto: i64, end: i64) -> Result<bool, StoreError> {
+    let end = end.min(upto);
+    conn.prepare_cached("DELETE FROM health_raw WHERE id <= ?1")?
+        .execute([end])?;
+    if end < upto {
+        return Ok(false);
     }
     // Deleting up to `upto` and clearing the marker are one transaction: once the largest
     // moved row is gone a new row could reuse its id, and must not be skipped as moved.
@@ -831,6 +866,7 @@ mod tests {
     use crate::store::to_ms;
     use census_common::report::{Report, ReportBody};
     use census_common::{FilesystemUsage, HealthSample};
+    use std::sync::atomic::Ordering;
     use time::macros::datetime;
     use time::{Duration, OffsetDateTime};
 
@@ -1055,6 +1091,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_delete_steps_over_gaps_in_the_ids_and_ends_the_pass() {
+        let (store, _dir) = temp_store();
+        computers(&store, 2).await;
+        let times = [at(10, 1), at(10, 2), at(10, 3), at(10, 4), at(10, 5)];
+        interleaved(&store, 2, &times, 2).await;
+        // A gap of 100 ids, 50 delete jobs' worth at 2 ids a job.
+        Connection::open(store.path())
+            .unwrap()
+            .execute(
+                "UPDATE health_raw SET id = id + 100
+                 WHERE id > (SELECT min(id) + 3 FROM health_raw)",
+                [],
+            )
+            .unwrap();
+        let jobs = || store.writer.stats().jobs.load(Ordering::Relaxed);
+        let before = jobs();
+        let (report, end) = store
+            .compact_raw(to_ms(at(12, 0)), 7 * 24 * HOUR_MS, 2, 4, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(
+            (end, report.moved, report.hourly_rows),
+            (PassEnd::Done, 10, 2)
+        );
+        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 0);
+        assert_eq!(marker(&store), None);
+        // The start, 2 batches of one computer each, 5 deletes of 2 rows, the raw floor.
+        assert_eq!(jobs() - before, 1 + 2 + 5 + 1);
+        for i in 0..2 {
+            assert_eq!(
+                series(&store, ci_of(&store, i), at(12, 0)).await,
+                seqs(&times, 2)
+            );
+        }
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn a_batch_whose_marker_moved_is_refused_and_leaves_nothing() {
         let (store, _dir) = temp_store();
         store.writer.run(|conn| start_pass(conn, 10)).await.unwrap();
@@ -1253,7 +1327,8 @@ mod tests {
         };
         for sql in [
             RAW_ID_RANGE,
-            RAW_FIRST_ID,
+            NEXT_ID_FROM,
+            WARM_RANGE,
             FIRST_LIVE_IN,
             ROWS_IN,
             DICTIONARY_IN,
