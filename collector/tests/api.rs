@@ -739,11 +739,13 @@ async fn data_survives_a_restart_and_dedup_with_it() {
     );
 
     let c = TestCollector::start_in(dir);
+    let id = computer_id(&c, "web-1").await;
+    // Written before the collector serves, so after an answer (not right after the start,
+    // which returns before the database is open).
     assert_eq!(
         std::fs::read_to_string(&addr_file).unwrap(),
         format!("{}\n", c.addr)
     );
-    let id = computer_id(&c, "web-1").await;
     assert_eq!(
         names(&c.get_ok(&format!("/api/v1/cis/{id}/software")).await),
         vec!["bash"]

@@ -784,13 +784,27 @@ mod tests {
         let m = memory_of(std::process::id()).unwrap();
         assert!(m.vm_rss_kib > 0 && m.vm_hwm_kib >= m.vm_rss_kib, "{m:?}");
         let before = CpuTime::of(std::process::id()).unwrap();
+        // Burns CPU until /proc says 50 ms were used. Not a wall-time spin: on a loaded machine
+        // 100 ms of wall time can be far less CPU. A reading that never moves fails at the
+        // deadline.
         let spin = Instant::now();
         let mut x = 0u64;
-        while spin.elapsed() < Duration::from_millis(100) {
-            x = std::hint::black_box(x.wrapping_add(1));
-        }
-        let used = CpuTime::of(std::process::id()).unwrap().since(before);
+        let used = loop {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            let used = CpuTime::of(std::process::id()).unwrap().since(before);
+            if used.process_s >= 0.05 || spin.elapsed() > Duration::from_secs(60) {
+                break used;
+            }
+        };
         assert!(used.process_s >= 0.05, "{used:?}");
+        // This thread alone, plus the other tests' threads: never more than all the CPUs.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!(
+            used.process_s <= spin.elapsed().as_secs_f64() * cpus as f64 + 0.05,
+            "{used:?}"
+        );
         assert_eq!(used.writer_s, None);
     }
 }
