@@ -208,7 +208,7 @@ impl Store {
         // deletes it, and rests after both.
         let mut from = i64::MIN;
         loop {
-            let (pass_back, done) = paced(rest, async {
+            let (pass_back, (done, end)) = paced(rest, async {
                 let (pass, end) = pass.run(move |p| p.warm(from, moved.upto, piece)).await?;
                 let done = self
                     .writer
@@ -218,7 +218,6 @@ impl Store {
             })
             .await?;
             pass = pass_back;
-            let (done, end) = done;
             if done {
                 break;
             }
@@ -292,14 +291,17 @@ struct Packer {
 /// How many of the pass's first samples make [`Squeezer`]'s dictionary.
 const DICTIONARY_SAMPLES: i64 = 64;
 
-/// The largest sample [`Squeezer::unsqueeze`] accepts: a report's body is far smaller.
-const MAX_SAMPLE_BYTES: u64 = 1 << 24;
+/// The largest sample [`Squeezer::unsqueeze`] accepts: SQLite's limit on one value
+/// (`SQLITE_MAX_LENGTH`), so no stored sample is larger.
+const MAX_SAMPLE_BYTES: u64 = 1_000_000_000;
 
 /// Compresses single samples for the pass's sorted runs, and back.
 ///
 /// One sample alone hardly compresses: most of its bytes are field names, which repeat from
 /// one sample to the next. A dictionary of whole samples (zstd's raw-content dictionary, no
-/// training) holds them. Measured on the bench fleet's samples: 577 bytes to about 170.
+/// training) holds them. Measured on the bench fleet's samples: 577 bytes to about 170. (A
+/// dictionary that began with zstd's dictionary magic would be read as a trained one; a
+/// MessagePack sample never begins so.)
 struct Squeezer {
     compressor: zstd::bulk::Compressor<'static>,
     decompressor: zstd::bulk::Decompressor<'static>,
@@ -1096,6 +1098,8 @@ mod tests {
         computers(&store, 2).await;
         let times = [at(10, 1), at(10, 2), at(10, 3), at(10, 4), at(10, 5)];
         interleaved(&store, 2, &times, 2).await;
+        // A row of the current hour after them: the pass's range ends just before it.
+        interleaved(&store, 1, &[at(12, 1)], 10).await;
         // A gap of 100 ids, 50 delete jobs' worth at 2 ids a job.
         Connection::open(store.path())
             .unwrap()
@@ -1108,23 +1112,29 @@ mod tests {
         let jobs = || store.writer.stats().jobs.load(Ordering::Relaxed);
         let before = jobs();
         let (report, end) = store
-            .compact_raw(to_ms(at(12, 0)), 7 * 24 * HOUR_MS, 2, 4, usize::MAX)
+            .compact_raw(to_ms(at(12, 30)), 7 * 24 * HOUR_MS, 2, 4, usize::MAX)
             .await
             .unwrap();
         assert_eq!(
             (end, report.moved, report.hourly_rows),
             (PassEnd::Done, 10, 2)
         );
-        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 0);
         assert_eq!(marker(&store), None);
-        // The start, 2 batches of one computer each, 5 deletes of 2 rows, the raw floor.
+        // The start, 2 batches of one computer each, 5 deletes of up to 2 rows, the raw floor.
         assert_eq!(jobs() - before, 1 + 2 + 5 + 1);
-        for i in 0..2 {
-            assert_eq!(
-                series(&store, ci_of(&store, i), at(12, 0)).await,
-                seqs(&times, 2)
-            );
-        }
+        // The current hour's row stays, and is the raw floor.
+        assert_eq!(count(&store, "SELECT count(*) FROM health_raw"), 1);
+        assert_eq!(
+            count(&store, "SELECT raw_min_ts FROM health_meta"),
+            to_ms(at(12, 1))
+        );
+        let mut first = seqs(&times, 2);
+        first.extend(seqs(&[at(12, 1)], 10));
+        assert_eq!(series(&store, ci_of(&store, 0), at(12, 30)).await, first);
+        assert_eq!(
+            series(&store, ci_of(&store, 1), at(12, 30)).await,
+            seqs(&times, 2)
+        );
         store.close().await;
     }
 

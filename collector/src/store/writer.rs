@@ -307,10 +307,11 @@ fn run_group(conn: &Connection, tasks: Vec<Box<dyn Task>>, stats: &WriterStats) 
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "could not begin a write transaction");
         let message = e.to_string();
+        // Counted before the answers go out, so whoever gets one sees its job counted.
+        stats.jobs.fetch_add(count, Ordering::Relaxed);
         for task in tasks {
             task.fail(StoreError::Commit(message.clone()));
         }
-        stats.jobs.fetch_add(count, Ordering::Relaxed);
         return;
     }
     let mut ran = Vec::with_capacity(tasks.len());
@@ -349,10 +350,10 @@ fn run_group(conn: &Connection, tasks: Vec<Box<dyn Task>>, stats: &WriterStats) 
     } else {
         stats.commits.fetch_add(1, Ordering::Relaxed);
     }
+    stats.jobs.fetch_add(count, Ordering::Relaxed);
     for done in ran {
         done.finish(failure.clone().map(StoreError::Commit));
     }
-    stats.jobs.fetch_add(count, Ordering::Relaxed);
 }
 
 #[cfg(test)]
