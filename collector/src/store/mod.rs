@@ -121,7 +121,36 @@ pub(crate) const READER_CACHE_KIB: i64 = 16 * 1024;
 /// writer: about a second for `history` at 19 million rows (BENCHMARKS.md). The pragma's limit
 /// bit (0x10) is left out on purpose: a limited `ANALYZE` drops the table's STAT4 samples, which
 /// the CI list's plans need, and measured no faster on `history`.
-const OPTIMIZE: &str = "PRAGMA optimize = 0x10002;";
+///
+/// The debug bit (0x1) makes the pragma answer the `ANALYZE` statements it would run instead
+/// of running them: [`Store::optimize`] runs them but those of [`NOT_ANALYZED`].
+const OPTIMIZE_PLAN: &str = "PRAGMA optimize = 0x10003;";
+
+/// Tables [`Store::optimize`] never analyzes. Neither has an index, so statistics would tell
+/// the planner only their row count, and their lookups are by key whatever it is; but
+/// `ANALYZE` counts the rows by reading the whole table, on the writer. `health_raw` swings by
+/// an hour's samples every hour and crosses a tenfold change as a fleet grows: at 15 million
+/// rows, analysing it read 10 GB and held every ingest commit for a minute (measured under
+/// 5,000 reports/s; BENCHMARKS.md). `health_hourly` only grows, by 100,000 rows an hour at
+/// 100,000 computers.
+const NOT_ANALYZED: [&str; 2] = ["health_raw", "health_hourly"];
+
+/// `PRAGMA optimize`, but never of the [`NOT_ANALYZED`] tables.
+fn optimize(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let planned = conn
+        .prepare(OPTIMIZE_PLAN)?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    // Each is `ANALYZE "schema"."table"`.
+    for analyze in planned.iter().filter(|sql| {
+        !NOT_ANALYZED
+            .iter()
+            .any(|table| sql.ends_with(&format!(".\"{table}\"")))
+    }) {
+        conn.execute_batch(analyze)?;
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -224,8 +253,9 @@ impl Store {
         .map_err(open_err)?;
         migrations::migrate(&mut conn, path)?;
         conn.execute_batch(&format!(
-            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY; {OPTIMIZE}"
+            "PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY;"
         ))
+        .and_then(|()| optimize(&conn))
         .map_err(open_err)?;
         // Room for every statement the ingest, enrollment and engine jobs use: an evicted statement
         // is parsed and planned again on its next use, which showed in the writer's profile.
@@ -251,11 +281,10 @@ impl Store {
     }
 
     /// Refreshes the planner's statistics where the data has grown or shrunk (see
-    /// [`OPTIMIZE`]); the compaction task calls it every pass.
+    /// [`OPTIMIZE_PLAN`]), but never of the [`NOT_ANALYZED`] tables; the compaction task calls
+    /// it every pass.
     pub async fn optimize(&self) -> Result<(), StoreError> {
-        self.writer
-            .run(|conn| Ok(conn.execute_batch(OPTIMIZE)?))
-            .await
+        self.writer.run(|conn| Ok(optimize(conn)?)).await
     }
 
     pub fn path(&self) -> &Path {
