@@ -15,8 +15,9 @@
 //!    each 500,000 of them are sorted into a run in `(ci_id, id)` order (SQLite's external sort:
 //!    memory stays bounded whatever the fleet's rate). The main database is read once and in
 //!    order; fetching each computer's rows by id instead was a random read per sample once the
-//!    hour was out of the page cache. The runs need temporary space of about 700 bytes per
-//!    sample (measured; BENCHMARKS.md).
+//!    hour was out of the page cache. Each sample is compressed on its way in against a
+//!    dictionary of the pass's first samples ([`Squeezer`]), so the runs need temporary space
+//!    of about 230 bytes per sample (measured: 4.0 GB for 17.3 million; BENCHMARKS.md).
 //! 3. **Move.** A batch takes the next computers, about `chunk` rows (their counts are kept
 //!    beside the runs), reads their rows from every run, and builds each computer-hour's blob.
 //!    The raw samples' bytes are already the MessagePack the blob holds, so they are spliced,
@@ -451,10 +452,9 @@ impl PassConn {
     /// first did, was a random read per sample once the hour was out of the page cache
     /// (measured: about 3,300 a second, an hour at 5,000 reports/s in 90 minutes). Each run is
     /// sorted within the temporary database, which no snapshot of the main one needs. The runs
-    /// hold a copy of the samples: temporary space of about 700 bytes per sample.
-    ///
-    /// The runs hold each sample compressed against a dictionary of the pass's first samples
-    /// ([`Squeezer`]): about a third of the bytes to write, sort and read back.
+    /// hold a copy of the samples, each compressed against a dictionary of the pass's first
+    /// samples ([`Squeezer`]): about 230 bytes of temporary space per sample, against 680
+    /// uncompressed (measured).
     ///
     /// This starts it: empty temporary tables, the dictionary, and the first raw id; then
     /// [`PassConn::copy_piece`] for each piece, and [`PassConn::seal_run`] for the last run.
