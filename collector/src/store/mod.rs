@@ -129,8 +129,8 @@ const OPTIMIZE_PLAN: &str = "PRAGMA optimize = 0x10003;";
 /// Tables [`Store::optimize`] never analyzes. Neither has an index, so statistics would tell
 /// the planner only their row count, and their lookups are by key whatever it is; but
 /// `ANALYZE` counts the rows by reading the whole table, on the writer. `health_raw` swings by
-/// an hour's samples every hour and crosses a tenfold change as a fleet grows: at 15 million
-/// rows, analysing it read 10 GB and held every ingest commit for a minute (measured under
+/// an hour's samples every hour and crosses a tenfold change as a fleet grows: at 16.4 million
+/// rows, analysing it read 10 GB and held every ingest commit for about 70 s (measured under
 /// 5,000 reports/s; BENCHMARKS.md). `health_hourly` only grows, by 100,000 rows an hour at
 /// 100,000 computers.
 const NOT_ANALYZED: [&str; 2] = ["health_raw", "health_hourly"];
